@@ -1,0 +1,270 @@
+"""The course datasets (WikiText-2 and the SMS Spam Collection) and the token batches built from them.
+
+Each loader reads the dataset hub and falls back to the offline copy under ``data_dir()``. Both sources are
+normalised the same way, so a notebook gets the very same texts online and offline. Only one split of each dataset
+exists offline (WikiText-2 test, SMS train), so the calibration texts (which pruning decisions are fitted on) and
+the evaluation texts (which they are judged on) are both cut from it, deterministically and disjointly: calibrating
+and evaluating on the same texts would flatter every pruning method.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+import torch
+
+from .settings import DATA_ENV, data_dir
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerBase
+
+SPLITS = ("calibration", "evaluation", "all")
+SOURCES = ("auto", "hub", "local")
+CALIBRATION_DATASETS = ("wikitext", "sms")
+
+WIKITEXT_FILE = Path("wikitext-2-raw") / "wiki.test.raw"
+"""Offline WikiText-2 copy, relative to ``data_dir()``."""
+SMS_FILE = Path("sms_spam") / "SMSSpamCollection"
+"""Offline SMS Spam Collection copy, relative to ``data_dir()``."""
+SMS_LABELS = ("ham", "spam")
+"""SMS label names; the hub stores them as 0 and 1 in this order."""
+
+CALIBRATION_EVERY = 4
+"""WikiText article ``i`` goes to calibration when ``i % CALIBRATION_EVERY == CALIBRATION_EVERY - 1``."""
+MIN_PARAGRAPH_CHARS = 200
+"""``calibration_batches`` keeps WikiText rows at least this long, so that samples are paragraphs, not captions."""
+
+_OFFLINE_ENVS = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
+_WIKITEXT_ORIGIN = (
+    "WikiText-2 raw, test split (Merity et al., 2016): the file wiki.test.raw of the wikitext-2-raw-v1 archive, or "
+    "the hub dataset Salesforce/wikitext (config wikitext-2-raw-v1, split test) written one row per line"
+)
+_SMS_ORIGIN = (
+    "the UCI SMS Spam Collection v.1 (Almeida and Gomez Hidalgo, 2011): the file SMSSpamCollection of its archive, "
+    "'label<TAB>message' lines with no header"
+)
+
+
+def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+
+
+def _normalise(text: str) -> str:
+    """Collapse every run of whitespace to one space and strip the ends, identically for hub and local rows."""
+    return " ".join(text.split())
+
+
+def _hub_disabled() -> str | None:
+    """The name of the set offline switch (``HF_DATASETS_OFFLINE``/``HF_HUB_OFFLINE``), or None when none is set."""
+    for name in _OFFLINE_ENVS:
+        if os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}:
+            return name
+    return None
+
+
+def _hub_or_local(
+    source: str, local: Path, origin: str, path: str, name: str | None, split: str
+) -> Dataset | None:
+    """The hub dataset ``path``/``name``/``split``, or None when the caller is to read ``local`` instead.
+
+    ``source="auto"`` tries the hub unless an offline switch is set, then falls back to ``local``. Raises
+    FileNotFoundError, saying which file to put where, when neither is available.
+    """
+    _check_choice("source", source, SOURCES)
+    if source == "local":
+        reason = "source='local'"
+    elif source == "auto" and (switch := _hub_disabled()):
+        reason = f"the hub was not tried because {switch} is set"
+    else:
+        import datasets  # only here: importing it is slow and offline runs never need it
+
+        try:
+            return datasets.load_dataset(path, name, split=split)
+        except Exception as error:  # an unreachable hub fails in many ways (ConnectionError, HTTP errors, ...)
+            if source == "hub":
+                raise
+            reason = f"the hub failed with {type(error).__name__}: {error}"
+    if not local.is_file():
+        raise FileNotFoundError(
+            f"No offline copy at {local} ({reason}). That file is {origin}; put it there, or set ${DATA_ENV} to a "
+            f"folder that holds it as {local.relative_to(data_dir())}. See data/README.md."
+        )
+    return None
+
+
+def _read_lines(path: Path) -> list[str]:
+    """The file's lines, split on ``\\n`` only, so that no other line-break character ever splits a row.
+
+    The ``\\r`` of ``\\r\\n`` endings is whitespace, which the loaders' normalisation removes anyway.
+    """
+    return path.read_text(encoding="utf-8-sig").split("\n")
+
+
+def _is_article_title(row: str) -> bool:
+    """True for a normalised top-level WikiText heading ("= Robert Boulter =").
+
+    Not for a section heading ("= = Career = =") nor a table legend row ("= National record"), which has no closing "=".
+    """
+    return row.startswith("= ") and row.endswith(" =") and not row.startswith("= = ")
+
+
+def load_wikitext(split: str = "evaluation", *, source: str = "auto") -> list[str]:
+    """Non-empty rows of the WikiText-2 (raw) test split, whitespace-normalised, for perplexity and calibration.
+
+    ``split``: "calibration" holds every fourth article (index % 4 == 3, in file order; an article starts at its
+    top-level heading), "evaluation" the others, "all" both; whole articles, so no text leaks across the two.
+    ``source``: "hub" (``Salesforce/wikitext``), "local" (``<data_dir()>/wikitext-2-raw/wiki.test.raw``) or "auto"
+    (hub, then local; local only when ``HF_DATASETS_OFFLINE`` or ``HF_HUB_OFFLINE`` is set).
+    """
+    _check_choice("split", split, SPLITS)
+    local = data_dir() / WIKITEXT_FILE
+    dataset = _hub_or_local(source, local, _WIKITEXT_ORIGIN, "Salesforce/wikitext", "wikitext-2-raw-v1", "test")
+    raw = _read_lines(local) if dataset is None else dataset["text"]
+    rows = [row for row in map(_normalise, raw) if row]
+    if split == "all":
+        return rows
+    wanted = split == "calibration"
+    kept, article = [], 0
+    for position, row in enumerate(rows):
+        if _is_article_title(row) and position > 0:
+            article += 1
+        if (article % CALIBRATION_EVERY == CALIBRATION_EVERY - 1) == wanted:
+            kept.append(row)
+    return kept
+
+
+def _read_sms_file(path: Path) -> tuple[list[str], list[str]]:
+    """(texts, labels) of a ``label<TAB>message`` file, split on the first tab; quotes are ordinary characters."""
+    texts, labels = [], []
+    for number, line in enumerate(_read_lines(path), start=1):
+        if not line.strip():
+            continue
+        label, tab, text = line.partition("\t")
+        if not tab or label not in SMS_LABELS:
+            raise ValueError(f"{path}, line {number}: expected 'ham<TAB>message' or 'spam<TAB>message'; got {line!r}")
+        texts.append(text)
+        labels.append(label)
+    return texts, labels
+
+
+def load_sms(
+    split: str = "evaluation", *, source: str = "auto", calibration_fraction: float = 0.2, seed: int = 0
+) -> pd.DataFrame:
+    """SMS Spam Collection messages as a frame with columns ``text`` (whitespace-normalised) and ``label`` (ham/spam).
+
+    ``split``: "calibration" takes ``round(calibration_fraction * n)`` messages of each label, picked by shuffling
+    that label's row positions with ``random.Random(seed)``; "evaluation" the rest; "all" every message. Both keep
+    file order, and the stratification keeps the spam share equal in both, so the two can be compared.
+    ``source``: "hub" (``ucirvine/sms_spam``), "local" (``<data_dir()>/sms_spam/SMSSpamCollection``) or "auto",
+    as in ``load_wikitext``.
+    """
+    _check_choice("split", split, SPLITS)
+    if not 0 <= calibration_fraction <= 1:
+        raise ValueError(f"calibration_fraction must be between 0 and 1; got {calibration_fraction}")
+    local = data_dir() / SMS_FILE
+    dataset = _hub_or_local(source, local, _SMS_ORIGIN, "ucirvine/sms_spam", None, "train")
+    if dataset is None:
+        texts, labels = _read_sms_file(local)
+    else:
+        texts, labels = list(dataset["sms"]), [SMS_LABELS[int(label)] for label in dataset["label"]]
+    frame = pd.DataFrame({"text": [_normalise(text) for text in texts], "label": labels})
+    if split == "all":
+        return frame
+    calibration = set()
+    for label in SMS_LABELS:
+        positions = [position for position, value in enumerate(labels) if value == label]
+        random.Random(seed).shuffle(positions)
+        calibration.update(positions[: round(calibration_fraction * len(positions))])
+    in_calibration = frame.index.isin(list(calibration))
+    return frame[in_calibration if split == "calibration" else ~in_calibration].reset_index(drop=True)
+
+
+def _right_padded(rows: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(map(len, rows))
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, ids in enumerate(rows):
+        input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[i, : len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def tokenize_batches(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    *,
+    n_samples: int | None = None,
+    seq_len: int = 128,
+    batch_size: int = 8,
+    seed: int = 0,
+) -> list[dict[str, torch.Tensor]]:
+    """Tokenise texts into right-padded batches (``input_ids``, ``attention_mask``) to feed a model.
+
+    ``n_samples`` texts are picked by shuffling positions with ``random.Random(seed)`` and kept in that order (the
+    picks for a smaller ``n_samples`` are a prefix of those for a larger one); None takes all texts in order. Each
+    text is truncated to ``seq_len`` tokens; texts with no tokens (empty, whitespace) are skipped and the next pick
+    is taken. Rows are padded on the right whatever the tokenizer's ``padding_side``, so every mask is a prefix of
+    ones and real tokens keep positions 0..n-1; the pad id is the tokenizer's pad token, else its eos token. The
+    tokenizer is not modified.
+    """
+    if isinstance(texts, str):
+        raise TypeError("texts must be a sequence of strings, not one string")
+    texts = list(texts)
+    if n_samples is not None and not 1 <= n_samples <= len(texts):
+        raise ValueError(
+            f"n_samples must be between 1 and {len(texts)} (the number of texts), or None for all; got {n_samples}"
+        )
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be at least 1; got {seq_len}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1; got {batch_size}")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad_id is None:
+        raise ValueError("the tokenizer has neither a pad token nor an eos token to pad with; set tokenizer.pad_token")
+
+    order = list(range(len(texts)))
+    if n_samples is not None:
+        random.Random(seed).shuffle(order)
+    wanted = len(texts) if n_samples is None else n_samples
+    rows = []
+    for position in order:
+        if len(rows) == wanted:
+            break
+        if texts[position].strip():
+            ids = tokenizer(texts[position], truncation=True, max_length=seq_len)["input_ids"]
+            if ids:
+                rows.append(list(ids))
+    if not rows or (n_samples is not None and len(rows) < n_samples):
+        raise ValueError(f"only {len(rows)} of the {len(texts)} texts have any token; n_samples={n_samples} needs more")
+    return [_right_padded(rows[start : start + batch_size], pad_id) for start in range(0, len(rows), batch_size)]
+
+
+def calibration_batches(
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: str = "wikitext",
+    *,
+    n_samples: int = 10,
+    seq_len: int = 128,
+    batch_size: int = 8,
+    seed: int = 0,
+    source: str = "auto",
+) -> list[dict[str, torch.Tensor]]:
+    """Token batches of ``n_samples`` calibration texts of "wikitext" or "sms" (see ``tokenize_batches``).
+
+    For WikiText, headings and rows shorter than ``MIN_PARAGRAPH_CHARS`` characters are left out, so every sample is
+    a real paragraph that fills most of ``seq_len`` tokens rather than a title or a one-line caption.
+    """
+    _check_choice("dataset", dataset, CALIBRATION_DATASETS)
+    if dataset == "wikitext":
+        rows = load_wikitext("calibration", source=source)
+        texts = [row for row in rows if not row.startswith("= ") and len(row) >= MIN_PARAGRAPH_CHARS]
+    else:
+        texts = load_sms("calibration", source=source)["text"].tolist()
+    return tokenize_batches(tokenizer, texts, n_samples=n_samples, seq_len=seq_len, batch_size=batch_size, seed=seed)
