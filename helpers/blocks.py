@@ -61,8 +61,12 @@ def num_blocks(model: PreTrainedModel) -> int:
     return len(get_blocks(model))
 
 
-def check_block_indices(blocks: Iterable[int], n_blocks: int, *, allow_empty: bool = False) -> list[int]:
+def check_block_indices(
+    blocks: Iterable[int], n_blocks: int, *, allow_empty: bool = False, allow_all: bool = False
+) -> list[int]:
     """Validate 0-based block indices against a model of ``n_blocks`` blocks and return them sorted.
+
+    ``allow_all`` accepts every block at once (fine for watching blocks, not for removing them).
 
     Negative indices are rejected rather than counted from the end: after a first pruning step "-1" would name a
     different block than before, and an index list that silently means two things is a bug waiting to happen.
@@ -79,9 +83,9 @@ def check_block_indices(blocks: Iterable[int], n_blocks: int, *, allow_empty: bo
         raise ValueError(f"block indices {out_of_range} are out of range for a model with {n_blocks} blocks; {valid}")
     if len(set(blocks)) != len(blocks):
         dupes = sorted({int(b) for b in blocks if blocks.count(b) > 1})
-        raise ValueError(f"block indices {dupes} are given more than once; list each block once")
+        raise ValueError(f"block indices {dupes} are given more than once; list each block once ({valid})")
     if not blocks and not allow_empty:
         raise ValueError(f"no blocks given; name at least one block to remove ({valid})")
-    if len(blocks) >= n_blocks:
+    if len(blocks) >= n_blocks and not allow_all:
         raise ValueError(f"cannot remove all {n_blocks} blocks; keep at least one")
     return sorted(int(b) for b in blocks)

@@ -1,0 +1,136 @@
+"""Look inside a forward pass: PyTorch forward hooks on the transformer blocks, always removed afterwards.
+
+A forward hook is a function PyTorch calls right after a module's ``forward`` with the module's inputs and output.
+On a transformer block the interesting input is the hidden state it receives and the interesting output the hidden
+state it returns. Families deliver these differently (the state as first positional argument or as the keyword
+``hidden_states``; a tensor or a tuple whose first element is the state), so ``block_hooks`` hides that and calls
+``fn(index, block_input, block_output)``. The hooks never change what the model computes, and they are removed on
+exit even when the forward pass raises, so a failed experiment never leaves a silently modified model behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import NamedTuple
+
+import torch
+from transformers import PreTrainedModel
+
+from .blocks import check_block_indices, get_blocks
+
+BlockFn = Callable[[int, torch.Tensor, torch.Tensor], None]
+"""``fn(block_index, block_input, block_output)``: the hidden states entering and leaving one block."""
+
+
+def hidden_input(args: tuple, kwargs: Mapping) -> torch.Tensor:
+    """The hidden state a block received: its first positional argument, else the ``hidden_states`` keyword."""
+    state = args[0] if args else kwargs.get("hidden_states")
+    if not isinstance(state, torch.Tensor):
+        raise TypeError(
+            f"cannot find the block's hidden state: expected a tensor as first positional argument or as keyword "
+            f"'hidden_states', got positional {[type(a).__name__ for a in args]} and keywords {sorted(kwargs)}"
+        )
+    return state
+
+
+def hidden_output(output: object) -> torch.Tensor:
+    """The hidden state a block returned: the output itself, or element 0 of a tuple (older and some families)."""
+    state = output if isinstance(output, torch.Tensor) else output[0]
+    if not isinstance(state, torch.Tensor):
+        raise TypeError(f"cannot find the hidden state in the block's output of type {type(output).__name__}")
+    return state
+
+
+def _check_blocks(blocks: Iterable[int] | None, n_blocks: int) -> list[int]:
+    return list(range(n_blocks)) if blocks is None else check_block_indices(blocks, n_blocks, allow_all=True)
+
+
+@contextmanager
+def block_hooks(model: PreTrainedModel, fn: BlockFn, blocks: Iterable[int] | None = None) -> Iterator[None]:
+    """Inside the ``with``, every forward pass calls ``fn(index, block_input, block_output)`` for each hooked block.
+
+    ``blocks``: 0-based indices to hook (None = all). The tensors are the live ones, on the block's own device,
+    possibly with gradients: reduce them there and keep only small results (``.detach()`` what you keep). The hooks
+    observe only (``fn``'s return value is ignored) and are removed on exit, also when the forward pass raises.
+    With ``accelerate``'s ``device_map`` the input of a block can still sit on the previous block's device (hooks
+    see the arguments before accelerate moves them); the output is always on the block's device.
+    """
+    block_list = get_blocks(model)
+    indices = _check_blocks(blocks, len(block_list))
+
+    def hook_for(index: int):
+        def hook(module, args, kwargs, output):
+            fn(index, hidden_input(args, kwargs), hidden_output(output))
+
+        return hook
+
+    handles = []
+    try:
+        for index in indices:
+            handles.append(block_list[index].register_forward_hook(hook_for(index), with_kwargs=True))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode (no dropout) for the duration; every module's own training flag is restored on exit."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def input_device(model: PreTrainedModel) -> torch.device:
+    """Where the token ids must go: the device of the input embedding (the first device under a ``device_map``)."""
+    return model.get_input_embeddings().weight.device
+
+
+def run_model(model: PreTrainedModel, batch: Mapping[str, torch.Tensor]) -> object:
+    """One analysis forward pass: eval mode, no gradients, no KV cache; the batch is moved to the input device.
+
+    The model's training flags are restored afterwards. Returns the model's output (logits etc.).
+    """
+    device = input_device(model)
+    inputs = {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
+    with eval_mode(model), torch.no_grad():
+        return model(**inputs, use_cache=False)
+
+
+class BlockIO(NamedTuple):
+    """What one block received and returned in a recorded forward pass (on the CPU, detached)."""
+
+    input: torch.Tensor
+    output: torch.Tensor
+
+
+def record_block_io(
+    model: PreTrainedModel,
+    batch: Mapping[str, torch.Tensor],
+    *,
+    blocks: Iterable[int] | None = None,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> dict[int, BlockIO]:
+    """Run one forward pass on ``batch`` and return ``{block index: BlockIO(input, output)}`` for the hooked blocks.
+
+    ``reduce`` (e.g. ``lambda h: h[:, -1]`` for the last position) is applied on the block's device before the
+    result is copied to the CPU, so only what you ask for is kept. Meant for small, teaching-sized looks inside a
+    model: for statistics over many batches, reduce inside ``block_hooks`` instead of recording everything.
+    """
+    records: dict[int, BlockIO] = {}
+
+    def keep(state: torch.Tensor) -> torch.Tensor:
+        return (state if reduce is None else reduce(state)).detach().cpu()
+
+    def record(index: int, block_input: torch.Tensor, block_output: torch.Tensor) -> None:
+        records[index] = BlockIO(keep(block_input), keep(block_output))
+
+    with block_hooks(model, record, blocks):
+        run_model(model, batch)
+    return dict(sorted(records.items()))
