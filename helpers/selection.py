@@ -1,0 +1,145 @@
+"""Turn block scores into the blocks to remove: one function for every criterion.
+
+Every criterion returns a Series indexed by block (0..L-1) where higher = more important by default; similarity
+criteria, where a high value means "the block changes little", pass ``higher_is_important=False``. The same
+rules (how many, which blocks are protected, neighbours or one span) then apply to every criterion alike, so that
+criteria are compared on their scores and nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from itertools import groupby
+from numbers import Integral, Real
+from types import MappingProxyType
+
+import pandas as pd
+
+PLUS_HEURISTIC: Mapping[str, int] = MappingProxyType({"protect_first": 4, "protect_last": 2})
+"""Shortened LLaMA's "+": blocks 0-3 and the last two are never removed. Use ``select_blocks(s, k, **PLUS_HEURISTIC)``.
+Counted from each end, so it means the same on a model of any depth."""
+
+
+def resolve_k(k: int | float, n_blocks: int) -> int:
+    """How many blocks ``k`` asks for: an int as is, a float in (0, 1) as ``round(k * n_blocks)``.
+
+    ``round`` is Python's (halves go to the even integer: 0.25 of 10 blocks is 2). At least one block must result
+    and at least one must stay.
+    """
+    if isinstance(k, bool) or not isinstance(k, Real):
+        raise ValueError(f"k must be a number of blocks (int) or a fraction of the blocks (float in (0, 1)); got {k!r}")
+    if isinstance(k, Integral):
+        count = int(k)
+    elif not 0 < k < 1:
+        raise ValueError(f"a fraction k must lie strictly between 0 and 1; got {k} (pass an int for a block count)")
+    else:
+        count = round(k * n_blocks)
+        if count == 0:
+            raise ValueError(f"k={k} of {n_blocks} blocks rounds to 0 blocks; ask for at least one block")
+    if not 1 <= count < n_blocks:
+        raise ValueError(f"k must be between 1 and {n_blocks - 1} blocks for a model of {n_blocks} blocks; got {count}")
+    return count
+
+
+def _check_scores(scores: pd.Series) -> int:
+    if not isinstance(scores, pd.Series):
+        raise ValueError(f"scores must be a pandas Series indexed by block (0..L-1); got {type(scores).__name__}")
+    n_blocks = len(scores)
+    if sorted(scores.index.tolist()) != list(range(n_blocks)):
+        raise ValueError(
+            f"scores must be indexed by the blocks 0..{n_blocks - 1}, each once; got index {scores.index.tolist()}"
+        )
+    values = pd.to_numeric(scores, errors="coerce")
+    bad = sorted(int(i) for i in scores.index[~values.map(lambda v: math.isfinite(float(v)))])
+    if bad:
+        raise ValueError(f"scores are NaN, infinite or not numbers for block(s) {bad}; fix the criterion first")
+    return n_blocks
+
+
+def removable_blocks(n_blocks: int, count: int, *, protect_first: int = 0, protect_last: int = 0) -> list[int]:
+    """The blocks not protected at either end, checking that ``count`` blocks can be removed from them."""
+    for name, value in (("protect_first", protect_first), ("protect_last", protect_last)):
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
+            raise ValueError(f"{name} must be a non-negative integer; got {value!r}")
+    allowed = list(range(protect_first, n_blocks - protect_last))
+    if count > len(allowed):
+        raise ValueError(
+            f"cannot remove {count} blocks: protecting the first {protect_first} and the last {protect_last} of "
+            f"{n_blocks} blocks leaves {len(allowed)} removable"
+        )
+    return allowed
+
+
+def _capacity(free: list[int]) -> int:
+    """The most pairwise non-adjacent blocks among ``free`` (sorted): ceil(length / 2) per run of consecutive blocks."""
+    runs = groupby(enumerate(free), key=lambda pair: pair[1] - pair[0])
+    return sum((len(list(run)) + 1) // 2 for _, run in runs)
+
+
+def _no_adjacent(order: list[int], k: int) -> list[int]:
+    """Least important first, skipping a block that neighbours a chosen one or that would leave too few choices.
+
+    Each pick is the least important block with which k non-adjacent blocks can still be completed. The result is
+    the valid set whose members, sorted from least to most important, are lexicographically least important; it
+    depends only on the ranking of the scores, not their scale, and is found whenever a valid set exists.
+    """
+    chosen: list[int] = []
+    free = sorted(order)
+    while len(chosen) < k:
+        for block in order:
+            rest = [b for b in free if abs(b - block) > 1]
+            if block in free and _capacity(rest) >= k - len(chosen) - 1:
+                chosen.append(block)
+                free = rest
+                break
+    return chosen
+
+
+def _contiguous(importance: pd.Series, allowed: list[int], k: int) -> list[int]:
+    """The span of k consecutive allowed blocks with the lowest total importance (the earliest span on ties)."""
+    totals = {
+        start: math.fsum(importance[b] for b in range(start, start + k)) for start in allowed[: len(allowed) - k + 1]
+    }
+    best = min(totals, key=lambda start: (totals[start], start))
+    return list(range(best, best + k))
+
+
+def select_blocks(
+    scores: pd.Series,
+    k: int | float,
+    *,
+    higher_is_important: bool = True,
+    protect_first: int = 0,
+    protect_last: int = 0,
+    no_adjacent: bool = False,
+    contiguous: bool = False,
+) -> list[int]:
+    """The ``k`` least important blocks to remove (sorted indices), by one criterion's ``scores``.
+
+    ``k``: a block count (int) or a fraction of all blocks (float in (0, 1), see ``resolve_k``).
+    ``higher_is_important``: False for scores where high means removable (e.g. cosine similarity of input/output).
+    ``protect_first`` / ``protect_last``: never remove that many blocks at either end (``**PLUS_HEURISTIC`` = 4, 2).
+    ``no_adjacent``: no two removed blocks are neighbours (see ``_no_adjacent``: rank-based, least important first,
+    always finds a valid set when one exists). ``contiguous``: remove one run of k consecutive blocks, the one with
+    the lowest total importance; this sums the scores, so it depends on their scale (pass ``scores.rank()`` for a
+    scale-free choice). Ties between equal scores go to the lower block index.
+    """
+    n_blocks = _check_scores(scores)
+    count = resolve_k(k, n_blocks)
+    allowed = removable_blocks(n_blocks, count, protect_first=protect_first, protect_last=protect_last)
+    if no_adjacent and contiguous:
+        raise ValueError("no_adjacent and contiguous contradict each other for k > 1; choose one")
+    importance = pd.to_numeric(scores).astype(float)
+    importance = importance if higher_is_important else -importance
+    order = sorted(allowed, key=lambda b: (importance[b], b))
+    if contiguous:
+        return _contiguous(importance, allowed, count)
+    if no_adjacent:
+        if _capacity(allowed) < count:
+            raise ValueError(
+                f"cannot remove {count} non-adjacent blocks from the {len(allowed)} removable blocks "
+                f"{allowed[0]}..{allowed[-1]}: at most {_capacity(allowed)} are pairwise non-adjacent"
+            )
+        return sorted(_no_adjacent(order, count))
+    return sorted(order[:count])

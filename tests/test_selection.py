@@ -1,0 +1,151 @@
+"""select_blocks against brute force over every admissible set, and its refusals of bad input."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers.selection import PLUS_HEURISTIC, select_blocks
+
+
+def series(values) -> pd.Series:
+    return pd.Series(values, index=pd.RangeIndex(len(values), name="block"), name="score", dtype=float)
+
+
+def random_scores(n: int, seed: int, distinct: int | None = None) -> pd.Series:
+    rng = np.random.default_rng(seed)
+    # A few distinct values make ties common, so tie-breaking is exercised too.
+    values = rng.integers(0, distinct, n) if distinct else rng.normal(size=n)
+    return series(values)
+
+
+def cases():
+    for seed in range(6):
+        n = 6 + seed % 4
+        for k in range(1, 4):
+            for first, last in [(0, 0), (1, 0), (0, 2), (1, 1)]:
+                yield n, seed, k, first, last
+
+
+def rank_key(scores: pd.Series, blocks) -> list:
+    """Blocks of a set from least to most important, as (score, index): least important first, ties to low index."""
+    return sorted((scores[b], b) for b in blocks)
+
+
+def test_plain_selection_is_the_k_lowest_and_sorted():
+    scores = series([5.0, 1.0, 4.0, 0.5, 3.0, 2.0])
+    assert select_blocks(scores, 3) == [1, 3, 5]
+    assert select_blocks(scores, 3, higher_is_important=False) == [0, 2, 4]
+
+
+def test_ties_go_to_the_lower_index():
+    flat = series([1.0] * 8)
+    assert select_blocks(flat, 3) == [0, 1, 2]
+    assert select_blocks(flat, 3, protect_first=2) == [2, 3, 4]
+    assert select_blocks(series([2, 1, 3, 1, 1]), 2) == [1, 3]
+
+
+@pytest.mark.parametrize(
+    "n, fraction, expected", [(30, 0.2, 6), (10, 0.25, 2), (10, 0.35, 4), (7, 0.5, 4), (6, 0.1, 1)]
+)
+def test_fraction_is_rounded_with_python_round(n, fraction, expected):
+    assert len(select_blocks(random_scores(n, 0), fraction)) == expected == round(fraction * n)
+
+
+@pytest.mark.parametrize("n", [7, 12, 30, 40])
+def test_protected_ends_are_never_chosen_whatever_their_scores(n):
+    # The protected blocks get the lowest scores, so an unprotected selection would take them first.
+    scores = series(np.arange(n, dtype=float))
+    scores.iloc[:4] = -100.0
+    scores.iloc[-2:] = -50.0
+    k = n - 6
+    chosen = select_blocks(scores, k, **PLUS_HEURISTIC)
+    assert chosen == list(range(4, n - 2))
+    assert select_blocks(scores, 1, **PLUS_HEURISTIC) == [4]
+    assert set(select_blocks(scores, 6)) == {0, 1, 2, 3, n - 2, n - 1}
+
+
+def test_plus_heuristic_on_a_six_block_model_leaves_nothing_to_remove():
+    with pytest.raises(ValueError, match="leaves 0 removable"):
+        select_blocks(random_scores(6, 0), 1, **PLUS_HEURISTIC)
+
+
+def test_plus_heuristic_is_shortened_llamas_and_read_only():
+    assert dict(PLUS_HEURISTIC) == {"protect_first": 4, "protect_last": 2}
+    with pytest.raises(TypeError):
+        PLUS_HEURISTIC["protect_first"] = 0  # type: ignore[index]
+
+
+@pytest.mark.parametrize("n, seed, k, first, last", list(cases()))
+def test_contiguous_is_the_span_of_lowest_total_by_brute_force(n, seed, k, first, last):
+    scores = random_scores(n, seed, distinct=3 if seed % 2 else None)
+    spans = [list(range(s, s + k)) for s in range(first, n - last - k + 1)]
+    best = min(spans, key=lambda span: (sum(scores[b] for b in span), span[0]))
+    assert select_blocks(scores, k, protect_first=first, protect_last=last, contiguous=True) == best
+
+
+@pytest.mark.parametrize("n, seed, k, first, last", list(cases()))
+def test_no_adjacent_is_the_rank_wise_best_valid_set_by_brute_force(n, seed, k, first, last):
+    scores = random_scores(n, seed, distinct=3 if seed % 2 else None)
+    allowed = range(first, n - last)
+    valid = [c for c in itertools.combinations(allowed, k) if all(b - a > 1 for a, b in zip(c, c[1:]))]
+    if not valid:
+        with pytest.raises(ValueError, match="non-adjacent"):
+            select_blocks(scores, k, protect_first=first, protect_last=last, no_adjacent=True)
+        return
+    best = min(valid, key=lambda c: rank_key(scores, c))
+    chosen = select_blocks(scores, k, protect_first=first, protect_last=last, no_adjacent=True)
+    assert chosen == list(best)
+    # And for the negated scores with the direction flipped: the same choice.
+    assert select_blocks(-scores, k, protect_first=first, protect_last=last, no_adjacent=True,
+                         higher_is_important=False) == chosen
+
+
+def test_no_adjacent_finds_a_valid_set_where_plain_greedy_gets_stuck():
+    # Greedy would take block 1 first and then only one of 3, 4 is left; 0, 2, 4 is the only valid choice.
+    scores = series([3.0, 0.0, 2.0, 4.0, 1.0])
+    assert select_blocks(scores, 3, no_adjacent=True) == [0, 2, 4]
+
+
+def test_the_scores_are_not_modified():
+    scores = random_scores(8, 1)
+    before = scores.copy()
+    select_blocks(scores, 3, no_adjacent=True, protect_first=1)
+    pd.testing.assert_series_equal(scores, before)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(k=5, protect_first=2, protect_last=2), "leaves 4 removable"),
+        (dict(k=8), "between 1 and 7"),
+        (dict(k=0), "between 1 and 7"),
+        (dict(k=1.0), "strictly between 0 and 1"),
+        (dict(k=1.5), "strictly between 0 and 1"),
+        (dict(k=-0.2), "strictly between 0 and 1"),
+        (dict(k=0.01), "rounds to 0"),
+        (dict(k=True), "number of blocks"),
+        (dict(k="3"), "number of blocks"),
+        (dict(k=5, no_adjacent=True), "at most 4 are pairwise non-adjacent"),
+        (dict(k=2, no_adjacent=True, contiguous=True), "choose one"),
+        (dict(k=2, protect_first=-1), "non-negative"),
+    ],
+)
+def test_bad_arguments_are_refused_with_a_clear_message(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        select_blocks(random_scores(8, 0), **kwargs)
+
+
+def test_bad_scores_are_refused_naming_the_blocks():
+    scores = random_scores(6, 0)
+    scores[2] = np.nan
+    scores[4] = np.inf
+    with pytest.raises(ValueError, match=r"block\(s\) \[2, 4\]"):
+        select_blocks(scores, 1)
+    with pytest.raises(ValueError, match="indexed by the blocks 0..2"):
+        select_blocks(pd.Series([1.0, 2.0, 3.0], index=[1, 2, 3]), 1)
+    with pytest.raises(ValueError, match="pandas Series"):
+        select_blocks([1.0, 2.0, 3.0], 1)  # type: ignore[arg-type]
