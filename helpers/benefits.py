@@ -1,0 +1,214 @@
+"""What depth pruning buys: fewer parameters and bytes, and faster prefill and decoding.
+
+Three views of the gain. Counts (``parameter_count``, ``model_bytes``) are exact. ``ideal_speedup`` is what the
+removed share of per-token compute promises. ``measure_latency`` is what a machine delivers; at batch size 1
+decoding is bound by per-block overheads and weight reads, so it can beat or miss the ideal figure.
+"""
+
+from __future__ import annotations
+
+import inspect
+import statistics
+import time
+from collections.abc import Iterable, Mapping
+
+import pandas as pd
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .blocks import check_block_indices, get_blocks
+from .pruning import decoder_config, skip_blocks
+
+LATENCY_TEXT = (
+    "Depth pruning removes whole transformer blocks from a language model. Each block holds an attention layer and "
+    "a feed-forward layer, so every removed block saves memory and time for every token the model reads or writes. "
+)
+"""Repeated and cut to ``prompt_tokens`` tokens: the same prompt on every run and every machine."""
+
+
+def _unique(tensors: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+    """Tensors with distinct storage: tied weights (one tensor under two names, or two views of one memory) once."""
+    seen = {}
+    for t in tensors:
+        seen.setdefault((t.device, t.data_ptr(), t.numel(), t.dtype) if t.data_ptr() else id(t), t)
+    return list(seen.values())
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    """Number of parameters, counting tied weights (SmolLM2's embedding = LM head) once."""
+    return sum(p.numel() for p in _unique(model.parameters()))
+
+
+def model_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the model's parameters and buffers (e.g. rotary tables), each storage counted once."""
+    return sum(t.numel() * t.element_size() for t in _unique([*model.parameters(), *model.buffers()]))
+
+
+def size_summary(model: PreTrainedModel) -> pd.Series:
+    """Blocks, parameters (all, in blocks, elsewhere) and size in bytes and MiB of a model, as one Series."""
+    n_params = parameter_count(model)
+    in_blocks = parameter_count(get_blocks(model))
+    size = model_bytes(model)
+    return pd.Series(
+        {
+            "blocks": len(get_blocks(model)),
+            "parameters": n_params,
+            "block_parameters": in_blocks,
+            "other_parameters": n_params - in_blocks,
+            "bytes": size,
+            "MiB": size / 2**20,
+        },
+        name="size",
+        dtype=object,  # counts stay integers next to the MiB figure
+    )
+
+
+def _per_token_compute(model: PreTrainedModel, seq_len: int | None) -> tuple[list[float], float]:
+    """(multiply-accumulates per token of each block, of everything else) — see ``ideal_speedup``."""
+    lookups = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    head = model.get_output_embeddings().weight
+    outside = sum(p.numel() for p in model.parameters() if id(p) not in lookups) - parameter_count(get_blocks(model))
+    if id(head) in lookups:  # tied: the head's matmul is real work although its weight is the embedding table
+        outside += head.numel()
+    attention = 0.0
+    if seq_len is not None:
+        config = decoder_config(model)
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        attention = 2 * seq_len * config.num_attention_heads * head_dim  # q·K and softmax·V over seq_len keys
+    return [parameter_count(block) + attention for block in get_blocks(model)], float(outside)
+
+
+def ideal_speedup(model: PreTrainedModel, removed_blocks: Iterable[int], *, seq_len: int | None = None) -> float:
+    """Speedup promised by removing ``removed_blocks``: 1 / (1 - their share of the per-token compute).
+
+    Compute per token is counted in multiply-accumulates: one per weight of every matrix the token passes through,
+    i.e. each block's parameter count plus everything outside the blocks except embedding lookups (free), with the
+    LM head's matmul counted even when its weight is tied to the embedding. ``seq_len`` adds attention's own work
+    per block at that context length (2 · seq_len · heads · head_dim; sliding windows are ignored); ``None`` leaves
+    it out, which is close for short contexts. Per-block overheads (kernel launches, norms) are not modelled.
+    """
+    per_block, outside = _per_token_compute(model, seq_len)
+    removed = check_block_indices(removed_blocks, len(per_block), allow_empty=True)
+    if seq_len is not None and seq_len < 1:
+        raise ValueError(f"seq_len must be at least 1, or None to leave attention's term out; got {seq_len}")
+    share = sum(per_block[i] for i in removed) / (sum(per_block) + outside)
+    return 1.0 / (1.0 - share)
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that a timer measures the work and not just its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def latency_prompt(tokenizer: PreTrainedTokenizerBase, prompt_tokens: int, batch_size: int = 1) -> torch.Tensor:
+    """The fixed benchmark prompt: ``LATENCY_TEXT`` repeated, cut to ``prompt_tokens`` ids, one row per sequence."""
+    ids = tokenizer(LATENCY_TEXT, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise ValueError("the tokenizer turns the benchmark text into no tokens")
+    row = (ids * (prompt_tokens // len(ids) + 1))[:prompt_tokens]
+    return torch.tensor([row] * batch_size, dtype=torch.long)
+
+
+def _cache_name(model: PreTrainedModel) -> str:
+    """Name of the KV-cache argument and output: transformers renamed ``past_key_values`` to ``cache`` in 5.x."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def greedy_decode(model: PreTrainedModel, prompt: torch.Tensor, new_tokens: int) -> tuple[torch.Tensor, float, float]:
+    """Greedy decoding with the KV cache for exactly ``new_tokens`` tokens (EOS does not stop it).
+
+    Returns (generated ids of shape (batch, new_tokens), prefill seconds, decode seconds). Prefill = one forward
+    over the prompt that fills the cache and gives the first token (time to first token); decode = the
+    ``new_tokens - 1`` one-token steps after it. A plain loop rather than ``generate()``, so only the model is timed.
+    """
+    device = next(model.parameters()).device
+    prompt = prompt.to(device)
+    cache = _cache_name(model)
+    with torch.inference_mode():
+        _synchronize(device)
+        start = time.perf_counter()
+        out = model(input_ids=prompt, use_cache=True)
+        token = out.logits[:, -1].argmax(dim=-1, keepdim=True)
+        _synchronize(device)
+        prefilled = time.perf_counter()
+        generated = [token]
+        for _ in range(new_tokens - 1):
+            out = model(input_ids=token, **{cache: out[cache]}, use_cache=True)
+            token = out.logits[:, -1].argmax(dim=-1, keepdim=True)
+            generated.append(token)
+        _synchronize(device)
+        done = time.perf_counter()
+    return torch.cat(generated, dim=1), prefilled - start, done - prefilled
+
+
+def measure_latency(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    prompt_tokens: int = 128,
+    new_tokens: int = 32,
+    repetitions: int = 5,
+    warmup: int = 1,
+    batch_size: int = 1,
+) -> pd.Series:
+    """Median prefill latency and decoding speed of ``model`` on a fixed prompt (``latency_prompt``).
+
+    Each repetition runs ``greedy_decode``: ``prefill_ms`` = time to first token; ``decode_tokens_per_s`` =
+    generated tokens per second over all ``batch_size`` sequences in the one-token steps after it. ``warmup``
+    untimed runs come first (they pay for allocations and kernel selection). Medians resist a stray slow run.
+    """
+    for name, value, least in (("prompt_tokens", prompt_tokens, 1), ("new_tokens", new_tokens, 2),
+                               ("repetitions", repetitions, 1), ("warmup", warmup, 0), ("batch_size", batch_size, 1)):
+        if value < least:
+            raise ValueError(f"{name} must be at least {least}; got {value}")
+    prompt = latency_prompt(tokenizer, prompt_tokens, batch_size)
+    prefill, decode = [], []
+    for run in range(warmup + repetitions):
+        _, prefill_s, decode_s = greedy_decode(model, prompt, new_tokens)
+        if run >= warmup:
+            prefill.append(prefill_s)
+            decode.append(decode_s)
+    decode_s = statistics.median(decode)
+    return pd.Series(
+        {
+            "prefill_ms": 1000 * statistics.median(prefill),
+            "decode_ms_per_token": 1000 * decode_s / (new_tokens - 1),
+            "decode_tokens_per_s": batch_size * (new_tokens - 1) / decode_s,
+        },
+        name="latency",
+    )
+
+
+def benefits_table(
+    model: PreTrainedModel,
+    variants: Mapping[str, Iterable[int]],
+    *,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    seq_len: int | None = None,
+    **latency: int,
+) -> pd.DataFrame:
+    """One row per variant (name -> blocks to remove) plus a first row "full": size and ideal speedup, and with a
+    ``tokenizer`` also measured latency (keyword arguments go to ``measure_latency``) and the measured speedup.
+
+    Variants are evaluated with ``skip_blocks``, which runs exactly what ``prune_blocks`` would return, no copy.
+    """
+    if "full" in variants:
+        raise ValueError("'full' names the unpruned model, which the table always includes; rename that variant")
+    rows = {}
+    for name, blocks in {"full": [], **variants}.items():
+        blocks = list(blocks)
+        speedup = ideal_speedup(model, blocks, seq_len=seq_len)
+        with skip_blocks(model, blocks) as variant:
+            size = size_summary(variant)[["blocks", "parameters", "MiB"]]
+            row = {"removed": blocks, **size, "ideal_speedup": speedup}
+            if tokenizer is not None:
+                row.update(measure_latency(variant, tokenizer, **latency))
+        rows[name] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "variant"
+    if tokenizer is not None:
+        table["measured_speedup"] = table["decode_tokens_per_s"] / table.loc["full", "decode_tokens_per_s"]
+    return table

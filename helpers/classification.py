@@ -1,0 +1,216 @@
+"""SMS spam classification by comparing how likely the model finds each label word after a prompt.
+
+No generation and no parsing: for every message the model scores the continuations " ham" and " spam" after
+"...Answer:" (sum of the log-probabilities of the continuation's tokens, so labels of several tokens are scored
+correctly) and the likelier one is the prediction. Plain-text prompts work the same for base and instruct models.
+Few-shot prompts put k solved examples, balanced between the labels and drawn from a separate frame, in front.
+
+Small models are often biased toward one label word whatever the message (SmolLM2-135M answers " spam" to nearly
+every prompt), so picking the likelier label can score no better than always guessing one class although the score
+*differences* still rank spam above ham. ``auc`` measures that ranking without any threshold, and
+``decision="prior"`` turns it into predictions that use no evaluated label: the messages with the largest spam-ham
+difference are called spam, as many as the spam share of ``examples`` (e.g. the calibration split) implies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .data import SMS_LABELS
+
+QUESTION = "Is this message spam or ham?"
+DECISIONS = ("argmax", "prior")
+
+
+@dataclass(frozen=True)
+class ClassificationResult:
+    """Accuracy on the evaluated messages, with everything needed to resample or inspect it.
+
+    ``correct``: one boolean per message, in frame order (the bootstrap resamples it). ``predictions``: predicted
+    label per message, indexed like the evaluated frame. ``scores``: log-likelihood of each label's continuation
+    (columns ``ham``, ``spam``). ``baseline``: accuracy of always answering ``majority_label``, the commonest label
+    among the same messages. ``auc``: probability that a random spam message gets a larger spam-ham score
+    difference than a random ham message (0.5 = no signal; NaN when only one label is present). ``shots``: the
+    solved examples in the prompt (empty for zero-shot).
+    """
+
+    accuracy: float
+    correct: np.ndarray
+    predictions: pd.Series
+    scores: pd.DataFrame
+    baseline: float
+    majority_label: str
+    auc: float
+    shots: pd.DataFrame
+
+
+def sms_prompt(text: str, shots: pd.DataFrame | None = None) -> str:
+    """The prompt for one message, ending in "Answer:"; ``shots`` (text, label rows) come first, solved."""
+    pairs = [] if shots is None else zip(shots["text"], shots["label"])
+    solved = "".join(f"Message: {t}\n{QUESTION}\nAnswer: {y}\n\n" for t, y in pairs)
+    return solved + f"Message: {text}\n{QUESTION}\nAnswer:"
+
+
+def _check_frame(frame: pd.DataFrame, name: str) -> None:
+    if not isinstance(frame, pd.DataFrame) or not {"text", "label"} <= set(frame.columns):
+        raise ValueError(f"{name} must be a DataFrame with columns 'text' and 'label' (as load_sms returns)")
+    unknown = sorted(set(frame["label"]) - set(SMS_LABELS))
+    if unknown:
+        raise ValueError(f"{name} has labels {unknown}; valid labels are {list(SMS_LABELS)}")
+
+
+def draw_shots(examples: pd.DataFrame, shots: int, *, exclude: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """``shots`` rows of ``examples``, balanced between ham and spam (ham gets the odd one), in a seeded order.
+
+    Messages whose text also occurs in ``exclude`` (the evaluated frame) are never drawn: a shot identical to an
+    evaluated message would hand the model that message's answer. The SMS collection repeats many messages, so
+    disjoint splits still share some texts; those are skipped. Raises when too few messages of a label remain
+    (as when ``examples`` is the evaluated frame).
+    """
+    _check_frame(examples, "examples")
+    pool = examples[~examples["text"].isin(set(exclude["text"]))]
+    rng = np.random.default_rng(seed)
+    wanted = {"ham": shots - shots // 2, "spam": shots // 2}
+    drawn = []
+    for label, count in wanted.items():
+        candidates = pool[pool["label"] == label]
+        if len(candidates) < count:
+            raise ValueError(
+                f"{shots} shots need {count} {label} messages in examples that do not occur in the evaluated frame; "
+                f"found {len(candidates)} ({len(examples) - len(pool)} of {len(examples)} examples overlap it). "
+                "Draw shots from a disjoint split, e.g. load_sms('calibration') when evaluating on 'evaluation'."
+            )
+        drawn.append(candidates.iloc[np.sort(rng.choice(len(candidates), size=count, replace=False))])
+    chosen = pd.concat(drawn)
+    # Shuffled, so the label of the last shot (which models tend to repeat) is not always the same.
+    return chosen.iloc[rng.permutation(len(chosen))]
+
+
+def _label_scores(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    batch_size: int,
+    progress: bool,
+) -> np.ndarray:
+    """Log-likelihood of each label's continuation after each prompt, shape (n_prompts, n_labels)."""
+    continuations = [tokenizer(" " + label, add_special_tokens=False)["input_ids"] for label in SMS_LABELS]
+    # A row holds prompt + continuation minus its last token (no logit is read after that one), so when every
+    # label is a single token the rows of one prompt coincide and are computed once.
+    requests, rows = [], {}
+    for i, prompt in enumerate(prompts):
+        context = tokenizer(prompt)["input_ids"]
+        for j, continuation in enumerate(continuations):
+            row = tuple(context + continuation[:-1])
+            requests.append((rows.setdefault(row, len(rows)), i, j, len(context) - 1, continuation))
+    row_list = list(rows)
+    order = sorted(range(len(row_list)), key=lambda r: len(row_list[r]))  # similar lengths share a batch
+    pad_id = next(t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if t is not None)
+    by_row: dict[int, list] = {}
+    for request in requests:
+        by_row.setdefault(request[0], []).append(request)
+
+    device = next(model.parameters()).device
+    scores = np.zeros((len(prompts), len(continuations)))
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(order), batch_size), desc="sms", disable=not progress):
+            batch = order[start : start + batch_size]
+            width = max(len(row_list[r]) for r in batch)
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for b, r in enumerate(batch):  # right padding: real tokens keep positions 0..n-1
+                input_ids[b, : len(row_list[r])] = torch.tensor(row_list[r])
+                mask[b, : len(row_list[r])] = 1
+            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
+            for b, r in enumerate(batch):
+                for _, i, j, first, continuation in by_row[r]:
+                    # Logits at position p predict token p + 1: the continuation starts after the last prompt token.
+                    positions = torch.arange(first, first + len(continuation), device=device)
+                    log_probs = logits[b, positions].float().log_softmax(dim=-1)
+                    target = torch.tensor(continuation, device=device)[:, None]
+                    scores[i, j] = log_probs.gather(1, target).sum().item()
+    return scores
+
+
+def _auc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """ROC AUC from the Mann-Whitney U statistic (ties count one half); NaN without both classes."""
+    if len(positive) == 0 or len(negative) == 0:
+        return float("nan")
+    return float(stats.mannwhitneyu(positive, negative).statistic / (len(positive) * len(negative)))
+
+
+def sms_accuracy(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    frame: pd.DataFrame,
+    *,
+    shots: int = 0,
+    examples: pd.DataFrame | None = None,
+    max_examples: int | None = None,
+    batch_size: int = 8,
+    seed: int = 0,
+    decision: str = "argmax",
+    progress: bool = True,
+) -> ClassificationResult:
+    """Zero- or few-shot accuracy of ``model`` on the SMS messages of ``frame`` (columns text, label).
+
+    The prediction is the label whose continuation (" ham" / " spam") is likelier after ``sms_prompt`` (ties go to
+    ham). ``shots > 0`` puts that many solved messages from ``examples`` (e.g. ``load_sms("calibration")``) in front
+    of every prompt, the same ones for every message and every model (``draw_shots``, seeded by ``seed``), so two
+    models are compared on identical prompts. ``max_examples`` evaluates the first rows of ``frame`` only.
+    ``decision="prior"`` predicts spam for the ``round(share * n)`` messages with the largest spam-ham score
+    difference, ``share`` being the spam share of ``examples`` (see the module docstring).
+    Call it on a model in eval mode (``load_model`` returns one).
+    """
+    _check_frame(frame, "frame")
+    if shots < 0:
+        raise ValueError(f"shots must be 0 (zero-shot) or more; got {shots}")
+    if shots > 0 and examples is None:
+        raise ValueError("few-shot prompts need examples to draw the shots from, e.g. examples=load_sms('calibration')")
+    if decision not in DECISIONS:
+        raise ValueError(f"decision must be one of {DECISIONS}; got {decision!r}")
+    if decision == "prior" and examples is None:
+        raise ValueError("decision='prior' needs examples to read the spam share from, e.g. load_sms('calibration')")
+    if examples is not None:
+        _check_frame(examples, "examples")
+    if max_examples is not None and max_examples < 1:
+        raise ValueError(f"max_examples must be at least 1, or None for all; got {max_examples}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1; got {batch_size}")
+    evaluated = frame if max_examples is None else frame.iloc[:max_examples]
+    if evaluated.empty:
+        raise ValueError("frame has no messages to evaluate")
+    chosen = draw_shots(examples, shots, exclude=frame, seed=seed) if shots else frame.iloc[:0]
+
+    prompts = [sms_prompt(text, chosen) for text in evaluated["text"]]
+    scores = pd.DataFrame(
+        _label_scores(model, tokenizer, prompts, batch_size, progress), index=evaluated.index, columns=list(SMS_LABELS)
+    )
+    difference = (scores["spam"] - scores["ham"]).to_numpy()
+    if decision == "argmax":
+        predictions = scores.idxmax(axis=1).rename("prediction")  # idxmax takes the first column on a tie
+    else:
+        n_spam = round((examples["label"] == "spam").mean() * len(evaluated))
+        spam = np.argsort(-difference, kind="stable")[:n_spam]  # ties: the earlier message first
+        predictions = pd.Series("ham", index=evaluated.index, name="prediction")
+        predictions.iloc[spam] = "spam"
+    is_spam = (evaluated["label"] == "spam").to_numpy()
+    correct = (predictions == evaluated["label"]).to_numpy()
+    counts = evaluated["label"].value_counts()
+    return ClassificationResult(
+        accuracy=float(correct.mean()),
+        correct=correct,
+        predictions=predictions,
+        scores=scores,
+        baseline=float(counts.max() / len(evaluated)),
+        majority_label=str(counts.idxmax()),
+        auc=_auc(difference[is_spam], difference[~is_spam]),
+        shots=chosen.reset_index(drop=True),
+    )

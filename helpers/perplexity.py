@@ -1,0 +1,138 @@
+"""Perplexity on held-out text, computed over fixed-length token windows of the concatenated texts.
+
+The texts are joined and tokenized once, then cut into windows that are all exactly ``seq_len`` tokens long: no
+padded rows (padding changes what a row's tokens can attend to and mixes short rows into the average) and a ragged
+tail shorter than a window is dropped. Each window's NLL sum and token count are kept, so that the bootstrap in
+``helpers.statistics`` can resample windows, and two models evaluated on the same text can be compared window by
+window.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+IGNORE = -100
+"""Label value of a position that is not scored."""
+
+
+@dataclass(frozen=True)
+class PerplexityResult:
+    """Perplexity of a model on a text, with the per-window numbers the bootstrap resamples.
+
+    ``ppl = exp(nll)``, ``nll`` = mean negative log-likelihood (nats) per scored token = ``window_nll.sum() /
+    window_tokens.sum()``; ``n_tokens`` = scored tokens; ``window_nll[i]`` / ``window_tokens[i]`` = NLL sum and
+    scored-token count of window ``i`` (in text order).
+    """
+
+    ppl: float
+    nll: float
+    n_tokens: int
+    window_nll: np.ndarray
+    window_tokens: np.ndarray
+    seq_len: int
+    stride: int
+
+
+def adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """True when the tokenizer puts its BOS token in front of a text (SmolLM2's does not, Llama-2's does).
+
+    Found by tokenizing one character with and without special tokens, so it follows the tokenizer's own setting.
+    """
+    bos = tokenizer.bos_token_id
+    with_special = tokenizer("a")["input_ids"]
+    without = tokenizer("a", add_special_tokens=False)["input_ids"]
+    return bos is not None and with_special[:1] == [bos] and without[:1] != [bos]
+
+
+def _window_rows(
+    ids: torch.Tensor, prefix: list[int], seq_len: int, stride: int, max_windows: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, labels) of shape (n_windows, seq_len); labels are IGNORE where a position is not scored."""
+    span = seq_len - len(prefix)  # text tokens per window
+    n_windows = (len(ids) - span) // stride + 1
+    if max_windows is not None:
+        n_windows = min(n_windows, max_windows)
+    starts = torch.arange(n_windows) * stride
+    text = ids[starts[:, None] + torch.arange(span)]
+    inputs = torch.cat([torch.tensor(prefix, dtype=torch.long).expand(n_windows, -1), text], dim=1)
+    labels = inputs.clone()
+    labels[:, : len(prefix)] = IGNORE  # the prefix (BOS) is given, never predicted
+    labels[:, 0] = IGNORE  # nothing predicts a window's first token
+    # After the first window only the last `stride` tokens are new; the rest are context already scored before.
+    labels[1:, : seq_len - stride] = IGNORE
+    return inputs, labels
+
+
+def perplexity(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    *,
+    seq_len: int = 128,
+    stride: int | None = None,
+    max_windows: int | None = None,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> PerplexityResult:
+    """Perplexity of ``model`` on ``texts`` (joined with blank lines), over windows of ``seq_len`` tokens.
+
+    ``stride`` (default: the window's text length, i.e. non-overlapping windows) moves each window on by that many
+    tokens; with a smaller stride only the last ``stride`` tokens of a window are scored, each with up to
+    ``seq_len - stride`` tokens of extra context (the classic sliding-window evaluation; the first window scores
+    all its tokens). If the tokenizer adds a BOS token to a text (``adds_bos``), every window is BOS + ``seq_len - 1``
+    text tokens, as the model saw in training; otherwise a window is ``seq_len`` text tokens and its first token is
+    not scored. Tokens after the last full window are dropped. ``max_windows`` keeps the first windows only.
+    Call it on a model in eval mode (``load_model`` returns one): dropout would make the result random.
+    """
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise ValueError("texts must be a list of strings (one string would be read character by character)")
+    prefix = [tokenizer.bos_token_id] if adds_bos(tokenizer) else []
+    span = seq_len - len(prefix)
+    if span < 1 or seq_len < 2:
+        raise ValueError(f"seq_len must be at least {len(prefix) + 1} and at least 2; got {seq_len}")
+    stride = span if stride is None else stride
+    if not 1 <= stride <= span:
+        raise ValueError(f"stride must be between 1 and {span} (the text tokens in a window); got {stride}")
+    if max_windows is not None and max_windows < 1:
+        raise ValueError(f"max_windows must be at least 1, or None for all windows; got {max_windows}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1; got {batch_size}")
+
+    # verbose=False: the whole text is longer than the model's context on purpose; windows are cut below.
+    ids = tokenizer("\n\n".join(texts), add_special_tokens=False, verbose=False)["input_ids"]
+    if len(ids) < span:
+        raise ValueError(f"the texts give {len(ids)} tokens, fewer than one window of {span} text tokens")
+    inputs, labels = _window_rows(torch.tensor(ids, dtype=torch.long), prefix, seq_len, stride, max_windows)
+
+    device = next(model.parameters()).device
+    nll_sums, counts = [], []
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(inputs), batch_size), desc="perplexity", disable=not progress):
+            batch = inputs[start : start + batch_size].to(device)
+            targets = labels[start : start + batch_size, 1:].to(device)
+            logits = model(input_ids=batch, use_cache=False).logits[:, :-1]
+            nll = F.cross_entropy(
+                logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="none"
+            ).view_as(targets)
+            nll_sums.append(nll.sum(dim=1).double().cpu())
+            counts.append((targets != IGNORE).sum(dim=1).cpu())
+    window_nll = torch.cat(nll_sums).numpy()
+    window_tokens = torch.cat(counts).numpy()
+    mean_nll = float(window_nll.sum() / window_tokens.sum())
+    return PerplexityResult(
+        ppl=math.exp(mean_nll),
+        nll=mean_nll,
+        n_tokens=int(window_tokens.sum()),
+        window_nll=window_nll,
+        window_tokens=window_tokens,
+        seq_len=seq_len,
+        stride=stride,
+    )

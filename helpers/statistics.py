@@ -1,0 +1,176 @@
+"""Error bars and agreement measures: percentile-bootstrap confidence intervals and rank correlations.
+
+A perplexity or an accuracy measured on a finite sample is noisy: on a few hundred SMS messages one point of
+accuracy is within noise. The bootstrap resamples the evaluation units (perplexity windows, messages) with
+replacement and reads the spread of the statistic. Two models evaluated on the same units are compared *paired*:
+both are resampled with the same indices, which removes the noise they share and gives a much tighter interval for
+the difference than two separate intervals would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .classification import ClassificationResult
+from .perplexity import PerplexityResult
+
+Statistic = Callable[[np.ndarray], float]
+
+
+class ConfidenceInterval(NamedTuple):
+    """A point estimate with its percentile-bootstrap interval; ``pd.DataFrame([ci, ...])`` tabulates several."""
+
+    estimate: float
+    low: float
+    high: float
+
+    @property
+    def excludes_zero(self) -> bool:
+        """True when 0 lies outside the interval: a difference this large is unlikely to be noise alone."""
+        return self.low > 0 or self.high < 0
+
+
+def _check_bootstrap(values: np.ndarray, n_boot: int, confidence: float) -> None:
+    if values.ndim == 0 or len(values) == 0:
+        raise ValueError("values must hold at least one unit to resample (an array with a first axis)")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be at least 1; got {n_boot}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be between 0 and 1 (e.g. 0.95); got {confidence}")
+
+
+def _interval(estimate: float, replicates: np.ndarray, confidence: float) -> ConfidenceInterval:
+    alpha = 1 - confidence
+    low, high = np.quantile(replicates, [alpha / 2, 1 - alpha / 2])
+    return ConfidenceInterval(float(estimate), float(low), float(high))
+
+
+def _resamples(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n) row indices, each row a resample with replacement; the same for a given seed and n."""
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def bootstrap_ci(
+    values: np.ndarray,
+    *,
+    statistic: Statistic = np.mean,
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> ConfidenceInterval:
+    """Percentile-bootstrap interval of ``statistic(values)``, resampling ``values`` along its first axis.
+
+    Rows are the units that were sampled (messages, windows); give a 2-D array when a unit carries several numbers
+    (e.g. a window's NLL sum and token count) and a ``statistic`` that combines them.
+    """
+    values = np.asarray(values)
+    _check_bootstrap(values, n_boot, confidence)
+    replicates = np.array([statistic(values[rows]) for rows in _resamples(len(values), n_boot, seed)])
+    return _interval(statistic(values), replicates, confidence)
+
+
+def paired_difference(
+    values_a: np.ndarray,
+    values_b: np.ndarray,
+    *,
+    statistic: Statistic = np.mean,
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> ConfidenceInterval:
+    """Interval of ``statistic(values_b) - statistic(values_a)``, resampling both with the same row indices.
+
+    Row ``i`` of both arrays must be the same unit (message, window) evaluated by model A and model B.
+    """
+    values_a, values_b = np.asarray(values_a), np.asarray(values_b)
+    _check_bootstrap(values_a, n_boot, confidence)
+    if values_a.shape != values_b.shape:
+        raise ValueError(
+            f"paired values must describe the same units: shapes {values_a.shape} and {values_b.shape} differ"
+        )
+    replicates = np.array(
+        [statistic(values_b[rows]) - statistic(values_a[rows]) for rows in _resamples(len(values_a), n_boot, seed)]
+    )
+    return _interval(statistic(values_b) - statistic(values_a), replicates, confidence)
+
+
+def _window_ppl(windows: np.ndarray) -> float:
+    """Perplexity of a set of windows given as rows (NLL sum, scored tokens): exp(total NLL / total tokens)."""
+    return float(np.exp(windows[:, 0].sum() / windows[:, 1].sum()))
+
+
+def _windows(result: PerplexityResult) -> np.ndarray:
+    return np.column_stack([result.window_nll, result.window_tokens])
+
+
+def _correct(result: ClassificationResult | np.ndarray) -> np.ndarray:
+    return np.asarray(result.correct if isinstance(result, ClassificationResult) else result, dtype=float)
+
+
+def perplexity_ci(result: PerplexityResult, **bootstrap: object) -> ConfidenceInterval:
+    """Bootstrap interval of a perplexity, resampling its windows (keyword arguments go to ``bootstrap_ci``)."""
+    return bootstrap_ci(_windows(result), statistic=_window_ppl, **bootstrap)
+
+
+def accuracy_ci(result: ClassificationResult | np.ndarray, **bootstrap: object) -> ConfidenceInterval:
+    """Bootstrap interval of an accuracy (a result or a boolean array of correct answers), resampling messages."""
+    return bootstrap_ci(_correct(result), **bootstrap)
+
+
+def perplexity_difference(a: PerplexityResult, b: PerplexityResult, **bootstrap: object) -> ConfidenceInterval:
+    """Paired interval of ``b.ppl - a.ppl`` for two models evaluated on the same text and windows."""
+    same = (a.seq_len, a.stride, len(a.window_tokens)) == (b.seq_len, b.stride, len(b.window_tokens))
+    if not same or not np.array_equal(a.window_tokens, b.window_tokens):
+        raise ValueError(
+            "the two perplexity results do not cover the same windows; evaluate both models with the same texts, "
+            "tokenizer, seq_len, stride and max_windows"
+        )
+    return paired_difference(_windows(a), _windows(b), statistic=_window_ppl, **bootstrap)
+
+
+def accuracy_difference(
+    a: ClassificationResult | np.ndarray, b: ClassificationResult | np.ndarray, **bootstrap: object
+) -> ConfidenceInterval:
+    """Paired interval of accuracy(b) − accuracy(a) for two models evaluated on the same messages."""
+    if isinstance(a, ClassificationResult) and isinstance(b, ClassificationResult):
+        if not a.predictions.index.equals(b.predictions.index):
+            raise ValueError("the two results cover different messages; evaluate both models on the same frame")
+    return paired_difference(_correct(a), _correct(b), **bootstrap)
+
+
+def rank_correlation(a: pd.Series, b: pd.Series) -> pd.Series:
+    """Spearman's rho and Kendall's tau-b (with two-sided p-values) between two scores of the same items.
+
+    The series are aligned on their index (e.g. block index), so their order does not matter, but they must cover
+    the same items and hold no NaN: a silently dropped block would change the answer without saying so.
+    """
+    if not isinstance(a, pd.Series) or not isinstance(b, pd.Series):
+        raise ValueError("a and b must be pandas Series indexed by item (e.g. by block)")
+    if set(a.index) != set(b.index) or a.index.has_duplicates or b.index.has_duplicates:
+        raise ValueError(
+            f"a and b must have the same unique index; only in a: {sorted(set(a.index) - set(b.index))}, "
+            f"only in b: {sorted(set(b.index) - set(a.index))}"
+        )
+    b = b.reindex(a.index)
+    missing = sorted(a.index[a.isna().to_numpy() | b.isna().to_numpy()])
+    if missing:
+        raise ValueError(f"scores are NaN for items {missing}; drop or fill them explicitly before correlating")
+    if len(a) < 3:
+        raise ValueError(f"need at least 3 items to correlate ranks; got {len(a)}")
+    spearman = stats.spearmanr(a.to_numpy(), b.to_numpy())
+    kendall = stats.kendalltau(a.to_numpy(), b.to_numpy())
+    return pd.Series(
+        {
+            "spearman": float(spearman.statistic),
+            "spearman_p": float(spearman.pvalue),
+            "kendall": float(kendall.statistic),
+            "kendall_p": float(kendall.pvalue),
+            "n": len(a),
+        },
+        name="rank_correlation",
+    )

@@ -1,0 +1,126 @@
+"""Parameter and byte counts, ideal speedup and the timed decoding loop, against hand counts and uncached decoding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from helpers.benefits import (
+    benefits_table,
+    greedy_decode,
+    ideal_speedup,
+    latency_prompt,
+    measure_latency,
+    model_bytes,
+    parameter_count,
+    size_summary,
+)
+from helpers.blocks import num_blocks
+from helpers.pruning import prune_blocks
+from tiny_models import N_LAYERS, TINY_CONFIGS, VOCAB, tiny_model
+from tiny_tokenizer import tiny_tokenizer
+
+# Tiny llama: hidden 32, MLP 64, 4 heads of 8, 2 key-value heads (16 wide), RMSNorm weights only, no biases.
+D, MLP, HEADS, HEAD_DIM, KV = 32, 64, 4, 8, 16
+LLAMA_BLOCK = D * D + 2 * D * KV + D * D + 3 * D * MLP + 2 * D  # q, k+v, o, gate+up+down, two norms
+EMBEDDING = VOCAB * D
+
+
+def llama(tied: bool) -> torch.nn.Module:
+    config = TINY_CONFIGS["llama"]()
+    config.tie_word_embeddings = tied
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_parameter_count_counts_tied_weights_once(tied):
+    model = llama(tied)
+    assert (model.lm_head.weight is model.model.embed_tokens.weight) == tied
+    expected = EMBEDDING + N_LAYERS * LLAMA_BLOCK + D + (0 if tied else EMBEDDING)
+    assert parameter_count(model) == expected
+    buffer_bytes = sum(b.numel() * b.element_size() for b in model.buffers())
+    assert model_bytes(model) == 4 * expected + buffer_bytes
+
+
+def test_parameter_count_of_a_tied_gpt2_by_hand():
+    model = tiny_model("gpt2")
+    # wte + wpe; per block: 2 LayerNorms, qkv and output projections, MLP 4x wide, all with biases; final LayerNorm.
+    block = 2 * 2 * D + (D * 3 * D + 3 * D) + (D * D + D) + (D * 4 * D + 4 * D) + (4 * D * D + D)
+    assert parameter_count(model) == EMBEDDING + 128 * D + N_LAYERS * block + 2 * D
+
+
+def test_size_summary_splits_blocks_from_the_rest():
+    summary = size_summary(llama(tied=True))
+    assert summary["blocks"] == N_LAYERS
+    assert summary["block_parameters"] == N_LAYERS * LLAMA_BLOCK
+    assert summary["other_parameters"] == EMBEDDING + D
+    assert summary["MiB"] == pytest.approx(summary["bytes"] / 2**20)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_ideal_speedup_by_hand(tied):
+    model = llama(tied)
+    # Per token: every block, the final norm and the LM head matmul (tied or not); the embedding lookup is free.
+    total = N_LAYERS * LLAMA_BLOCK + D + EMBEDDING
+    assert ideal_speedup(model, [1, 4]) == pytest.approx(1 / (1 - 2 * LLAMA_BLOCK / total))
+    assert ideal_speedup(model, []) == 1.0
+    attention = 2 * 10 * HEADS * HEAD_DIM  # q·K and softmax·V over 10 keys
+    with_attention = N_LAYERS * (LLAMA_BLOCK + attention) + D + EMBEDDING
+    expected = 1 / (1 - 2 * (LLAMA_BLOCK + attention) / with_attention)
+    assert ideal_speedup(model, [1, 4], seq_len=10) == pytest.approx(expected)
+
+
+def test_ideal_speedup_rejects_bad_blocks_and_seq_len():
+    model = llama(tied=True)
+    with pytest.raises(ValueError, match="out of range"):
+        ideal_speedup(model, [N_LAYERS])
+    with pytest.raises(ValueError, match="seq_len"):
+        ideal_speedup(model, [1], seq_len=0)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_cached_greedy_decoding_matches_uncached_argmax_and_ignores_eos(family):
+    model = tiny_model(family)
+    prompt = latency_prompt(tiny_tokenizer(), prompt_tokens=7, batch_size=2)
+    assert prompt.shape == (2, 7)
+    generated, prefill_s, decode_s = greedy_decode(model, prompt, new_tokens=6)
+
+    ids = prompt.clone()
+    with torch.no_grad():
+        for _ in range(6):  # recompute the whole sequence every step: no cache involved
+            ids = torch.cat([ids, model(ids).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(generated, ids[:, 7:])
+    assert prefill_s > 0 and decode_s > 0
+
+
+def test_measure_latency_reports_medians_and_rejects_bad_arguments():
+    model, tok = tiny_model("llama"), tiny_tokenizer()
+    latency = measure_latency(model, tok, prompt_tokens=8, new_tokens=5, repetitions=2)
+    assert list(latency.index) == ["prefill_ms", "decode_ms_per_token", "decode_tokens_per_s"]
+    assert latency["decode_tokens_per_s"] == pytest.approx(1000 / latency["decode_ms_per_token"])
+    with pytest.raises(ValueError, match="new_tokens must be at least 2"):
+        measure_latency(model, tok, new_tokens=1)
+
+
+def test_benefits_table_matches_pruned_copies():
+    model, tok = llama(tied=True), tiny_tokenizer()
+    variants = {"two middle": [2, 3], "last": [5]}
+    table = benefits_table(model, variants, tokenizer=tok, prompt_tokens=8, new_tokens=3, repetitions=1)
+
+    assert list(table.index) == ["full", "two middle", "last"]
+    assert num_blocks(model) == N_LAYERS  # nothing was removed for real
+    for name, blocks in variants.items():
+        pruned = prune_blocks(model, blocks)
+        assert table.loc[name, "parameters"] == parameter_count(pruned)
+        assert table.loc[name, "MiB"] == pytest.approx(model_bytes(pruned) / 2**20)
+        assert table.loc[name, "blocks"] == N_LAYERS - len(blocks)
+        assert table.loc[name, "ideal_speedup"] == pytest.approx(ideal_speedup(model, blocks))
+    assert table.loc["full", "measured_speedup"] == 1.0
+    assert (table["decode_tokens_per_s"] > 0).all()
+
+    without_latency = benefits_table(model, variants)
+    assert "decode_tokens_per_s" not in without_latency.columns
+    with pytest.raises(ValueError, match="'full'"):
+        benefits_table(model, {"full": [1]})

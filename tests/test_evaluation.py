@@ -1,0 +1,258 @@
+"""Perplexity and SMS accuracy against naive by-hand computations on a tiny model and a tiny tokenizer."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from helpers.classification import sms_accuracy
+from helpers.perplexity import adds_bos, perplexity
+from helpers.pruning import prune_blocks, skip_blocks
+from tiny_models import tiny_model
+from tiny_tokenizer import WORDS, tiny_tokenizer
+
+TEXT_WORDS = [w for w in WORDS if not w.startswith("##")]
+
+
+def sentences(n: int, seed: int = 0, length: tuple[int, int] = (3, 12)) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choices(TEXT_WORDS, k=rng.randint(*length))) for _ in range(n)]
+
+
+def log_probs(model, ids: list[int]) -> torch.Tensor:
+    """Row t = log-probabilities of the token after position t, for one unpadded sequence."""
+    with torch.no_grad():
+        return torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), dim=-1)
+
+
+def window_nll(model, ids: list[int], scored: range) -> float:
+    """Sum of -log p(ids[t] | ids[:t]) over the positions t in ``scored``."""
+    lp = log_probs(model, ids)
+    return -sum(lp[t - 1, ids[t]].item() for t in scored)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model("llama")
+
+
+@pytest.fixture(scope="module")
+def texts():
+    return sentences(24)
+
+
+# --- perplexity -------------------------------------------------------------------------------------------------
+
+
+def test_non_overlapping_windows_match_a_naive_loop(model, texts):
+    tok = tiny_tokenizer()
+    ids = tok("\n\n".join(texts), add_special_tokens=False)["input_ids"]
+    seq_len = 16
+    expected = [window_nll(model, ids[s : s + seq_len], range(1, seq_len)) for s in range(0, len(ids) - 15, seq_len)]
+
+    result = perplexity(model, tok, texts, seq_len=seq_len, batch_size=3, progress=False)
+
+    assert len(expected) == len(ids) // seq_len  # the ragged tail is dropped
+    np.testing.assert_allclose(result.window_nll, expected, rtol=1e-5)
+    assert list(result.window_tokens) == [seq_len - 1] * len(expected)
+    assert result.n_tokens == (seq_len - 1) * len(expected)
+    assert result.nll == pytest.approx(sum(expected) / result.n_tokens, rel=1e-5)
+    assert result.ppl == pytest.approx(math.exp(sum(expected) / result.n_tokens), rel=1e-5)
+
+    first = perplexity(model, tok, texts, seq_len=seq_len, max_windows=2, progress=False)
+    np.testing.assert_allclose(first.window_nll, expected[:2], rtol=1e-5)
+
+
+def test_sliding_window_scores_each_token_once_with_extra_context(model, texts):
+    tok = tiny_tokenizer()
+    texts = texts[:12]
+    ids = tok("\n\n".join(texts), add_special_tokens=False)["input_ids"]
+    seq_len, stride = 16, 6
+    # The classic loop: each window scores the tokens after the previous window's end.
+    expected, previous_end = [], 0
+    for begin in range(0, len(ids) - seq_len + 1, stride):
+        end = begin + seq_len
+        new = end - previous_end
+        expected.append(window_nll(model, ids[begin:end], range(max(1, seq_len - new), seq_len)))
+        previous_end = end
+
+    result = perplexity(model, tok, texts, seq_len=seq_len, stride=stride, batch_size=4, progress=False)
+
+    np.testing.assert_allclose(result.window_nll, expected, rtol=1e-5)
+    assert list(result.window_tokens) == [seq_len - 1] + [stride] * (len(expected) - 1)
+    assert result.n_tokens == previous_end - 1  # every token but the very first, once
+
+
+def test_bos_tokenizer_gets_bos_in_front_of_every_window(model, texts):
+    tok = tiny_tokenizer(add_bos=True)
+    assert adds_bos(tok) and not adds_bos(tiny_tokenizer())
+    ids = tok("\n\n".join(texts), add_special_tokens=False)["input_ids"]
+    seq_len, span = 12, 11
+    expected = [
+        window_nll(model, [tok.bos_token_id] + ids[s : s + span], range(1, seq_len))
+        for s in range(0, len(ids) - span + 1, span)
+    ]
+
+    result = perplexity(model, tok, texts, seq_len=seq_len, progress=False)
+
+    np.testing.assert_allclose(result.window_nll, expected, rtol=1e-5)
+    assert list(result.window_tokens) == [span] * len(expected)  # all text tokens are scored
+
+
+def test_skipping_blocks_gives_the_perplexity_of_the_pruned_copy(model, texts):
+    tok = tiny_tokenizer()
+    with skip_blocks(model, [1, 4]):
+        skipped = perplexity(model, tok, texts, seq_len=16, progress=False)
+    pruned = perplexity(prune_blocks(model, [1, 4]), tok, texts, seq_len=16, progress=False)
+    full = perplexity(model, tok, texts, seq_len=16, progress=False)
+
+    np.testing.assert_array_equal(skipped.window_nll, pruned.window_nll)
+    assert full.ppl != pruned.ppl
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(seq_len=1), "seq_len"),
+        (dict(seq_len=16, stride=17), "stride"),
+        (dict(seq_len=16, stride=0), "stride"),
+        (dict(max_windows=0), "max_windows"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(seq_len=100_000), "fewer than one window"),
+    ],
+)
+def test_perplexity_rejects_bad_arguments(model, texts, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        perplexity(model, tiny_tokenizer(), texts, progress=False, **kwargs)
+
+
+def test_perplexity_rejects_a_single_string(model):
+    with pytest.raises(ValueError, match="list of strings"):
+        perplexity(model, tiny_tokenizer(), "one long text", progress=False)
+
+
+# --- SMS accuracy -------------------------------------------------------------------------------------------------
+
+
+def sms_frame(n: int, seed: int) -> pd.DataFrame:
+    rng = random.Random(seed)
+    labels = ["spam" if rng.random() < 0.3 else "ham" for _ in range(n)]
+    return pd.DataFrame({"text": sentences(n, seed, length=(1, 9)), "label": labels})
+
+
+def label_log_likelihood(model, tok, prompt: str, label: str) -> float:
+    context = tok(prompt)["input_ids"]
+    continuation = tok(" " + label, add_special_tokens=False)["input_ids"]
+    lp = log_probs(model, context + continuation)
+    return sum(lp[len(context) - 1 + k, token].item() for k, token in enumerate(continuation))
+
+
+def hand_prompt(text: str) -> str:
+    return f"Message: {text}\nIs this message spam or ham?\nAnswer:"
+
+
+@pytest.mark.parametrize("family, add_bos", [("llama", False), ("llama", True), ("gpt2", False)])
+def test_zero_shot_scores_match_a_by_hand_log_likelihood(family, add_bos):
+    model, tok, frame = tiny_model(family), tiny_tokenizer(add_bos), sms_frame(7, seed=1)
+    assert len(tok(" spam", add_special_tokens=False)["input_ids"]) == 2  # labels of different lengths
+
+    result = sms_accuracy(model, tok, frame, batch_size=3, progress=False)
+
+    expected = pd.DataFrame(
+        [[label_log_likelihood(model, tok, hand_prompt(t), y) for y in ("ham", "spam")] for t in frame["text"]],
+        columns=["ham", "spam"],
+    )
+    np.testing.assert_allclose(result.scores.to_numpy(), expected.to_numpy(), rtol=1e-5)
+    predicted = np.where(expected["spam"] > expected["ham"], "spam", "ham")
+    assert list(result.predictions) == list(predicted)
+    assert list(result.correct) == list(predicted == frame["label"])
+    assert result.accuracy == pytest.approx(np.mean(predicted == frame["label"]))
+    shares = frame["label"].value_counts(normalize=True)
+    assert result.baseline == pytest.approx(shares.max()) and result.majority_label == shares.idxmax()
+
+
+def test_prior_decision_and_auc_follow_the_score_differences():
+    model, tok, frame = tiny_model("llama"), tiny_tokenizer(), sms_frame(12, seed=7)
+    examples = pd.DataFrame({"text": ["x"] * 4, "label": ["spam", "ham", "ham", "ham"]})  # spam share 1/4
+
+    result = sms_accuracy(model, tok, frame, examples=examples, decision="prior", batch_size=5, progress=False)
+
+    prompts = [hand_prompt(t) for t in frame["text"]]
+    difference = [
+        label_log_likelihood(model, tok, p, "spam") - label_log_likelihood(model, tok, p, "ham") for p in prompts
+    ]
+    top3 = sorted(range(12), key=lambda i: -difference[i])[:3]  # 1/4 of 12 messages are called spam
+    assert list(result.predictions) == ["spam" if i in top3 else "ham" for i in range(12)]
+    spam = [d for d, y in zip(difference, frame["label"]) if y == "spam"]
+    ham = [d for d, y in zip(difference, frame["label"]) if y == "ham"]
+    pairs = [(s > h) + 0.5 * (s == h) for s in spam for h in ham]
+    assert result.auc == pytest.approx(sum(pairs) / len(pairs))
+
+
+def test_few_shot_prompts_hold_balanced_solved_examples_from_the_other_frame(model):
+    tok, frame, examples = tiny_tokenizer(), sms_frame(4, seed=2), sms_frame(30, seed=3)
+    examples = pd.concat([examples, frame.iloc[:2]], ignore_index=True)  # texts also in the evaluated frame
+
+    result = sms_accuracy(model, tok, frame, shots=3, examples=examples, progress=False)
+
+    shots = result.shots
+    assert sorted(shots["label"]) == ["ham", "ham", "spam"]
+    assert shots["text"].isin(examples["text"]).all() and not shots["text"].isin(frame["text"]).any()
+    solved = "".join(
+        f"Message: {t}\nIs this message spam or ham?\nAnswer: {y}\n\n" for t, y in zip(shots["text"], shots["label"])
+    )
+    for i, text in enumerate(frame["text"]):
+        for label in ("ham", "spam"):
+            by_hand = label_log_likelihood(model, tok, solved + hand_prompt(text), label)
+            assert result.scores.iloc[i][label] == pytest.approx(by_hand, rel=1e-5)
+
+    again = sms_accuracy(model, tok, frame, shots=3, examples=examples, progress=False)
+    pd.testing.assert_frame_equal(again.shots, shots)
+
+
+def test_few_shot_examples_from_the_evaluated_frame_are_refused(model):
+    frame = sms_frame(20, seed=4)
+    with pytest.raises(ValueError, match="do not occur in the evaluated frame"):
+        sms_accuracy(model, tiny_tokenizer(), frame, shots=2, examples=frame, progress=False)
+
+
+def test_max_examples_evaluates_the_first_rows(model):
+    frame = sms_frame(9, seed=5)
+    result = sms_accuracy(model, tiny_tokenizer(), frame, max_examples=4, progress=False)
+    assert list(result.predictions.index) == [0, 1, 2, 3] and len(result.correct) == 4
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(shots=2), "need examples"),
+        (dict(shots=-1), "shots"),
+        (dict(max_examples=0), "max_examples"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(decision="threshold"), "decision must be one of"),
+        (dict(decision="prior"), "spam share"),
+    ],
+)
+def test_sms_accuracy_rejects_bad_arguments(model, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        sms_accuracy(model, tiny_tokenizer(), sms_frame(3, seed=6), progress=False, **kwargs)
+
+
+def test_sms_accuracy_rejects_unknown_labels(model):
+    frame = pd.DataFrame({"text": ["hi"], "label": ["junk"]})
+    with pytest.raises(ValueError, match="valid labels"):
+        sms_accuracy(model, tiny_tokenizer(), frame, progress=False)
+
+
+@pytest.mark.slow
+def test_course_tokenizer_adds_no_bos_and_labels_are_single_tokens():
+    from helpers.model import load_model
+
+    _, tok = load_model()
+    assert not adds_bos(tok)
+    assert [len(tok(f" {y}", add_special_tokens=False)["input_ids"]) for y in ("ham", "spam")] == [1, 1]
