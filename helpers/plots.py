@@ -1,0 +1,364 @@
+"""Figures for the course: per-block profiles and heatmaps, depth similarity, angular distance, before/after bars.
+
+Every function takes data (pandas objects indexed by block, as the toolkit returns them), draws on a new figure of
+fixed size or on the ``ax`` given, and returns the Figure. Titles and axis labels are always set. Colours come from
+colour-blind-friendly choices (seaborn's "colorblind" palette, the viridis colormap), and the few style settings are
+applied inside ``plt.rc_context`` so that importing or calling this module never changes a learner's global style.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, MultipleLocator
+
+PALETTE: list[str] = sns.color_palette("colorblind").as_hex()
+"""Line and bar colours, distinguishable with the common colour-vision deficiencies."""
+CMAP = "viridis"
+"""Sequential colormap for heatmaps: perceptually uniform, readable in greyscale and by colour-blind readers."""
+NORMALISATIONS = ("rank", "minmax")
+"""Per-column rescalings offered to put criteria of different scales on one axis."""
+
+_STYLE = {"axes.spines.top": False, "axes.spines.right": False, "axes.titleweight": "bold"}
+_HIGHLIGHT_COLOUR = "#949494"
+# Annotating cells is readable up to about this many blocks x rows at the default figure sizes.
+_ANNOTATE_MAX = (16, 10)
+_TICK_EVERY_BLOCK = 40
+
+
+def _styled(function: Callable[..., Figure]) -> Callable[..., Figure]:
+    """Draw inside a local rc context: the course style applies to this figure only."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Figure:
+        with plt.rc_context(_STYLE):
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
+def _figure_and_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
+    if ax is None:
+        return plt.subplots(figsize=figsize)
+    if not isinstance(ax, Axes):
+        raise ValueError(f"ax must be a matplotlib Axes or None, got {type(ax).__name__}")
+    return ax.figure, ax
+
+
+def _numeric_frame(data: pd.DataFrame | pd.Series, name: str) -> pd.DataFrame:
+    """``data`` as a float DataFrame (a Series becomes one column), or ValueError when empty or not numeric."""
+    if isinstance(data, pd.Series):
+        data = data.to_frame(name=data.name if data.name is not None else "value")
+    if not isinstance(data, pd.DataFrame):
+        raise ValueError(f"{name} must be a pandas DataFrame or Series, got {type(data).__name__}")
+    if data.empty:
+        raise ValueError(f"{name} is empty; it needs at least one row and one column")
+    try:
+        data = data.astype(float)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name} must hold numbers only (NaN allowed for missing values): {error}") from None
+    if data.isna().all().all():
+        raise ValueError(f"{name} holds only NaN; there is nothing to draw")
+    return data
+
+
+def _check_block_index(index: pd.Index, name: str) -> None:
+    if not pd.api.types.is_integer_dtype(index):
+        raise ValueError(f"{name} must be indexed by integer block indices, got an index of dtype {index.dtype}")
+
+
+def normalise(frame: pd.DataFrame, how: str | None) -> pd.DataFrame:
+    """Rescale each column so that criteria with different units can share an axis (NaN stays NaN).
+
+    ``"rank"``: 1 = lowest value of the column (ties share the average rank). ``"minmax"``: 0 = lowest, 1 = highest;
+    a constant column becomes 0.5. ``None`` returns the frame unchanged.
+    """
+    if how is None:
+        return frame
+    if how == "rank":
+        return frame.rank(method="average")
+    if how == "minmax":
+        span = frame.max() - frame.min()
+        scaled = (frame - frame.min()) / span.where(span != 0)
+        for column in frame.columns[span == 0]:
+            scaled[column] = frame[column].where(frame[column].isna(), 0.5)
+        return scaled
+    raise ValueError(f"normalise must be None or one of {NORMALISATIONS}, got {how!r}")
+
+
+_NORMALISED_LABEL = {None: "{}", "rank": "{} (rank, 1 = lowest)", "minmax": "{} (min-max scaled)"}
+
+
+@_styled
+def plot_block_profiles(
+    profiles: pd.DataFrame | pd.Series,
+    *,
+    title: str,
+    ylabel: str,
+    ax: Axes | None = None,
+    highlight: Iterable[int] | None = None,
+    highlight_label: str = "selected blocks",
+    normalise_by: str | None = None,
+    xlabel: str = "block",
+    figsize: tuple[float, float] = (9.0, 4.0),
+) -> Figure:
+    """One line per column (criterion or dataset) over the block index, optionally shading ``highlight`` blocks.
+
+    ``profiles`` is indexed by block; ``normalise_by`` ("rank" or "minmax", per column) makes criteria of different
+    scales comparable, and says so in the y label. NaN values are drawn as gaps, never as zeros.
+    """
+    frame = _numeric_frame(profiles, "profiles")
+    _check_block_index(frame.index, "profiles")
+    frame = normalise(frame.sort_index(), normalise_by)
+    highlight = sorted(set(highlight)) if highlight is not None else []
+    unknown = [b for b in highlight if b not in frame.index]
+    if unknown:
+        raise ValueError(f"highlight blocks {unknown} are not in the profiles' index {list(frame.index)}")
+
+    fig, ax = _figure_and_axes(ax, figsize)
+    for i, block in enumerate(highlight):
+        ax.axvspan(block - 0.5, block + 0.5, color=_HIGHLIGHT_COLOUR, alpha=0.3, lw=0,
+                   label=highlight_label if i == 0 else None)
+    for i, column in enumerate(frame.columns):
+        ax.plot(frame.index, frame[column], marker="o", markersize=4, color=PALETTE[i % len(PALETTE)],
+                label=str(column))
+    # A tick per block while they fit, so that a learner can read off which block a point belongs to.
+    ax.xaxis.set_major_locator(MultipleLocator(1) if len(frame) <= _TICK_EVERY_BLOCK else MaxNLocator(integer=True))
+    ax.tick_params(axis="x", labelsize="small")
+    ax.set_xlim(frame.index.min() - 0.5, frame.index.max() + 0.5)
+    ax.set(title=title, xlabel=xlabel, ylabel=_NORMALISED_LABEL[normalise_by].format(ylabel))
+    ax.grid(alpha=0.3)
+    if len(frame.columns) > 1 or highlight:
+        ax.legend(fontsize="small")
+    return fig
+
+
+def _heatmap(ax: Axes, data: pd.DataFrame, *, cmap: str, cbar_label: str, annotate: bool = False, fmt: str = ".2g",
+             square: bool = False, **kwargs: Any) -> None:
+    """Seaborn heatmap with NaN cells masked (left blank) and a labelled colorbar."""
+    sns.heatmap(data, ax=ax, cmap=cmap, mask=data.isna(), annot=annotate, fmt=fmt, square=square,
+                annot_kws={"fontsize": "x-small"}, cbar_kws={"label": cbar_label}, **kwargs)
+
+
+@_styled
+def plot_block_heatmap(
+    frame: pd.DataFrame,
+    *,
+    title: str,
+    cbar_label: str,
+    ax: Axes | None = None,
+    normalise_by: str | None = None,
+    annotate: bool | None = None,
+    fmt: str = ".2g",
+    xlabel: str = "block",
+    ylabel: str = "",
+    cmap: str = CMAP,
+    figsize: tuple[float, float] = (10.0, 3.5),
+) -> Figure:
+    """Blocks (the frame's index) along x against datasets or criteria (its columns) along y.
+
+    ``normalise_by`` rescales each column (see ``normalise``) so that one colour scale fits all rows; cells are
+    annotated with their value when the table is small (``annotate=None``) or when asked. NaN cells stay blank.
+    """
+    data = _numeric_frame(frame, "frame")
+    _check_block_index(data.index, "frame")
+    data = normalise(data.sort_index(), normalise_by)
+    if annotate is None:
+        annotate = data.shape[0] <= _ANNOTATE_MAX[0] and data.shape[1] <= _ANNOTATE_MAX[1]
+    fig, ax = _figure_and_axes(ax, figsize)
+    _heatmap(ax, data.T, cmap=cmap, cbar_label=_NORMALISED_LABEL[normalise_by].format(cbar_label),
+             annotate=annotate, fmt=fmt, yticklabels=True)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel or data.columns.name or "")
+    return fig
+
+
+@_styled
+def plot_depth_similarity(
+    matrix: pd.DataFrame,
+    *,
+    title: str = "Similarity of hidden states across depth",
+    cbar_label: str = "cosine similarity",
+    ax: Axes | None = None,
+    label: str = "hidden state after block (0 = embeddings)",
+    cmap: str = CMAP,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    figsize: tuple[float, float] = (7.0, 6.0),
+) -> Figure:
+    """The square (L+1)x(L+1) matrix of similarities between the hidden states at every pair of depths."""
+    data = _numeric_frame(matrix, "matrix")
+    if data.shape[0] != data.shape[1]:
+        raise ValueError(f"matrix must be square (one row and one column per depth), got shape {data.shape}")
+    fig, ax = _figure_and_axes(ax, figsize)
+    _heatmap(ax, data, cmap=cmap, cbar_label=cbar_label, square=True, vmin=vmin, vmax=vmax)
+    ax.set(title=title, xlabel=label, ylabel=label)
+    return fig
+
+
+@_styled
+def plot_angular_distance(
+    distance: pd.DataFrame,
+    best_start: pd.Series | None = None,
+    *,
+    title: str = "Angular distance between layer ℓ and layer ℓ + n",
+    cbar_label: str = "angular distance (0 = same direction)",
+    ax: Axes | None = None,
+    xlabel: str = "n (blocks removed)",
+    ylabel: str = "ℓ (first block removed)",
+    cmap: str = CMAP,
+    figsize: tuple[float, float] = (8.0, 6.5),
+) -> Figure:
+    """Heatmap of d(x^ℓ, x^(ℓ+n)) with ℓ as rows and n as columns; ``best_start`` (ℓ per n) is marked with a dot.
+
+    Cells where ℓ + n exceeds the depth are NaN in the data and left blank here.
+    """
+    data = _numeric_frame(distance, "distance")
+    fig, ax = _figure_and_axes(ax, figsize)
+    _heatmap(ax, data, cmap=cmap, cbar_label=cbar_label)
+    if best_start is not None:
+        best = best_start.dropna()
+        missing_n = [n for n in best.index if n not in data.columns]
+        missing_l = [v for v in best.to_numpy() if v not in data.index]
+        if missing_n or missing_l:
+            raise ValueError(f"best_start must map n (columns of distance) to ℓ (its index); unknown n {missing_n}, "
+                             f"unknown ℓ {missing_l}")
+        # Seaborn puts the centre of cell (row r, column c) at (c + 0.5, r + 0.5).
+        x = [data.columns.get_loc(n) + 0.5 for n in best.index]
+        y = [data.index.get_loc(start) + 0.5 for start in best.to_numpy()]
+        ax.scatter(x, y, s=30, facecolors="white", edgecolors="black", linewidths=0.8, zorder=3,
+                   label="best ℓ for each n")
+        ax.legend(loc="upper right", fontsize="small")
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    return fig
+
+
+@_styled
+def plot_token_heatmap(
+    tokens_by_blocks: pd.DataFrame,
+    *,
+    title: str,
+    cbar_label: str,
+    ax: Axes | None = None,
+    xlabel: str = "block",
+    ylabel: str = "token",
+    cmap: str = CMAP,
+    figsize: tuple[float, float] = (9.0, 7.0),
+) -> Figure:
+    """Tokens of one sample (rows, the token strings label the y axis) against blocks (columns)."""
+    data = _numeric_frame(tokens_by_blocks, "tokens_by_blocks")
+    # Newlines and tabs inside a token would break the tick labels: escape unprintable characters, keep the rest.
+    labels = ["".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(t))
+              for t in data.index]
+    fig, ax = _figure_and_axes(ax, figsize)
+    _heatmap(ax, data, cmap=cmap, cbar_label=cbar_label, yticklabels=labels)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    return fig
+
+
+def _long_values(values: pd.DataFrame | Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
+    """Bring ``plot_before_after`` input to columns metric, variant, value, low, high (low/high may be NaN)."""
+    if isinstance(values, Mapping):
+        values = pd.DataFrame(values).rename_axis(index="metric", columns="variant").stack().rename("value")
+        values = values.reset_index()
+    if not isinstance(values, pd.DataFrame) or values.empty:
+        raise ValueError("values must be a non-empty DataFrame with columns metric, variant, value (and optionally "
+                         "low, high), or a dict {variant: {metric: value}}")
+    missing = {"metric", "variant", "value"} - set(values.columns)
+    if missing:
+        raise ValueError(f"values lacks the columns {sorted(missing)}; needed: metric, variant, value "
+                         f"(optional: low, high), got {list(values.columns)}")
+    if values.duplicated(["metric", "variant"]).any():
+        raise ValueError("values has more than one row for some (metric, variant) pair; give each pair once")
+    long = values.reindex(columns=["metric", "variant", "value", "low", "high"])
+    try:
+        long[["value", "low", "high"]] = long[["value", "low", "high"]].astype(float)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"value, low and high must be numbers: {error}") from None
+    outside = (long["low"] > long["value"]) | (long["high"] < long["value"])
+    if outside.any():
+        raise ValueError(f"each interval must contain its value (low <= value <= high); not so for\n{long[outside]}")
+    return long
+
+
+@_styled
+def plot_before_after(
+    values: pd.DataFrame | Mapping[str, Mapping[str, float]],
+    *,
+    title: str,
+    ax: Axes | Sequence[Axes] | None = None,
+    xlabel: str = "model",
+    value_format: str = "{:.3g}",
+    panel_size: tuple[float, float] = (3.2, 3.6),
+) -> Figure:
+    """One small bar panel per metric (units differ: parameters, ms, tokens/s...), one bar per variant.
+
+    ``values``: a tidy frame with columns ``metric``, ``variant``, ``value`` and optionally ``low``/``high`` (a
+    confidence interval, drawn as error bars), or a dict ``{variant: {metric: value}}``. Each bar carries its value.
+    ``ax``: one Axes per metric (a single Axes when there is one metric), else a new row of panels.
+    """
+    long = _long_values(values)
+    metrics = list(dict.fromkeys(long["metric"]))
+    variants = list(dict.fromkeys(long["variant"]))
+    if ax is None:
+        fig, axes = plt.subplots(1, len(metrics), figsize=(panel_size[0] * len(metrics), panel_size[1]),
+                                 squeeze=False)
+        axes = list(axes[0])
+        fig.suptitle(title, fontweight="bold")
+    else:
+        axes = [ax] if isinstance(ax, Axes) else list(ax)
+        if len(axes) != len(metrics) or not all(isinstance(a, Axes) for a in axes):
+            raise ValueError(f"ax must hold one Axes per metric ({len(metrics)}: {metrics}), got {len(axes)}")
+        fig = axes[0].figure
+    colours = {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(variants)}
+    for axis, metric in zip(axes, metrics):
+        rows = long[long["metric"] == metric].set_index("variant")
+        rows = rows.loc[[v for v in variants if v in rows.index]]
+        error = np.vstack([rows["value"] - rows["low"], rows["high"] - rows["value"]])
+        has_error = not np.isnan(error).all()
+        bars = axis.bar([str(v) for v in rows.index], rows["value"], color=[colours[v] for v in rows.index],
+                        yerr=np.nan_to_num(error) if has_error else None, capsize=4 if has_error else 0)
+        axis.bar_label(bars, labels=[value_format.format(v) for v in rows["value"]], fontsize="small",
+                       padding=2)
+        axis.margins(y=0.15)
+        axis.set(title=str(metric) if ax is None else f"{title}: {metric}", xlabel=xlabel, ylabel=str(metric))
+    fig.tight_layout()
+    return fig
+
+
+@_styled
+def plot_speedup(
+    measured: pd.Series,
+    ideal: pd.Series,
+    *,
+    title: str = "Measured vs ideal speedup",
+    ax: Axes | None = None,
+    xlabel: str = "blocks removed",
+    ylabel: str = "speedup (x, vs the full model)",
+    figsize: tuple[float, float] = (6.5, 4.0),
+) -> Figure:
+    """Measured speedup beside the ideal one (from the compute removed) as more blocks are removed.
+
+    Both series are indexed by the number of blocks removed; a grey line marks 1x (no speedup).
+    """
+    measured_frame, ideal_frame = _numeric_frame(measured, "measured"), _numeric_frame(ideal, "ideal")
+    if measured_frame.shape[1] != 1 or ideal_frame.shape[1] != 1:
+        raise ValueError("measured and ideal must be Series (or one-column frames) indexed by blocks removed")
+    fig, ax = _figure_and_axes(ax, figsize)
+    ax.axhline(1.0, color=_HIGHLIGHT_COLOUR, lw=1)
+    ideal_series = ideal_frame.iloc[:, 0].sort_index()
+    measured_series = measured_frame.iloc[:, 0].sort_index()
+    ax.plot(ideal_series.index, ideal_series, ls="--", marker="o", markersize=4, color=PALETTE[0], label="ideal")
+    ax.plot(measured_series.index, measured_series, marker="s", markersize=4, color=PALETTE[1], label="measured")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig

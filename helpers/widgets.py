@@ -1,0 +1,433 @@
+"""Interactive block explorer: pick blocks to remove, coloured by importance, and see what removing them costs.
+
+``BlockChooser`` shows one button per block, coloured by a chosen importance score, and can select the k least
+important blocks of a criterion. ``LivePanel`` re-evaluates the model with the chosen blocks skipped
+(``skip_blocks``: no copy, exact restore) and shows the numbers beside those of the full model. ``block_explorer``
+wires both. The widgets are plain ipywidgets: they can be built and driven (set values, ``.click()``) without a
+frontend, nothing is displayed at import time, and errors raised by a callback are shown in the widget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import ipywidgets as widgets
+import matplotlib
+import pandas as pd
+import torch
+import traitlets
+from matplotlib.colors import to_hex, to_rgb
+from transformers import PreTrainedModel
+
+from .blocks import check_block_indices, num_blocks
+from .pruning import skip_blocks
+
+REMOVED_STYLE = {"button_color": "#eeeeee", "text_color": "#888888", "text_decoration": "line-through"}
+"""How a block chosen for removal looks: faded out and struck through (no colormap colour is this pale)."""
+NO_SCORE_COLOUR = "#bdbdbd"
+"""Background of a block whose score is NaN (not computed, or undefined)."""
+
+Scores = pd.DataFrame | Mapping[str, pd.DataFrame] | pd.Series
+Select = Callable[..., list[int]]
+
+
+def _as_score_tables(scores: Scores) -> dict[str, pd.DataFrame]:
+    """Scores as ``{dataset: DataFrame[block x criterion]}``; one table without datasets becomes ``{"": table}``.
+
+    Accepted: a Series (one criterion), a DataFrame (criteria as columns), a DataFrame whose columns are a
+    (dataset, criterion) MultiIndex, or a dict ``{dataset: DataFrame}``.
+    """
+    if isinstance(scores, pd.Series):
+        scores = scores.to_frame(name=scores.name if scores.name is not None else "score")
+    if isinstance(scores, pd.DataFrame) and isinstance(scores.columns, pd.MultiIndex):
+        if scores.columns.nlevels != 2:
+            raise ValueError("MultiIndex score columns must have exactly two levels: (dataset, criterion)")
+        scores = {str(d): scores[d] for d in scores.columns.unique(level=0)}
+    tables = {"": scores} if isinstance(scores, pd.DataFrame) else scores
+    if not isinstance(tables, Mapping) or not tables:
+        raise ValueError("scores must be a Series, a DataFrame [block x criterion], a DataFrame with (dataset, "
+                         f"criterion) MultiIndex columns, or a non-empty dict {{dataset: DataFrame}}; got {scores!r}")
+    first_index = None
+    for dataset, table in tables.items():
+        if not isinstance(table, pd.DataFrame) or table.empty:
+            raise ValueError(f"scores for dataset {dataset!r} must be a non-empty DataFrame [block x criterion]")
+        if list(table.index) != list(range(len(table))):
+            raise ValueError(f"scores for dataset {dataset!r} must be indexed by the blocks 0..L-1 in order, got "
+                             f"index {list(table.index)}")
+        first_index = table.index if first_index is None else first_index
+        if len(table.index) != len(first_index):
+            raise ValueError("every dataset's scores must cover the same blocks; got tables of "
+                             f"{len(first_index)} and {len(table.index)} blocks")
+        if not all(pd.api.types.is_numeric_dtype(t) for t in table.dtypes):
+            raise ValueError(f"scores for dataset {dataset!r} must be numeric (NaN allowed), got {dict(table.dtypes)}")
+    return {str(d): t.astype(float) for d, t in tables.items()}
+
+
+def importance_colours(scores: pd.Series, *, higher_is_important: bool = True, cmap: str = "viridis") -> list[str]:
+    """Hex colour per block: the colormap at the block's importance, min-max scaled over the blocks (NaN -> grey).
+
+    The most important block gets the colormap's top colour; a constant score gets its middle colour.
+    """
+    importance = scores if higher_is_important else -scores
+    low, high = importance.min(), importance.max()
+    colormap = matplotlib.colormaps[cmap]
+    colours = []
+    for value in importance:
+        if math.isnan(value):
+            colours.append(NO_SCORE_COLOUR)
+        else:
+            colours.append(to_hex(colormap((value - low) / (high - low) if high > low else 0.5)))
+    return colours
+
+
+def _text_colour(background: str) -> str:
+    """Black or white, whichever reads better on ``background`` (relative luminance, sRGB approximation)."""
+    r, g, b = to_rgb(background)
+    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.45 else "white"
+
+
+def _error_html(error: BaseException) -> str:
+    return f"<span style='color:#b00020'><b>{type(error).__name__}</b>: {html.escape(str(error))}</span>"
+
+
+class BlockChooser(widgets.VBox):
+    """Buttons, one per block, to choose the blocks to remove; coloured by the chosen criterion's importance.
+
+    ``scores``: see ``_as_score_tables`` (per-dataset tables give a dataset menu). ``higher_is_important``: one bool
+    for all criteria or ``{criterion: bool}`` (missing criteria count as True); it orients both the colours and
+    "select the k least important". ``select``: the selection function, ``select_blocks`` of ``helpers.selection``
+    by default. The chosen blocks are the trait ``selected`` (sorted list): read it, set it, or ``observe`` it.
+    Each block button toggles its block on ``click()``; ipywidgets' ToggleButton cannot be coloured, Button can.
+    """
+
+    selected = traitlets.List(traitlets.Int(), help="sorted 0-based indices of the blocks chosen for removal")
+
+    def __init__(
+        self,
+        scores: Scores,
+        *,
+        higher_is_important: bool | Mapping[str, bool] = True,
+        protect_first: int = 0,
+        protect_last: int = 0,
+        k: int = 1,
+        select: Select | None = None,
+        cmap: str = "viridis",
+    ) -> None:
+        self._tables = _as_score_tables(scores)
+        self.n_blocks = len(next(iter(self._tables.values())))
+        self._direction = higher_is_important
+        self._select = select
+        self._cmap = cmap
+        matplotlib.colormaps[cmap]  # fail now, not at the first redraw, on an unknown colormap name
+        datasets = list(self._tables)
+        self.dataset = widgets.Dropdown(options=datasets, value=datasets[0], description="dataset")
+        if datasets == [""]:
+            self.dataset.layout.display = "none"
+        self.criterion = widgets.Dropdown(options=list(self._tables[datasets[0]].columns), description="criterion")
+        self.k = widgets.IntSlider(value=min(max(k, 0), self.n_blocks - 1), min=0, max=self.n_blocks - 1,
+                                   description="k")
+        self.protect_first = widgets.BoundedIntText(value=protect_first, min=0, max=self.n_blocks,
+                                                    description="keep first", layout={"width": "150px"})
+        self.protect_last = widgets.BoundedIntText(value=protect_last, min=0, max=self.n_blocks,
+                                                   description="keep last", layout={"width": "150px"})
+        self.select_button = widgets.Button(description="Select the k least important", layout={"width": "auto"})
+        self.clear_button = widgets.Button(description="Clear")
+        self.block_buttons = [widgets.Button(description=str(i), layout={"width": "44px"})
+                              for i in range(self.n_blocks)]
+        self.legend = widgets.HTML()
+        self.status = widgets.HTML()
+        super().__init__([
+            widgets.HBox([self.dataset, self.criterion]),
+            widgets.HBox([self.k, self.protect_first, self.protect_last, self.select_button, self.clear_button]),
+            widgets.HBox(self.block_buttons, layout={"flex_flow": "row wrap"}),
+            self.legend,
+            self.status,
+        ])
+        for i, button in enumerate(self.block_buttons):
+            button.on_click(lambda _, block=i: self._toggle(block))
+        self.select_button.on_click(lambda _: self._select_least_important())
+        self.clear_button.on_click(lambda _: setattr(self, "selected", []))
+        self.dataset.observe(self._on_dataset, names="value")
+        self.criterion.observe(lambda _: self._redraw(), names="value")
+        self._redraw()
+
+    def higher_is_important(self, criterion: str) -> bool:
+        """Whether a higher value of ``criterion`` means a more important block."""
+        if isinstance(self._direction, Mapping):
+            return bool(self._direction.get(criterion, True))
+        return bool(self._direction)
+
+    @property
+    def scores(self) -> pd.Series:
+        """The scores shown: the chosen criterion on the chosen dataset, indexed by block."""
+        return self._tables[self.dataset.value][self.criterion.value]
+
+    @traitlets.validate("selected")
+    def _valid_selection(self, proposal: dict[str, Any]) -> list[int]:
+        return check_block_indices(proposal["value"], self.n_blocks, allow_empty=True)
+
+    @traitlets.observe("selected")
+    def _on_selected(self, _: dict[str, Any]) -> None:
+        self._redraw()
+
+    def _toggle(self, block: int) -> None:
+        self.selected = sorted(set(self.selected) ^ {block})
+
+    def _on_dataset(self, _: dict[str, Any]) -> None:
+        criteria = list(self._tables[self.dataset.value].columns)
+        keep = self.criterion.value if self.criterion.value in criteria else criteria[0]
+        with self.criterion.hold_trait_notifications():
+            self.criterion.options = criteria
+            self.criterion.value = keep
+        self._redraw()
+
+    def _select_least_important(self) -> None:
+        """Select the k least important blocks of the shown criterion, honouring the protected first/last blocks."""
+        try:
+            if self._select is None:
+                from .selection import select_blocks  # lazy: widgets must import even where selection cannot
+
+                self._select = select_blocks
+            chosen = self._select(self.scores, self.k.value, higher_is_important=self.higher_is_important(
+                self.criterion.value), protect_first=self.protect_first.value, protect_last=self.protect_last.value)
+            self.selected = list(chosen)
+        except Exception as error:  # noqa: BLE001 - shown to the learner instead of vanishing into the kernel log
+            self.status.value = _error_html(error)
+        else:
+            self.status.value = ""
+
+    def _redraw(self) -> None:
+        scores = self.scores
+        direction = self.higher_is_important(self.criterion.value)
+        removed = set(self.selected)
+        for block, (button, colour) in enumerate(zip(self.block_buttons, importance_colours(
+                scores, higher_is_important=direction, cmap=self._cmap))):
+            style = REMOVED_STYLE if block in removed else {
+                "button_color": colour, "text_color": _text_colour(colour), "text_decoration": "none"}
+            for key, value in style.items():
+                setattr(button.style, key, value)
+            state = "removed" if block in removed else "kept"
+            button.tooltip = f"block {block} ({state}): {self.criterion.value} = {scores.iloc[block]:.4g}"
+        low, high = ("lowest", "highest") if direction else ("highest", "lowest")
+        self.legend.value = (
+            f"<small>colour: importance by <b>{html.escape(str(self.criterion.value))}</b>, dark = least important "
+            f"({low} value), bright = most important ({high} value); struck through = removed. "
+            f"Removing {len(removed)} of {self.n_blocks} blocks: {sorted(removed)}</small>"
+        )
+
+
+Metric = Callable[[PreTrainedModel], float]
+
+
+class LivePanel(widgets.VBox):
+    """Evaluate the model with the chosen blocks skipped and show the results beside those of the full model.
+
+    ``metrics``: ``{name: f(model) -> float}``, each called inside ``skip_blocks`` (so on the shallower model).
+    ``generate``: ``f(model) -> str``, a short continuation of a fixed prompt, also called inside ``skip_blocks``.
+    ``parameter_count``: ``f(model) -> int`` (inside ``skip_blocks``), giving parameters left and removed.
+    ``ideal_speedup``: ``f(model, removed_blocks) -> float`` (on the full model). Omitted callables omit their rows.
+    The blocks come from ``chooser`` (its ``selected``) or from ``evaluate(blocks)``. With ``auto_update`` a change
+    of the chooser's selection re-evaluates after ``debounce_s`` seconds of quiet (on the kernel's event loop;
+    where none runs, at once). The last results are in ``results``, the full model's in ``baseline``.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        metrics: Mapping[str, Metric],
+        *,
+        generate: Callable[[PreTrainedModel], str] | None = None,
+        parameter_count: Callable[[PreTrainedModel], int] | None = None,
+        ideal_speedup: Callable[[PreTrainedModel, list[int]], float] | None = None,
+        chooser: BlockChooser | None = None,
+        auto_update: bool = False,
+        debounce_s: float = 1.0,
+        compare_to_full: bool = True,
+    ) -> None:
+        reserved = {"removed", "blocks_left", "parameters", "parameters_removed", "parameters_removed_pct",
+                    "ideal_speedup", "generation"}
+        if set(metrics) & reserved:
+            raise ValueError(f"metric names {sorted(set(metrics) & reserved)} are reserved; rename them")
+        if debounce_s < 0:
+            raise ValueError(f"debounce_s must be >= 0 seconds, got {debounce_s}")
+        self.model = model
+        self.metrics = dict(metrics)
+        self._generate = generate
+        self._parameter_count = parameter_count
+        self._ideal_speedup = ideal_speedup
+        self.chooser = chooser
+        self.debounce_s = debounce_s
+        self.compare_to_full = compare_to_full
+        self.results: dict[str, Any] = {}
+        self.baseline: dict[str, Any] | None = None
+        self.error: BaseException | None = None
+        self._pending: asyncio.TimerHandle | None = None
+
+        self.evaluate_button = widgets.Button(description="Evaluate", button_style="primary")
+        self.auto_update = widgets.Checkbox(value=auto_update, description="re-evaluate when the blocks change")
+        self.table = widgets.HTML()
+        self.generation = widgets.HTML()
+        self.status = widgets.HTML("<small>Choose blocks, then press Evaluate.</small>")
+        super().__init__([widgets.HBox([self.evaluate_button, self.auto_update]), self.status, self.table,
+                          self.generation])
+        self.evaluate_button.on_click(lambda _: self._evaluate_and_show())
+        if chooser is not None:
+            chooser.observe(self._on_selection, names="selected")
+
+    @classmethod
+    def for_course(
+        cls,
+        model: PreTrainedModel,
+        tokenizer: Any,
+        eval_texts: list[str],
+        sms_frame: pd.DataFrame,
+        *,
+        seq_len: int = 128,
+        max_windows: int | None = 16,
+        sms_examples: int | None = 64,
+        prompt: str = "The capital of France is",
+        max_new_tokens: int = 16,
+        **kwargs: Any,
+    ) -> LivePanel:
+        """A panel with the course's measurements: WikiText perplexity, zero-shot SMS accuracy, parameters removed,
+        ideal speedup, and a greedy continuation of ``prompt``. Sizes are kept small so that one evaluation takes
+        seconds; the same fixed texts are used every time, so numbers differ only because the blocks differ.
+        """
+        # Lazy: the chooser and a panel with custom metrics need none of these modules.
+        from .benefits import ideal_speedup, parameter_count
+        from .classification import sms_accuracy
+        from .perplexity import perplexity
+
+        metrics = {
+            "perplexity": lambda m: perplexity(m, tokenizer, eval_texts, seq_len=seq_len, max_windows=max_windows,
+                                               progress=False).ppl,
+            "SMS accuracy": lambda m: sms_accuracy(m, tokenizer, sms_frame, max_examples=sms_examples,
+                                                   progress=False).accuracy,
+        }
+        return cls(model, metrics, generate=lambda m: greedy_continuation(m, tokenizer, prompt, max_new_tokens),
+                   parameter_count=parameter_count, ideal_speedup=ideal_speedup, **kwargs)
+
+    def evaluate(self, blocks: Iterable[int] | None = None) -> dict[str, Any]:
+        """Measure the model with ``blocks`` (default: the chooser's selection, else none) skipped; show and return
+        the results. Raises what a callable raises; the model is restored either way (``skip_blocks``)."""
+        if blocks is None:
+            blocks = self.chooser.selected if self.chooser is not None else []
+        removed = check_block_indices(blocks, num_blocks(self.model), allow_empty=True)
+        if self.compare_to_full and self.baseline is None:
+            self.baseline = self._measure([])
+        self.results = self._measure(removed)
+        self._show()
+        return self.results
+
+    def _measure(self, removed: list[int]) -> dict[str, Any]:
+        results: dict[str, Any] = {"removed": removed}
+        total = self._parameter_count(self.model) if self._parameter_count is not None else None
+        with skip_blocks(self.model, removed) as model:
+            results["blocks_left"] = num_blocks(model)
+            for name, metric in self.metrics.items():
+                results[name] = float(metric(model))
+            if total is not None:
+                left = int(self._parameter_count(model))
+                results.update(parameters=left, parameters_removed=total - left,
+                               parameters_removed_pct=100.0 * (total - left) / total)
+            if self._generate is not None:
+                results["generation"] = self._generate(model)
+        if self._ideal_speedup is not None:
+            results["ideal_speedup"] = float(self._ideal_speedup(self.model, removed))
+        return results
+
+    def _evaluate_and_show(self) -> None:
+        """Button and auto-update handler: evaluate, and show any error in the panel instead of losing it."""
+        self.status.value = "<small>Evaluating...</small>"
+        try:
+            self.evaluate()
+        except Exception as error:  # noqa: BLE001 - a callback's exception would otherwise only reach the log
+            self.error = error
+            self.results = {"error": f"{type(error).__name__}: {error}"}
+            self.status.value = _error_html(error)
+            self.table.value = self.generation.value = ""  # old numbers must not pass for the new blocks'
+        else:
+            self.error = None
+            self.status.value = ""
+
+    def _on_selection(self, _: dict[str, Any]) -> None:
+        if not self.auto_update.value:
+            return
+        if self._pending is not None:
+            self._pending.cancel()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # plain Python or a test: no loop to wait on, so evaluate now
+            self._evaluate_and_show()
+            return
+        self._pending = loop.call_later(self.debounce_s, self._evaluate_and_show)
+
+    def _rows(self) -> list[tuple[str, str, str]]:
+        """(label, full model, blocks skipped) for each shown number."""
+        full = self.baseline or {}
+        rows = [("blocks removed", "0", str(len(self.results["removed"])) + f" {self.results['removed']}"),
+                ("blocks left", _fmt(full.get("blocks_left")), _fmt(self.results["blocks_left"]))]
+        rows += [(name, _fmt(full.get(name)), _fmt(self.results[name])) for name in self.metrics]
+        if "parameters" in self.results:
+            rows += [("parameters", _fmt(full.get("parameters")), _fmt(self.results["parameters"])),
+                     ("parameters removed", "0", f"{self.results['parameters_removed']:,} "
+                                                 f"({self.results['parameters_removed_pct']:.1f}%)")]
+        if "ideal_speedup" in self.results:
+            rows.append(("ideal speedup", _fmt(full.get("ideal_speedup")), f"{self.results['ideal_speedup']:.3f}x"))
+        return rows
+
+    def _show(self) -> None:
+        header = "<th></th><th>full model</th><th>blocks skipped</th>" if self.compare_to_full else \
+            "<th></th><th></th><th>blocks skipped</th>"
+        body = "".join(f"<tr><th style='text-align:left'>{html.escape(label)}</th><td>{html.escape(full)}</td>"
+                       f"<td data-name='{html.escape(label)}'>{html.escape(value)}</td></tr>"
+                       for label, full, value in self._rows())
+        self.table.value = f"<table class='live-panel-results'><tr>{header}</tr>{body}</table>"
+        if "generation" in self.results:
+            self.generation.value = (f"<b>greedy continuation</b> (full model / blocks skipped):<pre>"
+                                     f"{html.escape((self.baseline or {}).get('generation', ''))}\n"
+                                     f"{html.escape(self.results['generation'])}</pre>")
+
+
+def _fmt(value: Any) -> str:
+    """Numbers as shown in the panel: integers with thousands separators, floats with 4 significant digits."""
+    if value is None:
+        return ""
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.4g}"
+
+
+def greedy_continuation(model: PreTrainedModel, tokenizer: Any, prompt: str, max_new_tokens: int = 16) -> str:
+    """The model's greedy (deterministic) continuation of ``prompt``, without the prompt."""
+    inputs = tokenizer(prompt, return_tensors="pt").to(model.device)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    with torch.no_grad():
+        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id)
+    return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def block_explorer(
+    model: PreTrainedModel,
+    tokenizer: Any,
+    scores: Scores,
+    eval_texts: list[str],
+    sms_frame: pd.DataFrame,
+    *,
+    higher_is_important: bool | Mapping[str, bool] = True,
+    protect_first: int = 0,
+    protect_last: int = 0,
+    k: int = 1,
+    auto_update: bool = False,
+    **panel_kwargs: Any,
+) -> widgets.VBox:
+    """A ``BlockChooser`` over ``scores`` wired to a ``LivePanel.for_course``: ``VBox([chooser, panel])``."""
+    chooser = BlockChooser(scores, higher_is_important=higher_is_important, protect_first=protect_first,
+                           protect_last=protect_last, k=k)
+    panel = LivePanel.for_course(model, tokenizer, eval_texts, sms_frame, chooser=chooser, auto_update=auto_update,
+                                 **panel_kwargs)
+    return widgets.VBox([chooser, panel])
