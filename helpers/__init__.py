@@ -1,5 +1,29 @@
-"""Helpers for the depth-pruning course: load a model and data, remove blocks, analyse and evaluate them."""
+"""Helpers for the depth-pruning course: load a model and data, remove blocks, analyse and evaluate them.
 
+Plots and widgets stay in their submodules (``helpers.plots``, ``helpers.widgets``) so that importing the
+package does not pull in seaborn and ipywidgets.
+"""
+
+from .benefits import benefits_table, ideal_speedup, measure_latency, model_bytes, parameter_count, size_summary
 from .blocks import BLOCK_PATHS, get_blocks, num_blocks
+from .classification import ClassificationResult, sms_accuracy, sms_prompt
+from .data import calibration_batches, load_sms, load_wikitext, tokenize_batches
+from .data_criteria import ppl_scores, sleb_removal, taylor_scores
+from .hooks import BlockIO, block_hooks, record_block_io, run_model
+from .model import load_model
+from .perplexity import PerplexityResult, perplexity
 from .pruning import prune_blocks, skip_blocks
+from .selection import PLUS_HEURISTIC, select_blocks
 from .settings import DEFAULT_MODEL, set_determinism
+from .similarity import SimilarityReport, block_similarity
+from .static_criteria import POSITION_STRATEGIES, magnitude_scores, position_blocks
+from .statistics import (
+    ConfidenceInterval,
+    accuracy_ci,
+    accuracy_difference,
+    bootstrap_ci,
+    paired_difference,
+    perplexity_ci,
+    perplexity_difference,
+    rank_correlation,
+)
