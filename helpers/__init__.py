@@ -7,6 +7,7 @@ package does not pull in seaborn and ipywidgets.
 from .benefits import benefits_table, ideal_speedup, measure_latency, model_bytes, parameter_count, size_summary
 from .blocks import BLOCK_PATHS, get_blocks, num_blocks
 from .classification import ClassificationResult, sms_accuracy, sms_prompt
+from .comparison import compare_variants
 from .data import calibration_batches, load_sms, load_wikitext, tokenize_batches
 from .data_criteria import ppl_scores, sleb_removal, taylor_scores
 from .hooks import BlockIO, block_hooks, record_block_io, run_model
