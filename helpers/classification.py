@@ -5,6 +5,11 @@ No generation and no parsing: for every message the model scores the continuatio
 correctly) and the likelier one is the prediction. Plain-text prompts work the same for base and instruct models.
 Few-shot prompts put k solved examples, balanced between the labels and drawn from a separate frame, in front.
 
+The solved examples are the same for every message and make up most of each prompt (8 shots: ~450 of ~500 tokens
+for SmolLM2), so the tokens all prompts share are run once, their keys and values kept in the KV cache, and every
+batch of messages runs only its own tokens on a copy of that cache: the same scores up to float rounding (also
+with sliding-window attention), several times faster.
+
 Small models are often biased toward one label word whatever the message (SmolLM2-135M answers " spam" to nearly
 every prompt), so picking the likelier label can score no better than always guessing one class although the score
 *differences* still rank spam above ham. ``auc`` measures that ranking without any threshold, and
@@ -14,6 +19,7 @@ difference are called spam, as many as the spam share of ``examples`` (e.g. the 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,8 +27,9 @@ import pandas as pd
 import torch
 from scipy import stats
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
 
+from .benefits import _cache_name
 from .data import SMS_LABELS
 
 QUESTION = "Is this message spam or ham?"
@@ -93,23 +100,42 @@ def draw_shots(examples: pd.DataFrame, shots: int, *, exclude: pd.DataFrame, see
     return chosen.iloc[rng.permutation(len(chosen))]
 
 
+def _shared_length(contexts: list[list[int]]) -> int:
+    """How many leading tokens all contexts share, leaving each at least one token of its own to run.
+
+    Found on the token ids of the full prompts rather than by tokenizing the shots text on its own, because the
+    boundary tokenizes differently alone: SmolLM2 reads "\\n\\nMessage" as "\\n", "\\n", "Message" but a text ending
+    in "\\n\\n" as one "\\n\\n" token. Splitting the ids keeps exactly the tokens the full prompt is scored on.
+    """
+    first, shared = contexts[0], min(len(context) for context in contexts) - 1
+    for context in contexts[1:]:
+        shared = next((k for k in range(shared) if context[k] != first[k]), shared)
+    return shared
+
+
 def _label_scores(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompts: list[str],
     batch_size: int,
     progress: bool,
+    reuse_prefix: bool,
 ) -> np.ndarray:
-    """Log-likelihood of each label's continuation after each prompt, shape (n_prompts, n_labels)."""
+    """Log-likelihood of each label's continuation after each prompt, shape (n_prompts, n_labels).
+
+    ``reuse_prefix``: run the tokens shared by all prompts once and reuse their KV cache (see the module docstring).
+    """
     continuations = [tokenizer(" " + label, add_special_tokens=False)["input_ids"] for label in SMS_LABELS]
-    # A row holds prompt + continuation minus its last token (no logit is read after that one), so when every
-    # label is a single token the rows of one prompt coincide and are computed once.
+    contexts = [tokenizer(prompt)["input_ids"] for prompt in prompts]
+    shared = _shared_length(contexts) if reuse_prefix else 0
+    # A row holds a prompt's own tokens + continuation minus its last token (no logit is read after that one), so
+    # when every label is a single token the rows of one prompt coincide and are computed once.
     requests, rows = [], {}
-    for i, prompt in enumerate(prompts):
-        context = tokenizer(prompt)["input_ids"]
+    for i, context in enumerate(contexts):
+        own = context[shared:]
         for j, continuation in enumerate(continuations):
-            row = tuple(context + continuation[:-1])
-            requests.append((rows.setdefault(row, len(rows)), i, j, len(context) - 1, continuation))
+            row = tuple(own + continuation[:-1])
+            requests.append((rows.setdefault(row, len(rows)), i, j, len(own) - 1, continuation))
     row_list = list(rows)
     order = sorted(range(len(row_list)), key=lambda r: len(row_list[r]))  # similar lengths share a batch
     pad_id = next(t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if t is not None)
@@ -120,15 +146,20 @@ def _label_scores(
     device = next(model.parameters()).device
     scores = np.zeros((len(prompts), len(continuations)))
     with torch.inference_mode():
+        prefix_cache = None
+        if shared:
+            prefix = torch.tensor([contexts[0][:shared]], device=device)
+            # No prefix logit is read, so the head runs on one position only.
+            prefix_cache = model(input_ids=prefix, use_cache=True, logits_to_keep=1)[_cache_name(model)]
         for start in tqdm(range(0, len(order), batch_size), desc="sms", disable=not progress):
             batch = order[start : start + batch_size]
             width = max(len(row_list[r]) for r in batch)
             input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for b, r in enumerate(batch):  # right padding: real tokens keep positions 0..n-1
+            for b, r in enumerate(batch):  # right padding: real tokens keep their positions
                 input_ids[b, : len(row_list[r])] = torch.tensor(row_list[r])
                 mask[b, : len(row_list[r])] = 1
-            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
+            logits = _forward(model, input_ids.to(device), mask.to(device), prefix_cache, shared)
             for b, r in enumerate(batch):
                 for _, i, j, first, continuation in by_row[r]:
                     # Logits at position p predict token p + 1: the continuation starts after the last prompt token.
@@ -137,6 +168,22 @@ def _label_scores(
                     target = torch.tensor(continuation, device=device)[:, None]
                     scores[i, j] = log_probs.gather(1, target).sum().item()
     return scores
+
+
+def _forward(
+    model: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Tensor, prefix_cache: Cache | None, shared: int
+) -> torch.Tensor:
+    """Logits of a right-padded batch, which continues the ``shared`` cached prefix tokens when a cache is given."""
+    if prefix_cache is None:
+        return model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
+    n, width = input_ids.shape
+    # A forward call appends to the cache it is given, so every batch gets its own copy, one row per message.
+    cache = copy.deepcopy(prefix_cache)
+    cache.batch_repeat_interleave(n)
+    mask = torch.cat([mask.new_ones(n, shared), mask], dim=1)  # every row sees the whole prefix
+    positions = torch.arange(shared, shared + width, device=input_ids.device).expand(n, -1)
+    kwargs = {_cache_name(model): cache}
+    return model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs).logits
 
 
 def _auc(positive: np.ndarray, negative: np.ndarray) -> float:
@@ -157,6 +204,7 @@ def sms_accuracy(
     batch_size: int = 8,
     seed: int = 0,
     decision: str = "argmax",
+    reuse_prefix: bool = True,
     progress: bool = True,
 ) -> ClassificationResult:
     """Zero- or few-shot accuracy of ``model`` on the SMS messages of ``frame`` (columns text, label).
@@ -167,6 +215,8 @@ def sms_accuracy(
     models are compared on identical prompts. ``max_examples`` evaluates the first rows of ``frame`` only.
     ``decision="prior"`` predicts spam for the ``round(share * n)`` messages with the largest spam-ham score
     difference, ``share`` being the spam share of ``examples`` (see the module docstring).
+    ``reuse_prefix=True`` runs the shots once and reuses their KV cache for every message; ``False`` runs every full
+    prompt (slower, same scores up to float rounding; kept to time and check the cached path).
     Call it on a model in eval mode (``load_model`` returns one).
     """
     _check_frame(frame, "frame")
@@ -191,7 +241,9 @@ def sms_accuracy(
 
     prompts = [sms_prompt(text, chosen) for text in evaluated["text"]]
     scores = pd.DataFrame(
-        _label_scores(model, tokenizer, prompts, batch_size, progress), index=evaluated.index, columns=list(SMS_LABELS)
+        _label_scores(model, tokenizer, prompts, batch_size, progress, reuse_prefix and shots > 0),
+        index=evaluated.index,
+        columns=list(SMS_LABELS),
     )
     difference = (scores["spam"] - scores["ham"]).to_numpy()
     if decision == "argmax":

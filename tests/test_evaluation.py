@@ -203,16 +203,71 @@ def test_few_shot_prompts_hold_balanced_solved_examples_from_the_other_frame(mod
     shots = result.shots
     assert sorted(shots["label"]) == ["ham", "ham", "spam"]
     assert shots["text"].isin(examples["text"]).all() and not shots["text"].isin(frame["text"]).any()
-    solved = "".join(
-        f"Message: {t}\nIs this message spam or ham?\nAnswer: {y}\n\n" for t, y in zip(shots["text"], shots["label"])
-    )
-    for i, text in enumerate(frame["text"]):
-        for label in ("ham", "spam"):
-            by_hand = label_log_likelihood(model, tok, solved + hand_prompt(text), label)
-            assert result.scores.iloc[i][label] == pytest.approx(by_hand, rel=1e-5)
 
     again = sms_accuracy(model, tok, frame, shots=3, examples=examples, progress=False)
     pd.testing.assert_frame_equal(again.shots, shots)
+
+
+def solved_examples(shots: pd.DataFrame) -> str:
+    return "".join(
+        f"Message: {t}\nIs this message spam or ham?\nAnswer: {y}\n\n" for t, y in zip(shots["text"], shots["label"])
+    )
+
+
+def few_shot_by_hand(model, tok, frame: pd.DataFrame, shots: pd.DataFrame) -> np.ndarray:
+    """Label log-likelihoods after each full few-shot prompt, one unpadded sequence at a time, no cache."""
+    solved = solved_examples(shots)
+    return np.array(
+        [[label_log_likelihood(model, tok, solved + hand_prompt(t), y) for y in ("ham", "spam")] for t in frame["text"]]
+    )
+
+
+def forward_widths(model) -> tuple[list[tuple[int, int]], object]:
+    """Record the (batch, length) of the token ids of every forward call; returns the list and the hook handle."""
+    shapes: list[tuple[int, int]] = []
+    handle = model.get_input_embeddings().register_forward_hook(lambda m, args, out: shapes.append(args[0].shape))
+    return shapes, handle
+
+
+# gemma2's sliding window (5 tokens) is far shorter than the prompts, so its cache keeps only the last tokens.
+@pytest.mark.parametrize(
+    "family, add_bos, reuse_prefix",
+    [("llama", False, True), ("llama", True, True), ("gpt2", False, True), ("gemma2", False, True), ("llama", False, False)],
+)
+def test_few_shot_scores_with_the_cached_prefix_equal_full_prompts(family, add_bos, reuse_prefix):
+    model, tok = tiny_model(family), tiny_tokenizer(add_bos)
+    frame, examples = sms_frame(7, seed=1), sms_frame(30, seed=3)  # 1 to 9 words: right-padded batches
+
+    shapes, handle = forward_widths(model)
+    try:
+        result = sms_accuracy(
+            model, tok, frame, shots=3, examples=examples, batch_size=3, reuse_prefix=reuse_prefix, progress=False
+        )
+    finally:
+        handle.remove()
+
+    np.testing.assert_allclose(result.scores.to_numpy(), few_shot_by_hand(model, tok, frame, result.shots), atol=1e-4)
+    n_solved = len(tok(solved_examples(result.shots))["input_ids"])
+    assert n_solved > (getattr(model.config, "sliding_window", None) or 0)
+    holding_the_shots = [shape for shape in shapes if shape[1] >= n_solved]
+    if reuse_prefix:  # the shared tokens run once, alone; the 14 rows (" spam" is two tokens) run without them
+        assert shapes[0][0] == 1 and holding_the_shots == [shapes[0]]
+        assert sum(rows for rows, _ in shapes[1:]) == 2 * len(frame)
+    else:
+        assert len(holding_the_shots) == len(shapes)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2"])
+def test_cached_prefix_inside_skip_blocks_scores_the_pruned_model(family):
+    model, tok = tiny_model(family), tiny_tokenizer()
+    frame, examples = sms_frame(5, seed=8), sms_frame(30, seed=3)
+
+    with skip_blocks(model, [1, 4]):
+        result = sms_accuracy(model, tok, frame, shots=4, examples=examples, batch_size=4, progress=False)
+
+    expected = few_shot_by_hand(prune_blocks(model, [1, 4]), tok, frame, result.shots)
+    np.testing.assert_allclose(result.scores.to_numpy(), expected, atol=1e-4)
+    assert not np.allclose(few_shot_by_hand(model, tok, frame, result.shots), expected, atol=1e-2)
 
 
 def test_few_shot_examples_from_the_evaluated_frame_are_refused(model):
