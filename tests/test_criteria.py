@@ -17,13 +17,6 @@ from tiny_models import N_LAYERS, TINY_CONFIGS, tiny_inputs, tiny_model
 PPL_FAMILIES = sorted(TINY_CONFIGS)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and a second thread on a busy 2-core machine makes each op 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def batches():

@@ -20,14 +20,6 @@ from helpers.settings import CACHE_ENV
 PROMPT = "Depth pruning removes whole transformer blocks from a language model."
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small CPU runners are often shared: with several busy processes, torch's OpenMP threads spin against each
-    # other and a 135M-model forward pass gets 10-20x slower. One thread is fast enough here and never contends.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
