@@ -289,13 +289,20 @@ class LivePanel(widgets.VBox):
         seq_len: int = 128,
         max_windows: int | None = 16,
         sms_examples: int | None = 64,
+        shots: int = 0,
+        examples: pd.DataFrame | None = None,
+        decision: str = "argmax",
         prompt: str = "The capital of France is",
         max_new_tokens: int = 16,
         **kwargs: Any,
     ) -> LivePanel:
-        """A panel with the course's measurements: WikiText perplexity, zero-shot SMS accuracy, parameters removed,
-        ideal speedup, and a greedy continuation of ``prompt``. Sizes are kept small so that one evaluation takes
-        seconds; the same fixed texts are used every time, so numbers differ only because the blocks differ.
+        """A panel with the course's measurements: WikiText perplexity, SMS accuracy, parameters removed, ideal
+        speedup, and a greedy continuation of ``prompt``. Sizes are kept small so that one evaluation takes seconds;
+        the same fixed texts are used every time, so numbers differ only because the blocks differ.
+
+        ``sms_examples`` is how many messages of ``sms_frame`` are scored; ``shots``, ``examples`` (the frame the
+        solved shots are drawn from) and ``decision`` go to ``sms_accuracy``. Zero-shot "argmax" (the default) has
+        no signal on SmolLM2-135M; the course passes ``shots=4, examples=load_sms("calibration"), decision="prior"``.
         """
         # Lazy: the chooser and a panel with custom metrics need none of these modules.
         from .benefits import ideal_speedup, parameter_count
@@ -305,7 +312,8 @@ class LivePanel(widgets.VBox):
         metrics = {
             "perplexity": lambda m: perplexity(m, tokenizer, eval_texts, seq_len=seq_len, max_windows=max_windows,
                                                progress=False).ppl,
-            "SMS accuracy": lambda m: sms_accuracy(m, tokenizer, sms_frame, max_examples=sms_examples,
+            "SMS accuracy": lambda m: sms_accuracy(m, tokenizer, sms_frame, shots=shots, examples=examples,
+                                                   max_examples=sms_examples, decision=decision,
                                                    progress=False).accuracy,
         }
         return cls(model, metrics, generate=lambda m: greedy_continuation(m, tokenizer, prompt, max_new_tokens),
@@ -425,7 +433,10 @@ def block_explorer(
     auto_update: bool = False,
     **panel_kwargs: Any,
 ) -> widgets.VBox:
-    """A ``BlockChooser`` over ``scores`` wired to a ``LivePanel.for_course``: ``VBox([chooser, panel])``."""
+    """A ``BlockChooser`` over ``scores`` wired to a ``LivePanel.for_course``: ``VBox([chooser, panel])``.
+
+    ``panel_kwargs`` go to ``LivePanel.for_course``, e.g. the SMS options ``shots``, ``examples``, ``decision``.
+    """
     chooser = BlockChooser(scores, higher_is_important=higher_is_important, protect_first=protect_first,
                            protect_last=protect_last, k=k)
     panel = LivePanel.for_course(model, tokenizer, eval_texts, sms_frame, chooser=chooser, auto_update=auto_update,

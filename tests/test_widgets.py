@@ -299,6 +299,29 @@ def test_for_course_numbers_equal_direct_calls_on_pruned_copy(model):
     assert_restored(model, reference)
 
 
+def test_for_course_passes_few_shot_options_to_sms_accuracy(model, monkeypatch):
+    import helpers.classification as classification
+
+    tokenizer, (texts, sms) = tiny_tokenizer(), course_data()
+    examples = pd.DataFrame({"text": ["txt win cash now", "hi see you later", "free prize call now", "ok going home",
+                                      "reply stop to win", "be there soon"],
+                             "label": ["spam", "ham", "spam", "ham", "spam", "ham"]})
+    options = {"shots": 2, "examples": examples, "decision": "prior"}
+    calls = []
+    original = classification.sms_accuracy
+    monkeypatch.setattr(classification, "sms_accuracy",
+                        lambda *args, **kwargs: calls.append(kwargs) or original(*args, **kwargs))
+    panel = LivePanel.for_course(model, tokenizer, texts, sms, seq_len=16, max_windows=2, sms_examples=3,
+                                 max_new_tokens=1, **options)
+    results = panel.evaluate([1, 4])
+    assert [{key: call[key] for key in options} for call in calls] == [options, options]  # full model, then pruned
+    assert all(call["max_examples"] == 3 for call in calls)
+    # "prior" calls round(spam share of examples * 3) = 2 of the 3 messages spam: a second code path on a copy.
+    expected = original(prune_blocks(model, [1, 4]), tokenizer, sms, max_examples=3, progress=False, **options)
+    assert (expected.predictions == "spam").sum() == 2
+    assert results["SMS accuracy"] == expected.accuracy
+
+
 def test_block_explorer_wires_chooser_to_panel(model):
     pytest.importorskip("helpers.benefits")
     texts, sms = course_data()

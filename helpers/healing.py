@@ -1,0 +1,162 @@
+"""Healing a pruned model: a short LoRA fine-tune that lets the remaining blocks adapt to the missing ones.
+
+Shortened LLaMA (Kim et al., 2024) retrains every pruned model with LoRA (rank 8, alpha 16, on all linear
+projections of the blocks) for two epochs of Alpaca-cleaned. ``heal_with_lora`` runs the same recipe at toy scale:
+next-token loss on fixed-length windows of plain text, cut exactly as ``helpers.perplexity`` cuts them, in a seeded
+order. The adapters are merged into the weights at the end, so the result is an ordinary transformers model that
+``save_pretrained`` writes and every evaluation function takes; the model passed in is never modified.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Sequence
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, PeftModel, get_peft_model
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .blocks import get_blocks
+from .perplexity import adds_bos
+from .pruning import prune_blocks
+
+
+def lora_targets(model: PreTrainedModel, target_modules: Sequence[str] | None = None) -> list[str]:
+    """Full names of the ``nn.Linear`` modules inside the transformer blocks that LoRA adapts.
+
+    ``None``: every linear projection of every block (attention and MLP), as the paper does; the embeddings and the
+    output head are never adapted. Otherwise the block linears whose name ends with one of ``target_modules``
+    (e.g. ``["q_proj", "v_proj"]``); a name that matches nothing is an error rather than a silently smaller adapter.
+    """
+    blocks = get_blocks(model)
+    list_name = next(name for name, module in model.named_modules() if module is blocks)
+    linears = [
+        f"{list_name}.{index}.{name}"
+        for index, block in enumerate(blocks)
+        for name, module in block.named_modules()
+        if isinstance(module, torch.nn.Linear)
+    ]
+    if not linears:
+        raise ValueError("the model's blocks hold no torch.nn.Linear module for LoRA to adapt")
+    if target_modules is None:
+        return linears
+    if isinstance(target_modules, str) or not target_modules:
+        raise ValueError(f"target_modules must be a non-empty list of module names or None; got {target_modules!r}")
+    available = sorted({name.rsplit(".", 1)[-1] for name in linears})
+    unknown = [t for t in target_modules if not any(n.endswith(f".{t}") for n in linears)]
+    if unknown:
+        raise ValueError(f"target_modules {unknown} match no linear module in the blocks; available: {available}")
+    return [n for n in linears if any(n.endswith(f".{t}") for t in target_modules)]
+
+
+def training_windows(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], seq_len: int) -> torch.Tensor:
+    """Token windows (n_windows, seq_len) of the joined texts, cut as ``helpers.perplexity`` cuts them.
+
+    Texts are joined with blank lines and tokenized once; every window holds ``seq_len`` tokens (BOS first when the
+    tokenizer adds one) and a ragged tail is dropped, so no window is padded.
+    """
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise ValueError("texts must be a list of strings (one string would be read character by character)")
+    prefix = [tokenizer.bos_token_id] if adds_bos(tokenizer) else []
+    span = seq_len - len(prefix)
+    if span < 1 or seq_len < 2:
+        raise ValueError(f"seq_len must be at least {len(prefix) + 1} and at least 2; got {seq_len}")
+    ids = tokenizer("\n\n".join(texts), add_special_tokens=False, verbose=False)["input_ids"]
+    n_windows = len(ids) // span
+    if n_windows == 0:
+        raise ValueError(f"the texts give {len(ids)} tokens, fewer than one window of {span} text tokens")
+    text = torch.tensor(ids[: n_windows * span], dtype=torch.long).view(n_windows, span)
+    return torch.cat([torch.tensor(prefix, dtype=torch.long).expand(n_windows, -1), text], dim=1)
+
+
+def _window_order(n_windows: int, n_needed: int, generator: torch.Generator) -> torch.Tensor:
+    """Window indices for ``n_needed`` training rows: seeded permutations of all windows, one after another."""
+    epochs = -(-n_needed // n_windows)
+    return torch.cat([torch.randperm(n_windows, generator=generator) for _ in range(epochs)])[:n_needed]
+
+
+def _next_token_loss(model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """Mean next-token NLL over every token of the windows but the first (BOS or not, nothing predicts it)."""
+    logits = model(input_ids=inputs, use_cache=False).logits[:, :-1]
+    return F.cross_entropy(logits.flatten(0, 1).float(), inputs[:, 1:].flatten())
+
+
+def heal_with_lora(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    *,
+    remove: Sequence[int] = (),
+    steps: int = 40,
+    seq_len: int = 128,
+    batch_size: int = 4,
+    lr: float = 5e-4,
+    rank: int = 8,
+    alpha: int = 16,
+    dropout: float = 0.05,
+    target_modules: Sequence[str] | None = None,
+    seed: int = 0,
+    merge: bool = True,
+    progress: bool = True,
+) -> tuple[PreTrainedModel | PeftModel, pd.Series]:
+    """Train LoRA adapters on a copy of ``model`` without the blocks ``remove``; return it (merged) and its losses.
+
+    ``model`` is left exactly as it was; the adapters are trained on ``prune_blocks(model, remove)`` (a plain copy
+    when ``remove`` is empty, e.g. for a model pruned already). ``texts``: training text, cut into ``seq_len``-token
+    windows (``training_windows``); use calibration texts, never the evaluation ones. Each of ``steps`` steps is one
+    AdamW update (constant ``lr``) on ``batch_size`` windows drawn in a seeded order that covers every window before
+    repeating one; the default ``lr`` is five times the paper's 1e-4, because a healing run here lasts a few dozen
+    steps, not two epochs. ``rank``, ``alpha``, ``dropout``: LoRA's r, lora_alpha and lora_dropout (paper: 8, 16, 0.05);
+    ``target_modules``: see ``lora_targets`` (default: all linear projections of the blocks). Runs are repeatable for
+    a given ``seed`` (the global random state is left alone). ``merge=True`` folds the adapters into the weights
+    (``merge_and_unload``): an ordinary transformers model in eval mode; ``merge=False`` returns the ``PeftModel``.
+    ``losses``: the training loss of each step (index ``step`` from 1), measured before that step's update.
+    """
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("rank", rank)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be positive; got {lr!r}")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1); got {dropout!r}")
+    windows = training_windows(tokenizer, texts, seq_len)
+    lora_targets(model, target_modules)  # check the names before copying anything
+
+    student = prune_blocks(model, remove) if len(remove) else copy.deepcopy(model)
+    flags = {name: p.requires_grad for name, p in student.named_parameters()}
+    device = next(student.parameters()).device
+    # Full module names of the copy (its blocks are renumbered), so that peft matches exactly these modules.
+    targets = lora_targets(student, target_modules)
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
+    generator = torch.Generator().manual_seed(seed)
+    order = _window_order(len(windows), steps * batch_size, generator)
+    losses = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # LoRA's A initialisation and dropout masks
+        with warnings.catch_warnings():
+            # peft 0.21 reads transformers' deprecated `is_gradient_checkpointing`; the warning is not the user's.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+            peft_model = get_peft_model(student, config)
+        optimiser = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+        peft_model.train()
+        with torch.inference_mode(False), torch.enable_grad():
+            for step in tqdm(range(steps), desc="LoRA healing", disable=not progress):
+                batch = windows[order[step * batch_size : (step + 1) * batch_size]].to(device)
+                loss = _next_token_loss(peft_model, batch)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                losses.append(loss.item())
+    peft_model.eval()
+    series = pd.Series(losses, index=pd.RangeIndex(1, steps + 1, name="step"), name="loss")
+    if not merge:
+        return peft_model, series
+    healed = peft_model.merge_and_unload()
+    for name, p in healed.named_parameters():
+        p.requires_grad_(flags[name])  # peft froze the base weights; give back the flags the copy had
+    return healed.eval(), series
+
