@@ -30,12 +30,23 @@ def apply_kernel_env() -> None:
         os.environ.setdefault(key, value)
 
 
+def check_no_trailing_semicolons(notebook, name: str) -> None:
+    """nbval (0.10+) executes cells without IPython's history, so a trailing ';' no longer hides the last value:
+    the stored notebook would lack an output that nbval then sees. End plotting cells with plt.show() instead."""
+    for number, cell in enumerate(notebook.cells):
+        lines = cell.source.rstrip().splitlines() if cell.cell_type == "code" else []
+        if lines and lines[-1].rstrip().endswith(";") and not lines[-1].lstrip().startswith("%"):
+            raise ValueError(f"{name}, cell {number}: ends with ';', which nbval ignores; end it with plt.show() "
+                             "or assign the value instead")
+
+
 def execute(path: Path, timeout: int = 600) -> float:
     """Run one notebook top to bottom in a fresh kernel and save it in place; return the seconds it took."""
     import nbformat
     from nbclient import NotebookClient
 
     notebook = nbformat.read(path, as_version=4)
+    check_no_trailing_semicolons(notebook, path.name)
     started = time.perf_counter()
     NotebookClient(notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     # Widget state is per-session noise: the widget cells' outputs are ignored by nbval anyway.
