@@ -26,11 +26,11 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy import stats
-from tqdm.auto import tqdm
 from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
 
 from .benefits import _cache_name
 from .data import SMS_LABELS
+from .settings import progress_bar
 
 QUESTION = "Is this message spam or ham?"
 DECISIONS = ("argmax", "prior")
@@ -151,7 +151,7 @@ def _label_scores(
             prefix = torch.tensor([contexts[0][:shared]], device=device)
             # No prefix logit is read, so the head runs on one position only.
             prefix_cache = model(input_ids=prefix, use_cache=True, logits_to_keep=1)[_cache_name(model)]
-        for start in tqdm(range(0, len(order), batch_size), desc="sms", disable=not progress):
+        for start in progress_bar(range(0, len(order), batch_size), "sms", progress):
             batch = order[start : start + batch_size]
             width = max(len(row_list[r]) for r in batch)
             input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)

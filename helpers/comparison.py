@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import pandas as pd
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .benefits import ideal_speedup, parameter_count
@@ -20,6 +19,7 @@ from .classification import sms_accuracy
 from .perplexity import perplexity
 from .pruning import skip_blocks
 from .statistics import accuracy_ci, accuracy_difference, perplexity_ci, perplexity_difference
+from .settings import progress_bar
 
 FULL = "full"
 """Name of the variant with no block removed; always evaluated, as the default reference."""
@@ -65,7 +65,7 @@ def compare_variants(
 
     total = parameter_count(model)
     results: dict[str, dict[str, object]] = {}
-    for name, removed in tqdm(plan.items(), desc="variants", disable=not progress):
+    for name, removed in progress_bar(plan.items(), "variants", progress):
         found: dict[str, object] = {}
         with skip_blocks(model, removed):
             for label, text_set in texts.items():

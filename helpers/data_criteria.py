@@ -22,7 +22,6 @@ from contextlib import contextmanager
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from .blocks import get_blocks
@@ -31,6 +30,7 @@ from .perplexity import IGNORE
 from .pruning import prune_blocks, skip_blocks
 from .selection import removable_blocks, resolve_k
 from .static_criteria import block_scores, block_weights
+from .settings import progress_bar
 
 Batch = Mapping[str, torch.Tensor]
 
@@ -89,7 +89,7 @@ def taylor_scores(
         for p in flat:
             p.requires_grad_(True)
         with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
-            for inputs, labels in tqdm(prepared, desc="Taylor", disable=not progress):
+            for inputs, labels in progress_bar(prepared, "Taylor", progress):
                 where, targets = _targets(labels)
                 logits = model(**inputs, use_cache=False).logits[:, :-1][where]
                 loss = F.cross_entropy(logits.float(), targets, reduction="sum") / n_tokens
@@ -173,7 +173,7 @@ def _cached_nll(model: PreTrainedModel, prepared: list, candidates: Sequence[int
     """Summed NLL of the model without each candidate block (positions in the current block list)."""
     states = [_block_inputs(model, inputs) for inputs, _ in prepared]
     nll = []
-    for index in tqdm(candidates, desc="PPL without each block", disable=not progress):
+    for index in progress_bar(candidates, "PPL without each block", progress):
         total = 0.0
         for (inputs, labels), cached in zip(prepared, states):
             with _without_block(model, index, cached[index]):
@@ -185,7 +185,7 @@ def _cached_nll(model: PreTrainedModel, prepared: list, candidates: Sequence[int
 def _naive_nll(model: PreTrainedModel, prepared: list, progress: bool) -> list[float]:
     """The paper's loop: for each block a pruned copy and ordinary forward passes with labels."""
     nll = []
-    for index in tqdm(range(len(get_blocks(model))), desc="PPL without each block (naive)", disable=not progress):
+    for index in progress_bar(range(len(get_blocks(model))), "PPL without each block (naive)", progress):
         pruned = prune_blocks(model, [index])
         total = 0.0
         for inputs, labels in prepared:
@@ -240,7 +240,7 @@ def sleb_removal(
     prepared, n_tokens = _prepare(model, batches)
     removed, rows = [], []
     with eval_mode(model), torch.inference_mode():
-        for step in tqdm(range(1, count + 1), desc="SLEB", disable=not progress):
+        for step in progress_bar(range(1, count + 1), "SLEB", progress):
             kept = [b for b in range(n_blocks) if b not in removed]
             with skip_blocks(model, removed):
                 scored = [b for b in candidates if b not in removed]

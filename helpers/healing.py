@@ -17,12 +17,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .blocks import get_blocks
 from .perplexity import adds_bos
 from .pruning import prune_blocks
+from .settings import progress_bar
 
 
 def lora_targets(model: PreTrainedModel, target_modules: Sequence[str] | None = None) -> list[str]:
@@ -144,7 +144,7 @@ def heal_with_lora(
         optimiser = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
         peft_model.train()
         with torch.inference_mode(False), torch.enable_grad():
-            for step in tqdm(range(steps), desc="LoRA healing", disable=not progress):
+            for step in progress_bar(range(steps), "LoRA healing", progress):
                 batch = windows[order[step * batch_size : (step + 1) * batch_size]].to(device)
                 loss = _next_token_loss(peft_model, batch)
                 optimiser.zero_grad(set_to_none=True)

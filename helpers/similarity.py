@@ -20,11 +20,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .blocks import get_blocks
 from .hooks import block_hooks, run_model
+from .settings import progress_bar
 
 
 @dataclass(frozen=True)
@@ -189,7 +189,7 @@ def block_similarity(
 
     token_cosine = None
     with block_hooks(model, hook):
-        for number, batch in enumerate(tqdm(batches, desc="similarity", disable=not progress)):
+        for number, batch in enumerate(progress_bar(batches, "similarity", progress)):
             mask = batch["attention_mask"].bool()
             states.start(mask.numel())
             # The backbone alone: the LM head's logits would be computed only to be thrown away.
