@@ -1,0 +1,122 @@
+"""The course in a real browser: JupyterLab in headless Chromium. Every notebook opens without JavaScript or widget
+errors; in the chapters with the block explorer, clicks in the page change the live panel's numbers to the ones
+Python computes for the blocks clicked (recomputed in the kernel by a second code path, see kernel_probe.py).
+
+    python -m pytest -m browser tests/browser        (needs: bash setup-browser.sh)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from jupyter_lab import REPO, JupyterLab, with_parameters
+from lab_page import LabPage
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Locator
+
+pytestmark = pytest.mark.browser
+
+NOTEBOOKS = sorted(path.name for path in (REPO / "notebooks").glob("0*.ipynb"))
+SMALL = dict(SEQ_LEN=32, WIKI_SAMPLES=1, SMS_SAMPLES=4, EVAL_WINDOWS=2, EVAL_SMS=8, SHOTS=2, PANEL_WINDOWS=2,
+             PANEL_SMS=8)
+EXPLORER_NOTEBOOKS = {"05_wikitext_vs_sms.ipynb": SMALL, "07_hands_on_lab.ipynb": SMALL}
+"""Chapters whose block explorer is run and clicked (their widgets only exist once the cells ran), with the
+parameters they run with here: the stored defaults take minutes on two CPU cores, and what is tested is the
+widgets' wiring, not the numbers (strict nbval checks those)."""
+
+SELECT_LEAST = "Select the k least important"
+LEGEND = re.compile(r"Removing (\d+) of (\d+) blocks: \[([\d, ]*)\]")
+STRUCK_BLOCKS_JS = """explorer => [...explorer.querySelectorAll('button.widget-button')]
+    .filter(b => /^\\d+$/.test(b.textContent.trim()) && getComputedStyle(b).textDecorationLine.includes('line-through'))
+    .map(b => Number(b.textContent))"""
+"""The block buttons shown struck through, i.e. chosen for removal, as the learner sees them."""
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_opens_without_errors(lab_page: LabPage, name: str) -> None:
+    lab_page.open(f"notebooks/{name}")
+    lab_page.page.wait_for_load_state("networkidle")  # outputs, Markdown and math render after the panel shows
+    cells = json.loads((REPO / "notebooks" / name).read_text())["cells"]
+    assert lab_page.notebook.locator(".jp-Cell").count() == len(cells)
+    assert lab_page.problems() == []
+
+
+@pytest.mark.parametrize("name", EXPLORER_NOTEBOOKS)
+def test_block_explorer_answers_clicks(lab_page: LabPage, lab: JupyterLab, artifacts: Path, name: str) -> None:
+    assert (REPO / "notebooks" / name).is_file(), f"notebooks/{name} is missing"
+    small = f"notebooks/{Path(name).stem}.small.ipynb"
+    with_parameters(REPO / "notebooks" / name, lab.root_dir / small, EXPLORER_NOTEBOOKS[name])
+    check_block_explorer(lab_page, small, artifacts / Path(name).stem)
+
+
+def check_block_explorer(lab_page: LabPage, path: str, screenshots: Path) -> None:
+    """Run the notebook ``path``; in its first block explorer click "select the k least important", Evaluate, a
+    block, Evaluate; check the selections and the numbers shown against the kernel's; screenshot each step."""
+    lab_page.open(path)
+    lab_page.run_all()
+    assert lab_page.problems() == [], "errors after running the notebook"
+    page = lab_page.page
+    explorer = lab_page.notebook.locator(".jp-OutputArea-output").filter(
+        has=page.get_by_role("button", name=SELECT_LEAST, exact=True)).first
+    explorer.wait_for()
+    screenshots.mkdir(parents=True, exist_ok=True)
+    explorer.screenshot(path=screenshots / "1-before.png")
+
+    k = int(explorer.locator(".widget-readout").first.inner_text())
+    explorer.get_by_role("button", name=SELECT_LEAST, exact=True).click()
+    least = _wait_for_selection(lab_page, explorer, lambda blocks: len(blocks) == k)
+    shown_least = _evaluate(lab_page, explorer, least)
+    explorer.screenshot(path=screenshots / "2-least-important.png")
+
+    n_blocks = int(LEGEND.search(explorer.inner_text()).group(2))
+    block = next(b for b in range(n_blocks // 2, n_blocks) if b not in least)  # a middle block, not yet removed
+    explorer.get_by_role("button", name=str(block), exact=True).click()
+    both = sorted([*least, block])
+    _wait_for_selection(lab_page, explorer, lambda blocks: blocks == both)
+    shown_both = _evaluate(lab_page, explorer, both)
+    explorer.screenshot(path=screenshots / "3-block-toggled.png")
+
+    probe = lab_page.run_probe([least, both])
+    assert probe["error"] is None
+    assert least == probe["least_important"], "the browser's k least important differ from the scores' k smallest"
+    assert probe["selected"] == both
+    for blocks, shown, expected in zip([least, both], [shown_least, shown_both], probe["perplexity"]):
+        assert math.isclose(float(shown["perplexity"]), expected, rel_tol=1e-3), (
+            f"perplexity shown for blocks {blocks}: {shown['perplexity']}, on a pruned copy: {expected}")
+    assert shown_least["perplexity"] != shown_both["perplexity"], "removing one more block changed nothing shown"
+    for metric in probe["metrics"]:  # every metric row shows the kernel's value (4 significant digits)
+        assert math.isclose(float(shown_both[metric]), probe["results"][metric], rel_tol=1e-3), metric
+    assert int(shown_both["blocks left"].replace(",", "")) == n_blocks - len(both)
+    assert lab_page.problems() == []
+
+
+def _wait_for_selection(lab_page: LabPage, explorer: Locator, accept: Callable[[list[int]], bool]) -> list[int]:
+    """Wait until the struck-through blocks agree with the legend's list and satisfy ``accept``; return them."""
+    state: dict[str, list[int]] = {}
+
+    def settled() -> bool:
+        struck = explorer.evaluate(STRUCK_BLOCKS_JS)
+        listed = LEGEND.search(explorer.inner_text())
+        legend = [int(b) for b in listed.group(3).split(",") if b.strip()] if listed else None
+        state["blocks"] = struck
+        return struck == legend and accept(struck)
+
+    lab_page.wait(settled, 120, "the block chooser to show the new selection")
+    return state["blocks"]
+
+
+def _evaluate(lab_page: LabPage, explorer: Locator, blocks: list[int]) -> dict[str, str]:
+    """Click Evaluate, wait for the results of ``blocks``; return the panel's shown value per row label."""
+    explorer.get_by_role("button", name="Evaluate", exact=True).click()
+    removed = explorer.locator("table.live-panel-results td[data-name='blocks removed']")
+    lab_page.wait(lambda: removed.count() == 1 and removed.inner_text().strip() == f"{len(blocks)} {blocks}",
+                  900, f"the live panel's results for blocks {blocks}")
+    cells = explorer.locator("table.live-panel-results td[data-name]")
+    return {cell.get_attribute("data-name"): cell.inner_text().strip() for cell in cells.all()}
