@@ -20,7 +20,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .blocks import get_blocks
-from .perplexity import adds_bos
+from .perplexity import window_layout
 from .pruning import prune_blocks
 from .settings import progress_bar
 
@@ -59,12 +59,7 @@ def training_windows(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], s
     Texts are joined with blank lines and tokenized once; every window holds ``seq_len`` tokens (BOS first when the
     tokenizer adds one) and a ragged tail is dropped, so no window is padded.
     """
-    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-        raise ValueError("texts must be a list of strings (one string would be read character by character)")
-    prefix = [tokenizer.bos_token_id] if adds_bos(tokenizer) else []
-    span = seq_len - len(prefix)
-    if span < 1 or seq_len < 2:
-        raise ValueError(f"seq_len must be at least {len(prefix) + 1} and at least 2; got {seq_len}")
+    prefix, span = window_layout(tokenizer, texts, seq_len)
     ids = tokenizer("\n\n".join(texts), add_special_tokens=False, verbose=False)["input_ids"]
     n_windows = len(ids) // span
     if n_windows == 0:

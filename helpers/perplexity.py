@@ -72,6 +72,18 @@ def _window_rows(
     return inputs, labels
 
 
+def window_layout(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], seq_len: int) -> tuple[list[int], int]:
+    """Check ``texts`` and ``seq_len``; return what every window starts with (``[BOS]`` when the tokenizer adds one,
+    else nothing) and how many text tokens follow it. Shared with ``helpers.healing``, which trains on such windows."""
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise ValueError("texts must be a list of strings (one string would be read character by character)")
+    prefix = [tokenizer.bos_token_id] if adds_bos(tokenizer) else []
+    span = seq_len - len(prefix)
+    if span < 1 or seq_len < 2:
+        raise ValueError(f"seq_len must be at least {len(prefix) + 1} and at least 2; got {seq_len}")
+    return prefix, span
+
+
 def perplexity(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -93,12 +105,7 @@ def perplexity(
     not scored. Tokens after the last full window are dropped. ``max_windows`` keeps the first windows only.
     Call it on a model in eval mode (``load_model`` returns one): dropout would make the result random.
     """
-    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-        raise ValueError("texts must be a list of strings (one string would be read character by character)")
-    prefix = [tokenizer.bos_token_id] if adds_bos(tokenizer) else []
-    span = seq_len - len(prefix)
-    if span < 1 or seq_len < 2:
-        raise ValueError(f"seq_len must be at least {len(prefix) + 1} and at least 2; got {seq_len}")
+    prefix, span = window_layout(tokenizer, texts, seq_len)
     stride = span if stride is None else stride
     if not 1 <= stride <= span:
         raise ValueError(f"stride must be between 1 and {span} (the text tokens in a window); got {stride}")
