@@ -1,5 +1,5 @@
-"""Fixtures for the browser tests: one JupyterLab server and one headless Chromium for the session, a fresh tab per
-test. Everything is stopped at the end, also after a failure. Without Chromium or playwright the tests skip, except
+"""Fixtures for the browser tests: one JupyterLab server and one headless Chromium for the test module, a fresh tab
+per test. Everything is stopped at the end, also after a failure. Without Chromium or playwright the tests skip, except
 under CI (the environment variable ``CI`` set, and not to 0/false), where that is a failure: CI installs both
 (setup-browser.sh).
 """
@@ -31,7 +31,10 @@ def _missing_browser() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: playwright's sync API keeps its event loop marked as running while it is open, which
+# would make asyncio code in the unit tests collected after these (e.g. the widgets' debouncing) see a loop that
+# never runs.
+@pytest.fixture(scope="module")
 def browser(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
     """(Chromium context, its RequestGuard), with a fresh profile."""
     missing = _missing_browser()
@@ -50,7 +53,7 @@ def browser(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
             context.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]:
     """JupyterLab serving copies of the course notebooks, with its own settings and state, all in temporary folders."""
     root = serve_copies(tmp_path_factory.mktemp("lab-root"))
