@@ -204,6 +204,7 @@ def tokenize_batches(
     seq_len: int = 128,
     batch_size: int = 8,
     seed: int = 0,
+    by_length: bool = False,
 ) -> list[dict[str, torch.Tensor]]:
     """Tokenise texts into right-padded batches (``input_ids``, ``attention_mask``) to feed a model.
 
@@ -212,7 +213,9 @@ def tokenize_batches(
     text is truncated to ``seq_len`` tokens; texts with no tokens (empty, whitespace) are skipped and the next pick
     is taken. Rows are padded on the right whatever the tokenizer's ``padding_side``, so every mask is a prefix of
     ones and real tokens keep positions 0..n-1; the pad id is the tokenizer's pad token, else its eos token. The
-    tokenizer is not modified.
+    tokenizer is not modified. ``by_length=True`` batches the same rows shortest first (ties in pick order), so a
+    short text is not padded to a long one's length: for SMS messages that removes most of the padded positions a
+    model would otherwise compute on.
     """
     if isinstance(texts, str):
         raise TypeError("texts must be a sequence of strings, not one string")
@@ -243,6 +246,8 @@ def tokenize_batches(
                 rows.append(list(ids))
     if not rows or (n_samples is not None and len(rows) < n_samples):
         raise ValueError(f"only {len(rows)} of the {len(texts)} texts have any token; n_samples={n_samples} needs more")
+    if by_length:
+        rows.sort(key=len)  # stable: equal lengths keep their pick order
     return [_right_padded(rows[start : start + batch_size], pad_id) for start in range(0, len(rows), batch_size)]
 
 
@@ -254,6 +259,7 @@ def calibration_batches(
     seq_len: int = 128,
     batch_size: int = 8,
     seed: int = 0,
+    by_length: bool = False,
     source: str = "auto",
 ) -> list[dict[str, torch.Tensor]]:
     """Token batches of ``n_samples`` calibration texts of "wikitext" or "sms" (see ``tokenize_batches``).
@@ -267,4 +273,5 @@ def calibration_batches(
         texts = [row for row in rows if not row.startswith("= ") and len(row) >= MIN_PARAGRAPH_CHARS]
     else:
         texts = load_sms("calibration", source=source)["text"].tolist()
-    return tokenize_batches(tokenizer, texts, n_samples=n_samples, seq_len=seq_len, batch_size=batch_size, seed=seed)
+    return tokenize_batches(tokenizer, texts, n_samples=n_samples, seq_len=seq_len, batch_size=batch_size, seed=seed,
+                            by_length=by_length)

@@ -379,6 +379,25 @@ def test_batches_pick_samples_deterministically():
     assert seven == order[:7]
 
 
+def test_batches_by_length_hold_the_same_rows_shortest_first_with_minimal_padding():
+    tokenizer = tiny_tokenizer()
+    texts = [f"w{i} " + "the cat " * (i % 5) for i in range(40)]
+    options = dict(n_samples=13, seq_len=8, batch_size=4, seed=3)
+    picked = [row[mask.bool()].tolist() for batch in tokenize_batches(tokenizer, texts, **options)
+              for row, mask in zip(batch["input_ids"], batch["attention_mask"])]
+    by_length = tokenize_batches(tokenizer, texts, **options, by_length=True)
+    rows = [row[mask.bool()].tolist() for batch in by_length
+            for row, mask in zip(batch["input_ids"], batch["attention_mask"])]
+    # Insertion by hand: each row goes after every picked row no longer than it (a stable sort by length).
+    expected = []
+    for row in picked:
+        expected.insert(sum(len(other) <= len(row) for other in expected), row)
+    assert rows == expected
+    assert [batch["input_ids"].shape for batch in by_length] == [
+        (len(expected[i:i + 4]), len(expected[i:i + 4][-1])) for i in range(0, len(expected), 4)]
+    assert all(batch["attention_mask"][:, 0].all() for batch in by_length)  # right padding, as without by_length
+
+
 @pytest.mark.parametrize("bos", [False, True])
 def test_batches_skip_empty_picks_and_take_the_next(bos):
     tokenizer = tiny_tokenizer(bos=bos)  # with bos even "" has a token, yet blank texts must be skipped all the same
