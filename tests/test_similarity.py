@@ -76,30 +76,24 @@ def case(request):
     return report, [raw_hidden_states(model, batch) for batch in batches], batches
 
 
-def test_block_cosine_is_token_weighted_mean_over_real_tokens(case):
+@pytest.mark.parametrize(("positions", "suffix"), [(real_positions, ""), (last_positions, "_last")],
+                         ids=["all real tokens", "last token"])
+def test_block_cosine_is_token_weighted_mean_over_positions(case, positions, suffix):
     report, states, batches = case
     for block in range(N_LAYERS):
         values = [
             naive_cos(hs[block][row, t], hs[block + 1][row, t])
             for hs, batch in zip(states, batches)
-            for row, t in real_positions(batch)
+            for row, t in positions(batch)
         ]
-        assert report.blocks.loc[block, "cosine"] == pytest.approx(np.mean(values), abs=1e-5)
-        assert report.blocks.loc[block, "block_influence"] == pytest.approx(1 - np.mean(values), abs=1e-5)
+        assert report.blocks.loc[block, f"cosine{suffix}"] == pytest.approx(np.mean(values), abs=1e-5)
+        assert report.blocks.loc[block, f"block_influence{suffix}"] == pytest.approx(1 - np.mean(values), abs=1e-5)
+
+
+def test_token_and_sequence_counts(case):
+    report, _, _ = case
     assert (report.blocks["tokens"] == 12 + 9 + 9 + 7 + 3).all()
     assert (report.blocks["sequences"] == 5).all()
-
-
-def test_last_token_cosine(case):
-    report, states, batches = case
-    for block in range(N_LAYERS):
-        values = [
-            naive_cos(hs[block][row, t], hs[block + 1][row, t])
-            for hs, batch in zip(states, batches)
-            for row, t in last_positions(batch)
-        ]
-        assert report.blocks.loc[block, "cosine_last"] == pytest.approx(np.mean(values), abs=1e-5)
-        assert report.blocks.loc[block, "block_influence_last"] == pytest.approx(1 - np.mean(values), abs=1e-5)
 
 
 def test_depth_similarity_matches_double_loop(case):
