@@ -9,12 +9,13 @@ from .blocks import BLOCK_PATHS, get_blocks, num_blocks
 from .classification import ClassificationResult, sms_accuracy, sms_prompt
 from .comparison import compare_variants
 from .data import calibration_batches, load_sms, load_wikitext, tokenize_batches
+from .display import configure_display, fmt, fmt_ci, fmt_interval, fmt_pct, format_columns
 from .data_criteria import ppl_scores, sleb_removal, taylor_scores
 from .hooks import BlockIO, block_hooks, record_block_io, run_model
 from .model import load_model
 from .perplexity import PerplexityResult, perplexity
 from .pruning import prune_blocks, skip_blocks
-from .selection import PLUS_HEURISTIC, select_blocks
+from .selection import PLUS_HEURISTIC, TIE_RTOL, first_minimum, removable_blocks, resolve_k, select_blocks, tied_order
 from .settings import DEFAULT_MODEL, set_determinism
 from .similarity import SimilarityReport, block_similarity
 from .static_criteria import POSITION_STRATEGIES, magnitude_scores, position_blocks

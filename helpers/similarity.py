@@ -24,6 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .blocks import get_blocks
 from .hooks import block_hooks, run_model
+from .selection import first_minimum
 from .settings import progress_bar
 
 
@@ -39,7 +40,8 @@ class SimilarityReport:
     BEFORE the final norm), token-weighted over real tokens.
     ``angular_distance``: Gromov et al.'s d(l, l+n) = arccos(cos)/pi between the last-token states at depths l and
     l+n, averaged over sequences (index ``start`` l, columns ``n`` = blocks spanned; NaN where l+n > L).
-    ``best_start``: for each ``n``, the start l with the smallest angular distance (drop blocks l..l+n-1).
+    ``best_start``: for each ``n``, the start l with the smallest angular distance (drop blocks l..l+n-1); near-ties
+    (``selection.TIE_RTOL``) go to the earlier start.
     ``token_cosine``: cos(input, output) at each real token of one sample (index ``position``, ``token``;
     columns = blocks).
     """
@@ -252,7 +254,7 @@ def _report(sums: _Sums, n_blocks: int, token_cosine: pd.DataFrame) -> Similarit
         columns=spans,
         dtype=float,
     )
-    best_start = angular.idxmin(axis=0).astype(int).rename("best_start")
+    best_start = angular.apply(first_minimum).astype(int).rename("best_start")  # near-ties: the earlier start
     return SimilarityReport(
         blocks=blocks,
         depth_similarity=pd.DataFrame(mean_cosine, index=depths, columns=depths.rename("depth")),

@@ -149,3 +149,32 @@ def test_bad_scores_are_refused_naming_the_blocks():
         select_blocks(pd.Series([1.0, 2.0, 3.0], index=[1, 2, 3]), 1)
     with pytest.raises(ValueError, match="pandas Series"):
         select_blocks([1.0, 2.0, 3.0], 1)  # type: ignore[arg-type]
+
+
+def test_near_ties_are_ordered_by_block_not_by_last_bits():
+    from helpers.selection import TIE_RTOL, first_minimum, tied_order
+
+    base = series([3.0, 1.0, 2.0, 1.0, 5.0])
+    # blocks 1 and 3 are tied; nudging either one by far less than TIE_RTOL never changes the order
+    for nudge in (1e-7, -1e-7, 0.1 * TIE_RTOL, -0.1 * TIE_RTOL):
+        scores = base.copy()
+        scores[3] *= 1 + nudge
+        assert tied_order(scores) == [1, 3, 2, 0, 4]
+        assert first_minimum(scores) == 1
+        assert select_blocks(scores, 1) == [1]
+    # a real gap (10x the tolerance) is respected
+    scores = base.copy()
+    scores[3] *= 1 - 10 * TIE_RTOL
+    assert tied_order(scores) == [3, 1, 2, 0, 4] and select_blocks(scores, 1) == [3]
+    # rtol=0 is exact ordering
+    scores[3] = 1.0 - 1e-12
+    assert tied_order(scores, rtol=0) == [3, 1, 2, 0, 4]
+    with pytest.raises(ValueError, match="rtol"):
+        tied_order(scores, rtol=1.5)
+
+
+def test_contiguous_span_on_near_tied_totals_is_the_earliest():
+    # spans {1,2} and {3,4} total 2.0 and 2.0*(1+1e-9): tied, so the earlier start wins whichever is smaller
+    for nudge in (1e-9, -1e-9):
+        scores = series([9.0, 1.0, 1.0, 1.0, 1.0 * (1 + 2 * nudge), 9.0])
+        assert select_blocks(scores, 2, contiguous=True) == [1, 2]
