@@ -1,7 +1,7 @@
 """How long ``load_model()`` takes for the course model: cold (first use, GGUF conversion) and warm (from the cache).
 
 Cold: an empty temporary cache folder, so the packaged GGUF file is de-quantized and written as float32 safetensors
-(a one-off cost per machine; setup.sh pays it with ``python -m helpers.model``). Warm: the median of 3 loads from
+(a one-off cost per machine; setup.sh pays it with ``python -m helpers``). Warm: the median of 3 loads from
 that cache, which is what every notebook pays. Goal: warm at most 3 s. Imports are done before timing starts,
 because every notebook pays them anyway and they are not the loader's cost. Run: ``python -m benchmarks.load_time``.
 """

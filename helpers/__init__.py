@@ -15,7 +15,8 @@ from .hooks import BlockIO, block_hooks, record_block_io, run_model
 from .model import load_model
 from .perplexity import PerplexityResult, perplexity
 from .pruning import prune_blocks, skip_blocks
-from .selection import PLUS_HEURISTIC, TIE_RTOL, first_minimum, removable_blocks, resolve_k, select_blocks, tied_order
+from .selection import PLUS_HEURISTIC, removable_blocks, resolve_k, select_blocks
+from .ties import TIE_RTOL, first_minimum, tie_groups, tied_order
 from .settings import DEFAULT_MODEL, set_determinism
 from .similarity import SimilarityReport, block_similarity
 from .static_criteria import POSITION_STRATEGIES, magnitude_scores, position_blocks

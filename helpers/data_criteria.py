@@ -28,7 +28,8 @@ from .blocks import get_blocks
 from .hooks import eval_mode, hidden_input, input_device
 from .perplexity import IGNORE
 from .pruning import prune_blocks, skip_blocks
-from .selection import first_minimum, removable_blocks, resolve_k
+from .selection import removable_blocks, resolve_k
+from .ties import first_minimum
 from .static_criteria import block_scores, block_weights
 from .settings import progress_bar
 
@@ -232,7 +233,8 @@ def sleb_removal(
     Returns a frame indexed by ``step`` (1..k) with ``block`` (original index removed at that step) and ``ppl``
     (calibration perplexity once the blocks of steps 1..step are removed); ``frame["block"].tolist()`` are the
     blocks to remove. ``protect_first`` / ``protect_last`` original blocks are never candidates (the "+" heuristic).
-    Near-ties (``selection.TIE_RTOL``) go to the lower block index. The model is only skipped through (``skip_blocks``), never modified.
+    Near-ties (``ties.TIE_RTOL``) go to the lower block index. The model is only skipped through (``skip_blocks``),
+    never modified.
     """
     n_blocks = len(get_blocks(model))
     count = resolve_k(k, n_blocks)

@@ -6,7 +6,7 @@ it works offline and every learner gets the very same weights. transformers can 
 fail, also on anything pruned from it. So the first call converts the GGUF file once into an ordinary float32
 safetensors checkpoint in ``cache_dir()`` and every later call loads that (about a second).
 
-Run ``python -m helpers.model`` to do the conversion ahead of time (setup.sh does).
+Run ``python -m helpers`` to do the conversion ahead of time (setup.sh does).
 """
 
 from __future__ import annotations
@@ -225,7 +225,3 @@ def load_model(
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
     return model, tokenizer
-
-
-if __name__ == "__main__":
-    print(prepare_default_model())

@@ -16,10 +16,7 @@ from types import MappingProxyType
 
 import pandas as pd
 
-TIE_RTOL = 1e-3
-"""Scores within this relative distance of each other count as tied. Float32 rounding differs between processors
-in about the sixth significant digit, and calibration noise is far larger than 0.1%, so a ranking decided by a
-smaller gap would be decided by the machine, not the model. Tied items are ordered by their label (block index)."""
+from .ties import first_minimum, tied_order
 
 PLUS_HEURISTIC: Mapping[str, int] = MappingProxyType({"protect_first": 4, "protect_last": 2})
 """Shortened LLaMA's "+": blocks 0-3 and the last two are never removed. Use ``select_blocks(s, k, **PLUS_HEURISTIC)``.
@@ -45,34 +42,6 @@ def resolve_k(k: int | float, n_blocks: int) -> int:
     if not 1 <= count < n_blocks:
         raise ValueError(f"k must be between 1 and {n_blocks - 1} blocks for a model of {n_blocks} blocks; got {count}")
     return count
-
-
-def tied_order(values: pd.Series, rtol: float = TIE_RTOL) -> list:
-    """The index labels of ``values``, smallest value first, with near-ties ordered by label.
-
-    Sorted by value, neighbours closer than ``rtol`` (relative to the larger magnitude) form one tied group, and
-    each group is listed in label order. So the order is the same on every CPU unless a gap sits right at ``rtol``,
-    instead of hinging on the last bits of two nearly equal floats.
-    """
-    if not 0 <= rtol < 1:
-        raise ValueError(f"rtol must be in [0, 1) (e.g. {TIE_RTOL}); got {rtol}")
-    ordered = sorted(values.items(), key=lambda item: (float(item[1]), item[0]))
-    groups: list[list] = []
-    previous = None
-    for label, value in ordered:
-        value = float(value)
-        if previous is None or abs(value - previous) > rtol * max(abs(value), abs(previous)):
-            groups.append([])
-        groups[-1].append(label)
-        previous = value
-    return [label for group in groups for label in sorted(group)]
-
-
-def first_minimum(values: pd.Series, rtol: float = TIE_RTOL) -> object:
-    """The label of the smallest value, the lowest label among values tied with it (see ``tied_order``)."""
-    if len(values) == 0:
-        raise ValueError("first_minimum needs at least one value")
-    return tied_order(values.dropna(), rtol)[0]
 
 
 def _check_scores(scores: pd.Series) -> int:
@@ -156,8 +125,8 @@ def select_blocks(
     ``no_adjacent``: no two removed blocks are neighbours (see ``_no_adjacent``: rank-based, least important first,
     always finds a valid set when one exists). ``contiguous``: remove one run of k consecutive blocks, the one with
     the lowest total importance; this sums the scores, so it depends on their scale (pass ``scores.rank()`` for a
-    scale-free choice). Scores within ``TIE_RTOL`` (0.1%) of each other count as tied, and ties go to the lower block
-    index, so the choice does not depend on float rounding (see ``tied_order``).
+    scale-free choice). Scores within ``ties.TIE_RTOL`` (0.1%) of each other count as tied, and ties go to the lower
+    block index, so the choice does not depend on float rounding (see ``ties.tied_order``).
     """
     n_blocks = _check_scores(scores)
     count = resolve_k(k, n_blocks)

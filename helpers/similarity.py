@@ -24,7 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .blocks import get_blocks
 from .hooks import block_hooks, run_model
-from .selection import first_minimum
+from .ties import first_minimum
 from .settings import progress_bar
 
 
@@ -41,7 +41,7 @@ class SimilarityReport:
     ``angular_distance``: Gromov et al.'s d(l, l+n) = arccos(cos)/pi between the last-token states at depths l and
     l+n, averaged over sequences (index ``start`` l, columns ``n`` = blocks spanned; NaN where l+n > L).
     ``best_start``: for each ``n``, the start l with the smallest angular distance (drop blocks l..l+n-1); near-ties
-    (``selection.TIE_RTOL``) go to the earlier start.
+    (``ties.TIE_RTOL``) go to the earlier start.
     ``token_cosine``: cos(input, output) at each real token of one sample (index ``position``, ``token``;
     columns = blocks).
     """

@@ -18,6 +18,7 @@ from scipy import stats
 
 from .classification import ClassificationResult
 from .perplexity import PerplexityResult
+from .ties import TIE_RTOL, tie_groups
 
 Statistic = Callable[[np.ndarray], float]
 
@@ -143,11 +144,12 @@ def accuracy_difference(
     return paired_difference(_correct(a), _correct(b), **bootstrap)
 
 
-def rank_correlation(a: pd.Series, b: pd.Series) -> pd.Series:
+def rank_correlation(a: pd.Series, b: pd.Series, rtol: float = TIE_RTOL) -> pd.Series:
     """Spearman's rho and Kendall's tau-b (with two-sided p-values) between two scores of the same items.
 
     The series are aligned on their index (e.g. block index), so their order does not matter, but they must cover
-    the same items and hold no NaN: a silently dropped block would change the answer without saying so.
+    the same items and hold no NaN: a silently dropped block would change the answer without saying so. Scores
+    within ``rtol`` of each other are ranked as ties (``ties.tie_groups``), so float rounding cannot swap two ranks.
     """
     if not isinstance(a, pd.Series) or not isinstance(b, pd.Series):
         raise ValueError("a and b must be pandas Series indexed by item (e.g. by block)")
@@ -162,8 +164,9 @@ def rank_correlation(a: pd.Series, b: pd.Series) -> pd.Series:
         raise ValueError(f"scores are NaN for items {missing}; drop or fill them explicitly before correlating")
     if len(a) < 3:
         raise ValueError(f"need at least 3 items to correlate ranks; got {len(a)}")
-    spearman = stats.spearmanr(a.to_numpy(), b.to_numpy())
-    kendall = stats.kendalltau(a.to_numpy(), b.to_numpy())
+    ranks_a, ranks_b = tie_groups(a, rtol).to_numpy(), tie_groups(b, rtol).to_numpy()
+    spearman = stats.spearmanr(ranks_a, ranks_b)
+    kendall = stats.kendalltau(ranks_a, ranks_b)
     return pd.Series(
         {
             "spearman": float(spearman.statistic),

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from helpers.selection import PLUS_HEURISTIC, select_blocks
+from helpers.ties import TIE_RTOL, first_minimum, tie_groups, tied_order
 
 
 def series(values) -> pd.Series:
@@ -152,8 +153,6 @@ def test_bad_scores_are_refused_naming_the_blocks():
 
 
 def test_near_ties_are_ordered_by_block_not_by_last_bits():
-    from helpers.selection import TIE_RTOL, first_minimum, tied_order
-
     base = series([3.0, 1.0, 2.0, 1.0, 5.0])
     # blocks 1 and 3 are tied; nudging either one by far less than TIE_RTOL never changes the order
     for nudge in (1e-7, -1e-7, 0.1 * TIE_RTOL, -0.1 * TIE_RTOL):
@@ -178,3 +177,13 @@ def test_contiguous_span_on_near_tied_totals_is_the_earliest():
     for nudge in (1e-9, -1e-9):
         scores = series([9.0, 1.0, 1.0, 1.0, 1.0 * (1 + 2 * nudge), 9.0])
         assert select_blocks(scores, 2, contiguous=True) == [1, 2]
+
+
+def test_tie_groups_chain_near_equal_values_and_number_groups_from_the_smallest():
+    values = pd.Series({"a": 2.0, "b": 1.0, "c": 1.0005, "d": 1.001, "e": 5.0})
+    # b, c, d chain (each gap below 0.1% of the larger value) into group 0, even though b and d are 0.1% apart
+    assert tie_groups(values).to_dict() == {"a": 1, "b": 0, "c": 0, "d": 0, "e": 2}
+    assert tied_order(values) == ["b", "c", "d", "a", "e"]
+    with pytest.raises(ValueError, match="NaN"):
+        tie_groups(pd.Series([1.0, float("nan")]))
+    assert first_minimum(pd.Series([float("nan"), 2.0, 1.0])) == 2

@@ -182,3 +182,13 @@ def test_rank_correlation_refuses_nan_and_mismatched_items():
         rank_correlation(a, pd.Series([1.0, 2.0, 3.0, 4.0], index=[1, 2, 3, 4]))
     with pytest.raises(ValueError, match="at least 3"):
         rank_correlation(a.iloc[:2], a.iloc[:2])
+
+
+def test_rank_correlation_ranks_near_ties_as_ties():
+    a = pd.Series([1.0, 2.0, 3.0, 4.0, 5.0])
+    nudged = pd.Series([1.0, 2.0, 3.0, 3.0 * (1 - 1e-7), 5.0])  # blocks 2 and 3 equal up to float noise
+    # by hand: ranks of a 1..5, of nudged 1, 2, 3.5, 3.5, 5 -> Pearson of the ranks
+    ranks_a, ranks_b = np.arange(1, 6.0), np.array([1, 2, 3.5, 3.5, 5])
+    expected = np.corrcoef(ranks_a, ranks_b)[0, 1]
+    assert rank_correlation(a, nudged)["spearman"] == pytest.approx(expected, abs=1e-12)
+    assert rank_correlation(a, nudged, rtol=0)["spearman"] == pytest.approx(0.9, abs=1e-12)  # 1 - 6*2/(5*24)

@@ -1,7 +1,7 @@
 """Fixtures for the browser tests: one JupyterLab server and one headless Chromium for the test module, a fresh tab
 per test. Everything is stopped at the end, also after a failure. Without Chromium or playwright the tests skip, except
 under CI (the environment variable ``CI`` set, and not to 0/false), where that is a failure: CI installs both
-(setup-browser.sh).
+(setup.sh).
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ def _missing_browser() -> str | None:
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        return "playwright is not installed; run: bash setup-browser.sh"
+        return "playwright is not installed; run: bash setup.sh"
     if not CHROMIUM.exists():
-        return f"Chromium is not installed at {CHROMIUM}; run: bash setup-browser.sh"
+        return f"Chromium is not installed at {CHROMIUM}; run: bash setup.sh"
     return None
 
 

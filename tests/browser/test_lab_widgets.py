@@ -2,7 +2,7 @@
 errors; in the chapters with the block explorer, clicks in the page change the live panel's numbers to the ones
 Python computes for the blocks clicked (recomputed in the kernel by a second code path, see kernel_probe.py).
 
-    python -m pytest -m browser tests/browser        (needs: bash setup-browser.sh)
+    python -m pytest -m browser tests/browser        (needs: bash setup.sh)
 """
 
 from __future__ import annotations

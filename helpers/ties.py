@@ -1,0 +1,51 @@
+"""Near-ties: scores too close to tell apart are equal, so rankings and choices are the same on every CPU.
+
+Float32 rounding differs between processors (AVX-512, AVX2 or plain kernels; other BLAS builds) in about the sixth
+significant digit of a score. A ranking, a chosen block set or a best start decided by a smaller gap than that would
+be decided by the machine, not by the model. Calibration noise is far larger than 0.1% anyway, so scores within
+``TIE_RTOL`` of each other are treated as tied, and tied items are ordered by their label (the lower block index
+first): a documented rule that does not depend on the last bits.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+TIE_RTOL = 1e-3
+"""Relative distance below which two scores count as tied."""
+
+
+def tie_groups(values: pd.Series, rtol: float = TIE_RTOL) -> pd.Series:
+    """For each label of ``values``, the number of its tie group: 0 for the smallest values, then 1, 2, ...
+
+    Sorted by value, neighbours closer than ``rtol`` (relative to the larger magnitude) share a group, so a chain of
+    near-equal values forms one group. The grouping only changes when a gap sits right at ``rtol``.
+    """
+    if not 0 <= rtol < 1:
+        raise ValueError(f"rtol must be in [0, 1) (e.g. {TIE_RTOL}); got {rtol}")
+    if values.isna().any():
+        raise ValueError(f"values are NaN for {values.index[values.isna()].tolist()}; ties need numbers")
+    ordered = sorted(values.items(), key=lambda item: (float(item[1]), item[0]))
+    groups: dict[object, int] = {}
+    group, previous = -1, None
+    for label, value in ordered:
+        value = float(value)
+        if previous is None or abs(value - previous) > rtol * max(abs(value), abs(previous)):
+            group += 1
+        groups[label] = group
+        previous = value
+    return pd.Series(groups, name="tie_group").reindex(values.index)
+
+
+def tied_order(values: pd.Series, rtol: float = TIE_RTOL) -> list:
+    """The labels of ``values``, smallest value first, near-ties (``tie_groups``) in label order."""
+    groups = tie_groups(values, rtol)
+    return sorted(values.index, key=lambda label: (groups[label], label))
+
+
+def first_minimum(values: pd.Series, rtol: float = TIE_RTOL) -> object:
+    """The label of the smallest value (NaN skipped), the lowest label among values tied with it."""
+    values = values.dropna()
+    if len(values) == 0:
+        raise ValueError("first_minimum needs at least one value that is not NaN")
+    return tied_order(values, rtol)[0]
