@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
-from helpers.blocks import BLOCK_PATHS, get_blocks
+from helpers.blocks import get_blocks
 from helpers.data_criteria import ppl_scores, sleb_removal, taylor_scores
 from helpers.pruning import prune_blocks
 from helpers.static_criteria import magnitude_scores, position_blocks
-from tiny_models import N_LAYERS, TINY_CONFIGS, tiny_inputs, tiny_model
+from tiny_models import N_LAYERS, TINY_CONFIGS, block_path, tiny_inputs, tiny_model
 
 PPL_FAMILIES = sorted(TINY_CONFIGS)
 
@@ -26,7 +26,7 @@ def batches():
 
 def block_params(model, index: int) -> dict[str, torch.nn.Parameter]:
     """Parameters of block ``index`` found by name in the whole model (not through helpers.blocks)."""
-    prefix = f"{BLOCK_PATHS[model.config.model_type]}.{index}."
+    prefix = f"{block_path(model.config.model_type)}.{index}."
     return {name: p for name, p in model.named_parameters() if name.startswith(prefix)}
 
 
