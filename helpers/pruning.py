@@ -84,14 +84,27 @@ def _keep_only(model: PreTrainedModel, kept: list[int]) -> None:
     _describe_depth(model, block_list, kept)
 
 
+_BUILT_BY_INDEX = {
+    "scale_attn_by_inverse_layer_idx": (
+        lambda value: bool(value), "GPT-2 scales each block's attention by 1/(layer_idx+1)"),
+    "decoder_sparse_step": (
+        lambda value: value not in (None, 1), "Qwen-MoE gives only every decoder_sparse_step-th block experts"),
+    "mlp_only_layers": (lambda value: bool(value), "Qwen-MoE gives the blocks listed in mlp_only_layers dense MLPs"),
+}
+"""Config settings that make a block's structure or output depend on its index, fixed when the block is built:
+attribute -> (is it in effect for this value, why). A reloaded block at its new position would be built or compute
+differently, so a pruned checkpoint could not reproduce the pruned model."""
+
+
 def _check_reloadable(model: PreTrainedModel) -> None:
-    # GPT-2 can scale attention by 1/(layer_idx+1), fixed when the block is built: a reloaded block at its new
-    # position would compute something else, so a pruned checkpoint could not reproduce the pruned model.
-    if getattr(model.config, "scale_attn_by_inverse_layer_idx", False):
-        raise ValueError(
-            "this GPT-2 config sets scale_attn_by_inverse_layer_idx=True, so a block's output depends on its position "
-            "and a pruned checkpoint would not reload to the same model; use skip_blocks for what-if evaluation"
-        )
+    config = decoder_config(model)
+    for name, (in_effect, why) in _BUILT_BY_INDEX.items():
+        value = getattr(config, name, None)
+        if in_effect(value):
+            raise ValueError(
+                f"this config sets {name}={value!r} ({why}), so a block depends on its position and a pruned "
+                "checkpoint would not reload to the same model; use skip_blocks for what-if evaluation"
+            )
 
 
 def prune_blocks(model: PreTrainedModel, blocks: Iterable[int], *, inplace: bool = False) -> PreTrainedModel:

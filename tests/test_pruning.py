@@ -263,10 +263,15 @@ def test_block_deleted_by_hand_is_still_found():
     assert get_blocks(model) is model.model.layers and len(get_blocks(model)) == N_LAYERS - 1
 
 
-def test_gpt2_scaled_by_layer_index_refuses_to_prune_but_can_skip():
-    model = tiny_model("gpt2")
-    model.config.scale_attn_by_inverse_layer_idx = True
-    with pytest.raises(ValueError, match="scale_attn_by_inverse_layer_idx"):
+@pytest.mark.parametrize(
+    "family, setting, value",
+    [("gpt2", "scale_attn_by_inverse_layer_idx", True), ("qwen3_moe", "decoder_sparse_step", 2),
+     ("qwen3_moe", "mlp_only_layers", [0])],
+)
+def test_blocks_built_by_index_refuse_to_prune_but_can_skip(family, setting, value):
+    model = tiny_model(family)
+    setattr(model.config, setting, value)
+    with pytest.raises(ValueError, match=rf"{setting}={re.escape(repr(value))} .* depends on its position"):
         prune_blocks(model, [1])
     with skip_blocks(model, [1]):
         assert len(get_blocks(model)) == N_LAYERS - 1
