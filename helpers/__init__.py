@@ -11,7 +11,7 @@ from .comparison import compare_variants
 from .data import calibration_batches, load_sms, load_wikitext, tokenize_batches
 from .data_criteria import ppl_scores, sleb_removal, taylor_scores
 from .hooks import BlockIO, block_hooks, record_block_io, run_model
-from .model import load_model
+from .model import load_model, save_pruned
 from .perplexity import PerplexityResult, perplexity
 from .pruning import prune_blocks, skip_blocks
 from .selection import PLUS_HEURISTIC, select_blocks

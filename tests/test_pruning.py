@@ -16,7 +16,7 @@ from tiny_models import N_LAYERS, TINY_CONFIGS, block_path, tiny_inputs, tiny_mo
 
 FAMILIES = sorted(TINY_CONFIGS)
 PER_LAYER = ("layer_types", "no_rope_layers")
-"""The per-layer config lists of the tiny families (Gemma-2/3, Qwen, Mistral...: layer_types; SmolLM3: no_rope_layers)."""
+"""Per-layer config lists of the tiny families (Gemma-2/3, Qwen, Mistral...: layer_types; SmolLM3: no_rope_layers)."""
 REMOVED = [1, 4]
 KEPT = [i for i in range(N_LAYERS) if i not in REMOVED]
 
@@ -214,14 +214,16 @@ class TwoStacks(torch.nn.Module):
 
 
 def test_ambiguous_block_lists_name_every_candidate_and_the_layer_count():
-    with pytest.raises(ValueError, match=r"TwoStacks .*'toy'.*states 3 layers.*left\.a \(3\), right\.b \(3\).*BLOCK_PATHS"):
+    expected = r"TwoStacks .*'toy'.*states 3 layers.*left\.a \(3\), right\.b \(3\).*BLOCK_PATHS"
+    with pytest.raises(ValueError, match=expected):
         get_blocks(TwoStacks("a", "b"))
 
 
 def test_no_list_of_the_layer_count_names_what_was_found():
     model = TwoStacks("a", "b")
     model.config.num_hidden_layers = 5
-    with pytest.raises(ValueError, match=r"states 5 layers, but no nn.ModuleList .*left\.a \(3\), right\.b \(3\), other \(1\)"):
+    expected = r"states 5 layers, but no nn.ModuleList .*left\.a \(3\), right\.b \(3\), other \(1\)"
+    with pytest.raises(ValueError, match=expected):
         get_blocks(model)
 
 
