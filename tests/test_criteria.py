@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 
-from helpers.blocks import get_blocks
 from helpers.data_criteria import ppl_scores, sleb_removal, taylor_scores
 from helpers.pruning import prune_blocks
 from helpers.static_criteria import magnitude_scores, position_blocks
