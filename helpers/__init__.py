@@ -12,7 +12,7 @@ from .data import calibration_batches, load_sms, load_wikitext, tokenize_batches
 from .display import configure_display, fmt, fmt_ci, fmt_interval, fmt_pct, format_columns
 from .data_criteria import ppl_scores, sleb_removal, taylor_scores
 from .hooks import BlockIO, block_hooks, record_block_io, run_model
-from .model import load_model
+from .model import load_model, save_pruned
 from .perplexity import PerplexityResult, perplexity
 from .pruning import prune_blocks, skip_blocks
 from .selection import PLUS_HEURISTIC, removable_blocks, resolve_k, select_blocks

@@ -1,7 +1,9 @@
-"""Where each decoder family keeps its transformer blocks, and checking lists of block indices.
+"""Finding a model's transformer blocks, and checking lists of block indices.
 
-Supporting a new family is one entry in ``BLOCK_PATHS``: the attribute path from the causal-LM model to its
-``nn.ModuleList`` of blocks. Everything else (renumbering ``layer_idx``, per-layer config lists) is found generically.
+Almost every decoder in transformers keeps its blocks in one ``nn.ModuleList`` whose length is the (text) config's
+layer count, because its forward pass loops over ``layers[: config.num_hidden_layers]``. ``block_path`` finds that
+list from the model's structure, so a family needs no entry anywhere to be pruned. ``BLOCK_PATHS`` is only for
+overrides: a family whose structure is ambiguous (several such lists, none on the decoder path) gets its path there.
 """
 
 from __future__ import annotations
@@ -12,48 +14,92 @@ from numbers import Integral
 import torch
 from transformers import PreTrainedModel
 
-BLOCK_PATHS: dict[str, str] = {
-    "llama": "model.layers",
-    "mistral": "model.layers",
-    "qwen2": "model.layers",
-    "qwen3": "model.layers",
-    "gemma": "model.layers",
-    "gemma2": "model.layers",
-    "gemma3_text": "model.layers",
-    "phi3": "model.layers",
-    "gpt2": "transformer.h",
-    "gpt_neox": "gpt_neox.layers",
-    "opt": "model.decoder.layers",
-}
-"""model_type -> attribute path of the block list in the ``...ForCausalLM`` class."""
+BLOCK_PATHS: dict[str, str] = {}
+"""Overrides: model_type -> attribute path of the block list in the ``...ForCausalLM`` class. Discovery
+(``block_path``) finds every family tested here by itself; add an entry only for a family it cannot resolve."""
+
+LAYER_COUNT_NAMES = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+"""Config attributes that hold the layer count, in the order they are tried (most configs map all to the first)."""
+
+DECODER_SEGMENTS = {"decoder", "language_model", "text_model"}
+"""Path segments that mark the decoder in models with several stacks (encoder-decoder, vision-language)."""
 
 
-def _resolve(obj: object, path: str) -> object | None:
-    for name in path.split("."):
-        obj = getattr(obj, name, None)
-        if obj is None:
-            return None
-    return obj
+def layer_count(model: PreTrainedModel) -> int:
+    """The layer count of the model's (text) config: how many blocks the forward pass runs."""
+    config = getattr(model, "config", None)
+    if config is None:
+        raise ValueError(f"{type(model).__name__} has no config; depth pruning needs a transformers model")
+    text_config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    for name in LAYER_COUNT_NAMES:
+        value = getattr(text_config, name, None)
+        if isinstance(value, int):
+            return value
+    raise ValueError(
+        f"the config of {type(model).__name__} states no layer count (none of {', '.join(LAYER_COUNT_NAMES)})"
+    )
+
+
+def _outermost(paths: list[str]) -> list[str]:
+    """Drop paths that lie inside another path of the list (a per-block list of experts is not a block list)."""
+    return [p for p in paths if not any(p.startswith(q + ".") for q in paths if q != p)]
+
+
+def _carries_layer_idx(blocks: torch.nn.ModuleList) -> bool:
+    """True when every element holds a module with an int ``layer_idx`` (attention, for the KV cache)."""
+    return len(blocks) > 0 and all(
+        any(isinstance(getattr(m, "layer_idx", None), int) for m in block.modules()) for block in blocks
+    )
+
+
+def block_path(model: PreTrainedModel) -> str:
+    """Dotted attribute path from ``model`` to its list of transformer blocks (``"model.layers"``, ``"transformer.h"``).
+
+    Works on the causal-LM class and on the bare backbone. The candidates are the outermost ``nn.ModuleList``s whose
+    length is the config's layer count; of several, those on the decoder path (``DECODER_SEGMENTS``). A list edited by
+    hand (a block deleted without updating the config) no longer has that length; it is still found when it is the
+    only list whose blocks carry a ``layer_idx``. ``BLOCK_PATHS`` overrides all of this for its families.
+    """
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    override = BLOCK_PATHS.get(model_type)
+    if override is not None:
+        # The backbone alone has the same path minus its first attribute (model.layers -> layers).
+        for candidate in (override, override.split(".", 1)[-1]):
+            try:
+                if isinstance(model.get_submodule(candidate), torch.nn.ModuleList):
+                    return candidate
+            except AttributeError:
+                continue
+        raise ValueError(
+            f"{type(model).__name__} has no block list at {override!r}, the path helpers.blocks.BLOCK_PATHS gives "
+            f"for model_type {model_type!r}"
+        )
+
+    n_layers = layer_count(model)
+    lists = {path: m for path, m in model.named_modules() if isinstance(m, torch.nn.ModuleList)}
+    candidates = _outermost([path for path, m in lists.items() if len(m) == n_layers])
+    if len(candidates) > 1:
+        candidates = [p for p in candidates if DECODER_SEGMENTS & set(p.split("."))] or candidates
+    elif not candidates:
+        hand_edited = _outermost([path for path, m in lists.items() if _carries_layer_idx(m)])
+        candidates = hand_edited if len(hand_edited) == 1 else []
+    if len(candidates) == 1:
+        return candidates[0]
+    if candidates:
+        problem = "several nn.ModuleLists have that length: " + ", ".join(f"{p} ({len(lists[p])})" for p in candidates)
+    else:
+        found = ", ".join(f"{p} ({len(m)})" for p, m in lists.items()) or "none"
+        problem = f"no nn.ModuleList has that length; found (path and length): {found}"
+    raise ValueError(
+        f"cannot tell which nn.ModuleList of {type(model).__name__} (model_type={model_type!r}) holds its transformer "
+        f"blocks: the config states {n_layers} layers, but {problem}. "
+        f"Add the right path to helpers.blocks.BLOCK_PATHS[{model_type!r}]."
+    )
 
 
 def get_blocks(model: PreTrainedModel) -> torch.nn.ModuleList:
-    """Return the model's list of transformer blocks (the modules depth pruning removes).
-
-    Works on the causal-LM class and on the bare backbone (``model.model``) of every family in ``BLOCK_PATHS``.
-    """
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    path = BLOCK_PATHS.get(model_type)
-    if path is None:
-        raise ValueError(
-            f"{type(model).__name__} (model_type={model_type!r}) is not supported; "
-            f"supported families: {', '.join(sorted(BLOCK_PATHS))}. Add its block path to helpers.blocks.BLOCK_PATHS."
-        )
-    # The backbone alone has the same path minus its first attribute (model.layers -> layers).
-    for candidate in (path, path.split(".", 1)[-1]):
-        blocks = _resolve(model, candidate)
-        if isinstance(blocks, torch.nn.ModuleList):
-            return blocks
-    raise ValueError(f"{type(model).__name__} has no block list at {path!r}, although its model_type is {model_type!r}")
+    """Return the model's list of transformer blocks (the modules depth pruning removes); see ``block_path``."""
+    return model.get_submodule(block_path(model))
 
 
 def num_blocks(model: PreTrainedModel) -> int:

@@ -29,7 +29,9 @@ from scipy import stats
 from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
 
 from .benefits import _cache_name
+from .checks import check_choice, check_int
 from .data import SMS_LABELS
+from .hooks import raise_non_finite
 from .settings import progress_bar
 
 QUESTION = "Is this message spam or ham?"
@@ -220,31 +222,28 @@ def sms_accuracy(
     Call it on a model in eval mode (``load_model`` returns one).
     """
     _check_frame(frame, "frame")
-    if shots < 0:
-        raise ValueError(f"shots must be 0 (zero-shot) or more; got {shots}")
+    check_int("shots", shots, minimum=0)
     if shots > 0 and examples is None:
         raise ValueError("few-shot prompts need examples to draw the shots from, e.g. examples=load_sms('calibration')")
-    if decision not in DECISIONS:
-        raise ValueError(f"decision must be one of {DECISIONS}; got {decision!r}")
+    check_choice("decision", decision, DECISIONS)
     if decision == "prior" and examples is None:
         raise ValueError("decision='prior' needs examples to read the spam share from, e.g. load_sms('calibration')")
     if examples is not None:
         _check_frame(examples, "examples")
-    if max_examples is not None and max_examples < 1:
-        raise ValueError(f"max_examples must be at least 1, or None for all; got {max_examples}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1; got {batch_size}")
+    check_int("max_examples", max_examples, none_means="all rows")
+    check_int("batch_size", batch_size)
     evaluated = frame if max_examples is None else frame.iloc[:max_examples]
     if evaluated.empty:
         raise ValueError("frame has no messages to evaluate")
     chosen = draw_shots(examples, shots, exclude=frame, seed=seed) if shots else frame.iloc[:0]
 
     prompts = [sms_prompt(text, chosen) for text in evaluated["text"]]
-    scores = pd.DataFrame(
-        _label_scores(model, tokenizer, prompts, batch_size, progress, reuse_prefix and shots > 0),
-        index=evaluated.index,
-        columns=list(SMS_LABELS),
-    )
+    values = _label_scores(model, tokenizer, prompts, batch_size, progress, reuse_prefix and shots > 0)
+    broken = np.flatnonzero(~np.isfinite(values).all(axis=1))
+    if len(broken):  # NaN scores would give arbitrary predictions (prior) or fail inside pandas (argmax)
+        prompt_ids = torch.tensor([tokenizer(prompts[broken[0]])["input_ids"]])
+        raise_non_finite(model, {"input_ids": prompt_ids}, f"the label scores of {len(broken)} message(s)")
+    scores = pd.DataFrame(values, index=evaluated.index, columns=list(SMS_LABELS))
     difference = (scores["spam"] - scores["ham"]).to_numpy()
     if decision == "argmax":
         predictions = scores.idxmax(axis=1).rename("prediction")  # idxmax takes the first column on a tie

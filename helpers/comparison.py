@@ -54,6 +54,11 @@ def compare_variants(
     The raw results stay in ``frame.attrs["results"]`` ({variant: {"ppl_t": PerplexityResult, "sms": ...}}).
     """
     n_blocks = len(get_blocks(model))
+    if FULL in variants and check_block_indices(variants[FULL], n_blocks, allow_empty=True):
+        raise ValueError(
+            f"the variant name {FULL!r} is reserved for the model with no block removed (always evaluated), but it is "
+            f"given blocks {list(variants[FULL])}; give that variant another name"
+        )
     plan = {FULL: []} | {name: check_block_indices(blocks, n_blocks) for name, blocks in variants.items() if name != FULL}
     reference = FULL if reference is None else reference
     if reference not in plan:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import torch
 
+from .checks import check_choice, check_int
 from .settings import DATA_ENV, data_dir
 
 if TYPE_CHECKING:
@@ -51,11 +52,6 @@ _SMS_ORIGIN = (
 )
 
 
-def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
-
-
 def _normalise(text: str) -> str:
     """Collapse every run of whitespace to one space and strip the ends, identically for hub and local rows."""
     return " ".join(text.split())
@@ -77,7 +73,7 @@ def _hub_or_local(
     ``source="auto"`` tries the hub unless an offline switch is set, then falls back to ``local``. Raises
     FileNotFoundError, saying which file to put where, when neither is available.
     """
-    _check_choice("source", source, SOURCES)
+    check_choice("source", source, SOURCES)
     if source == "local":
         reason = "source='local'"
     elif source == "auto" and (switch := _hub_disabled()):
@@ -99,12 +95,31 @@ def _hub_or_local(
     return None
 
 
-def _read_lines(path: Path) -> list[str]:
+def _read_lines(path: Path, origin: str) -> list[str]:
     """The file's lines, split on ``\\n`` only, so that no other line-break character ever splits a row.
 
-    The ``\\r`` of ``\\r\\n`` endings is whitespace, which the loaders' normalisation removes anyway.
+    The ``\\r`` of ``\\r\\n`` endings is whitespace, which the loaders' normalisation removes anyway. An empty
+    file or one that is not UTF-8 (another encoding, or cut inside a character) is refused, naming the file and
+    what it should be (``origin``).
     """
-    return path.read_text(encoding="utf-8-sig").split("\n")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes); it should be {origin}. Replace it with a complete copy.")
+    try:
+        return path.read_text(encoding="utf-8-sig").split("\n")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path} is not UTF-8 text (byte {error.start}: {error.reason}); it should be {origin}. It may be "
+            "saved in another encoding (re-save it as UTF-8) or cut off by an interrupted download."
+        ) from error
+
+
+def _refuse_empty_split(split: str, what: str, found: str, local: Path | None) -> None:
+    """Raise for a split with nothing in it: the data source is too short, most likely a truncated file."""
+    where = f"the offline copy {local}" if local is not None else "the hub copy"
+    raise ValueError(
+        f"the {split!r} split of {what} is empty: {where} holds only {found}. Is it truncated? Replace it with a "
+        "complete copy (see data/README.md)."
+    )
 
 
 def _is_article_title(row: str) -> bool:
@@ -123,27 +138,28 @@ def load_wikitext(split: str = "evaluation", *, source: str = "auto") -> list[st
     ``source``: "hub" (``Salesforce/wikitext``), "local" (``<data_dir()>/wikitext-2-raw/wiki.test.raw``) or "auto"
     (hub, then local; local only when ``HF_DATASETS_OFFLINE`` or ``HF_HUB_OFFLINE`` is set).
     """
-    _check_choice("split", split, SPLITS)
+    check_choice("split", split, SPLITS)
     local = data_dir() / WIKITEXT_FILE
     dataset = _hub_or_local(source, local, _WIKITEXT_ORIGIN, "Salesforce/wikitext", "wikitext-2-raw-v1", "test")
-    raw = _read_lines(local) if dataset is None else dataset["text"]
+    raw = _read_lines(local, _WIKITEXT_ORIGIN) if dataset is None else dataset["text"]
     rows = [row for row in map(_normalise, raw) if row]
-    if split == "all":
-        return rows
     wanted = split == "calibration"
     kept, article = [], 0
     for position, row in enumerate(rows):
         if _is_article_title(row) and position > 0:
             article += 1
-        if (article % CALIBRATION_EVERY == CALIBRATION_EVERY - 1) == wanted:
+        if split == "all" or (article % CALIBRATION_EVERY == CALIBRATION_EVERY - 1) == wanted:
             kept.append(row)
+    if not kept:
+        found = f"{len(rows)} non-empty rows in {article + 1 if rows else 0} article(s)"
+        _refuse_empty_split(split, "WikiText-2", found, local if dataset is None else None)
     return kept
 
 
 def _read_sms_file(path: Path) -> tuple[list[str], list[str]]:
     """(texts, labels) of a ``label<TAB>message`` file, split on the first tab; quotes are ordinary characters."""
     texts, labels = [], []
-    for number, line in enumerate(_read_lines(path), start=1):
+    for number, line in enumerate(_read_lines(path, _SMS_ORIGIN), start=1):
         if not line.strip():
             continue
         label, tab, text = line.partition("\t")
@@ -165,7 +181,7 @@ def load_sms(
     ``source``: "hub" (``ucirvine/sms_spam``), "local" (``<data_dir()>/sms_spam/SMSSpamCollection``) or "auto",
     as in ``load_wikitext``.
     """
-    _check_choice("split", split, SPLITS)
+    check_choice("split", split, SPLITS)
     if not 0 <= calibration_fraction <= 1:
         raise ValueError(f"calibration_fraction must be between 0 and 1; got {calibration_fraction}")
     local = data_dir() / SMS_FILE
@@ -175,15 +191,18 @@ def load_sms(
     else:
         texts, labels = list(dataset["sms"]), [SMS_LABELS[int(label)] for label in dataset["label"]]
     frame = pd.DataFrame({"text": [_normalise(text) for text in texts], "label": labels})
-    if split == "all":
-        return frame
-    calibration = set()
-    for label in SMS_LABELS:
-        positions = [position for position, value in enumerate(labels) if value == label]
-        random.Random(seed).shuffle(positions)
-        calibration.update(positions[: round(calibration_fraction * len(positions))])
-    in_calibration = frame.index.isin(list(calibration))
-    return frame[in_calibration if split == "calibration" else ~in_calibration].reset_index(drop=True)
+    if split != "all":
+        calibration = set()
+        for label in SMS_LABELS:
+            positions = [position for position, value in enumerate(labels) if value == label]
+            random.Random(seed).shuffle(positions)
+            calibration.update(positions[: round(calibration_fraction * len(positions))])
+        in_calibration = frame.index.isin(list(calibration))
+        frame = frame[in_calibration if split == "calibration" else ~in_calibration].reset_index(drop=True)
+    if frame.empty:
+        where = local if dataset is None else None
+        _refuse_empty_split(split, "the SMS collection", f"{len(labels)} message(s)", where)
+    return frame
 
 
 def _right_padded(rows: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -220,14 +239,14 @@ def tokenize_batches(
     if isinstance(texts, str):
         raise TypeError("texts must be a sequence of strings, not one string")
     texts = list(texts)
-    if n_samples is not None and not 1 <= n_samples <= len(texts):
-        raise ValueError(
-            f"n_samples must be between 1 and {len(texts)} (the number of texts), or None for all; got {n_samples}"
-        )
-    if seq_len < 1:
-        raise ValueError(f"seq_len must be at least 1; got {seq_len}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1; got {batch_size}")
+    not_text = next((i for i, text in enumerate(texts) if not isinstance(text, str)), None)
+    if not_text is not None:
+        raise TypeError(f"texts must all be strings; texts[{not_text}] is {texts[not_text]!r}")
+    if not texts:
+        raise ValueError("texts is empty; give at least one text")
+    check_int("n_samples", n_samples, maximum=len(texts), none_means="all texts")
+    check_int("seq_len", seq_len)
+    check_int("batch_size", batch_size)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad_id is None:
         raise ValueError("the tokenizer has neither a pad token nor an eos token to pad with; set tokenizer.pad_token")
@@ -267,10 +286,15 @@ def calibration_batches(
     For WikiText, headings and rows shorter than ``MIN_PARAGRAPH_CHARS`` characters are left out, so every sample is
     a real paragraph that fills most of ``seq_len`` tokens rather than a title or a one-line caption.
     """
-    _check_choice("dataset", dataset, CALIBRATION_DATASETS)
+    check_choice("dataset", dataset, CALIBRATION_DATASETS)
     if dataset == "wikitext":
         rows = load_wikitext("calibration", source=source)
         texts = [row for row in rows if not row.startswith("= ") and len(row) >= MIN_PARAGRAPH_CHARS]
+        if not texts:
+            raise ValueError(
+                f"none of the {len(rows)} WikiText calibration rows is a paragraph of {MIN_PARAGRAPH_CHARS}+ "
+                f"characters; the data is too short (a truncated {data_dir() / WIKITEXT_FILE}?)"
+            )
     else:
         texts = load_sms("calibration", source=source)["text"].tolist()
     return tokenize_batches(tokenizer, texts, n_samples=n_samples, seq_len=seq_len, batch_size=batch_size, seed=seed,

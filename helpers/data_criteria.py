@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from .blocks import get_blocks
-from .hooks import eval_mode, hidden_input, input_device
+from .hooks import eval_mode, hidden_input, input_device, raise_non_finite, run_model
 from .perplexity import IGNORE
 from .pruning import prune_blocks, skip_blocks
 from .selection import removable_blocks, resolve_k
@@ -78,6 +78,11 @@ def taylor_scores(
     Gradients are taken with ``torch.autograd.grad``, so no ``.grad`` is written; ``requires_grad`` flags and the
     training flag are restored. "Taylor+" is this score with ``select_blocks(..., **PLUS_HEURISTIC)``.
     """
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "taylor_scores needs gradients, which torch.inference_mode() turns off; call it outside the "
+            "`with torch.inference_mode():` block"
+        )
     prepared, n_tokens = _prepare(model, batches)
     params = [block_weights(block, weights) for block in get_blocks(model)]
     flat = [p for block in params for p in block]
@@ -93,6 +98,8 @@ def taylor_scores(
             for inputs, labels in progress_bar(prepared, "Taylor", progress):
                 where, targets = _targets(labels)
                 logits = model(**inputs, use_cache=False).logits[:, :-1][where]
+                if not torch.isfinite(logits).all():
+                    raise_non_finite(model, inputs, "the Taylor criterion's loss")
                 loss = F.cross_entropy(logits.float(), targets, reduction="sum") / n_tokens
                 for total, grad in zip(grads, torch.autograd.grad(loss, flat)):
                     total += grad.float()
@@ -198,6 +205,17 @@ def _naive_nll(model: PreTrainedModel, prepared: list, progress: bool) -> list[f
     return nll
 
 
+def _refuse_non_finite_model(model: PreTrainedModel, prepared: list, what: str) -> None:
+    """Raise, naming where, when the model itself gives non-finite logits on a calibration batch.
+
+    Called when some NLL without a block is not finite: if the model with all its blocks is, that block's removal is
+    the cause and ``block_scores`` reports it; if not, a broken block poisons every pass that keeps it.
+    """
+    for inputs, _ in prepared:
+        if not torch.isfinite(run_model(model, inputs).logits).all():
+            raise_non_finite(model, inputs, what)
+
+
 def ppl_scores(
     model: PreTrainedModel, batches: Sequence[Batch], *, cached: bool = True, progress: bool = True
 ) -> pd.Series:
@@ -216,6 +234,8 @@ def ppl_scores(
             nll = _cached_nll(model, prepared, range(n_blocks), progress)
         else:
             nll = _naive_nll(model, prepared, progress)
+        if not all(map(math.isfinite, nll)):
+            _refuse_non_finite_model(model, prepared, "the PPL criterion")
     return block_scores([math.exp(total / n_tokens) for total in nll], "ppl")
 
 
@@ -247,6 +267,8 @@ def sleb_removal(
             with skip_blocks(model, removed):
                 scored = [b for b in candidates if b not in removed]
                 nll = _cached_nll(model, prepared, [kept.index(b) for b in scored], progress=False)
+                if not all(map(math.isfinite, nll)):
+                    _refuse_non_finite_model(model, prepared, "SLEB's perplexity")
             ppl = block_scores([math.exp(total / n_tokens) for total in nll], "ppl", blocks=scored)
             block = int(first_minimum(ppl))  # near-ties (TIE_RTOL) go to the lower block index
             removed.append(block)

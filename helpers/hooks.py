@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 
 import torch
 from transformers import PreTrainedModel
@@ -134,3 +134,42 @@ def record_block_io(
     with block_hooks(model, record, blocks):
         run_model(model, batch)
     return dict(sorted(records.items()))
+
+
+def non_finite_origin(model: PreTrainedModel, batch: Mapping[str, torch.Tensor]) -> str | None:
+    """Where a forward pass on ``batch`` first produces NaN or inf, or None when its logits are all finite.
+
+    One hooked pass (``run_model``) checks the real tokens (``attention_mask``) entering block 0 and leaving every
+    block, so the answer is "the embeddings", "block i" (its index in the current block list) or "the final norm or
+    LM head" (every block finite, the logits not). A NaN then propagates to everything after it, which is why the
+    first place matters: the criteria that remove one block at a time would otherwise blame every other block.
+    """
+    mask = batch.get("attention_mask")
+    origins: list[str] = []
+
+    def finite(state: torch.Tensor) -> bool:
+        real = state if mask is None else state[mask.to(state.device).bool()]
+        return bool(torch.isfinite(real).all())
+
+    def watch(index: int, block_input: torch.Tensor, block_output: torch.Tensor) -> None:
+        if not origins and index == 0 and not finite(block_input):
+            origins.append("the embeddings (the input of block 0)")
+        if not origins and not finite(block_output):
+            origins.append(f"block {index}")
+
+    with block_hooks(model, watch):
+        logits = run_model(model, batch).logits
+    if origins:
+        return origins[0]
+    return None if finite(logits) else "the final norm or the LM head (every block's output is finite)"
+
+
+def raise_non_finite(model: PreTrainedModel, batch: Mapping[str, torch.Tensor], what: str) -> NoReturn:
+    """Raise FloatingPointError for ``what`` (e.g. "perplexity") that came out NaN or inf on ``batch``, naming where
+    the model first produces a non-finite value (``non_finite_origin``). Called once a result is found non-finite."""
+    origin = non_finite_origin(model, batch)
+    where = f"first produced by {origin}" if origin else "although a second pass on the same batch was finite"
+    raise FloatingPointError(
+        f"{what} is not finite: the model's outputs contain NaN or inf, {where}. Check that part's weights for "
+        "NaN/inf (or run in float32 if it overflows in half precision)."
+    )

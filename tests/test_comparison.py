@@ -72,3 +72,5 @@ def test_bad_arguments_raise(setup):
         compare_variants(model, tokenizer, VARIANTS, texts={}, sms=frame, progress=False)
     with pytest.raises(ValueError, match="out of range"):
         compare_variants(model, tokenizer, {"bad": [9]}, texts={"wiki": texts}, progress=False)
+    with pytest.raises(ValueError, match=r"'full' is reserved .* given blocks \[1, 2\]; give that variant another name"):
+        compare_variants(model, tokenizer, {"full": [1, 2]}, texts={"wiki": texts}, progress=False)

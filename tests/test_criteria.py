@@ -8,11 +8,10 @@ import math
 import pytest
 import torch
 
-from helpers.blocks import BLOCK_PATHS, get_blocks
 from helpers.data_criteria import ppl_scores, sleb_removal, taylor_scores
 from helpers.pruning import prune_blocks
 from helpers.static_criteria import magnitude_scores, position_blocks
-from tiny_models import N_LAYERS, TINY_CONFIGS, tiny_inputs, tiny_model
+from tiny_models import N_LAYERS, TINY_CONFIGS, block_path, tiny_inputs, tiny_model
 
 PPL_FAMILIES = sorted(TINY_CONFIGS)
 
@@ -26,7 +25,7 @@ def batches():
 
 def block_params(model, index: int) -> dict[str, torch.nn.Parameter]:
     """Parameters of block ``index`` found by name in the whole model (not through helpers.blocks)."""
-    prefix = f"{BLOCK_PATHS[model.config.model_type]}.{index}."
+    prefix = f"{block_path(model.config.model_type)}.{index}."
     return {name: p for name, p in model.named_parameters() if name.startswith(prefix)}
 
 
@@ -203,13 +202,38 @@ def test_ppl_leaves_the_model_as_found():
         torch.testing.assert_close(model(**inputs).logits, before, rtol=0, atol=0)
 
 
-def test_ppl_refuses_non_finite_results_naming_the_blocks():
+def test_nan_in_a_block_is_named_by_the_data_criteria():
+    # Only the model without block 2 is finite: the criteria must name block 2, not all the others.
     model = tiny_model("llama")
     with torch.no_grad():
         next(iter(block_params(model, 2).values())).fill_(float("nan"))
-    # Only the model without block 2 is finite.
-    with pytest.raises(ValueError, match=r"block\(s\) \[0, 1, 3, 4, 5\]"):
+    for cached in (True, False):
+        with pytest.raises(FloatingPointError, match=r"PPL criterion is not finite: .* first produced by block 2\."):
+            ppl_scores(model, batches(), cached=cached, progress=False)
+    with pytest.raises(FloatingPointError, match=r"Taylor criterion's loss is not finite: .* by block 2\."):
+        taylor_scores(model, batches(), progress=False)
+    with pytest.raises(FloatingPointError, match=r"SLEB's perplexity is not finite: .* by block 2\."):
+        sleb_removal(model, batches(), 1, progress=False)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_nan_in_the_head_or_embeddings_is_named():
+    model = tiny_model("llama")
+    with torch.no_grad():
+        model.lm_head.weight[5].fill_(float("inf"))
+    with pytest.raises(FloatingPointError, match=r"by the final norm or the LM head \(every block's output is finite\)"):
         ppl_scores(model, batches(), progress=False)
+    model = tiny_model("llama")
+    with torch.no_grad():
+        model.model.embed_tokens.weight.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match=r"by the embeddings \(the input of block 0\)"):
+        ppl_scores(model, batches(), progress=False)
+
+
+def test_taylor_inside_inference_mode_says_why_it_cannot_run():
+    model = tiny_model("llama")
+    with torch.inference_mode(), pytest.raises(RuntimeError, match=r"needs gradients.*outside the `with torch"):
+        taylor_scores(model, batches(), progress=False)
 
 
 def test_ppl_refuses_batches_without_tokens():

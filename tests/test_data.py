@@ -411,8 +411,8 @@ def test_batches_skip_empty_picks_and_take_the_next(bos):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"n_samples": 9}, "n_samples must be between 1 and 8 .* got 9"),
-        ({"n_samples": 0}, "n_samples must be between 1 and 8 .* got 0"),
+        ({"n_samples": 9}, "n_samples must be between 1 and 8, or None for all texts; got 9"),
+        ({"n_samples": 0}, "n_samples must be between 1 and 8, or None for all texts; got 0"),
         ({"seq_len": 0}, "seq_len must be at least 1; got 0"),
         ({"batch_size": 0}, "batch_size must be at least 1; got 0"),
     ],
@@ -420,6 +420,51 @@ def test_batches_skip_empty_picks_and_take_the_next(bos):
 def test_batches_reject_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         tokenize_batches(tiny_tokenizer(), TEXTS, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("texts", "kwargs", "message"),
+    [
+        (TEXTS, {"n_samples": 2.5}, r"n_samples must be an integer, or None for all texts; got 2.5 \(float\)"),
+        (TEXTS, {"seq_len": 2.5}, r"seq_len must be an integer; got 2.5"),
+        (TEXTS, {"batch_size": True}, r"batch_size must be an integer; got True"),
+        ([None, "x"], {}, r"texts must all be strings; texts\[0\] is None"),
+    ],
+)
+def test_batches_reject_wrong_types(texts, kwargs, message):
+    with pytest.raises(TypeError, match=message):
+        tokenize_batches(tiny_tokenizer(), texts, **kwargs)
+    with pytest.raises(ValueError, match="texts is empty"):
+        tokenize_batches(tiny_tokenizer(), [])
+
+
+@pytest.mark.parametrize("relative", [WIKITEXT_FILE, SMS_FILE])
+def test_empty_or_wrongly_encoded_data_files_are_named(tmp_data, relative):
+    load = load_wikitext if relative == WIKITEXT_FILE else load_sms
+    path = tmp_data / relative
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))} is empty \(0 bytes\); it should be "):
+        load(source="local")
+    path.write_bytes("ham\tcaf\u00e9 = Caf\u00e9 =\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))} is not UTF-8 text \(byte 7"):
+        load(source="local")
+    path.write_bytes("ham\tna\u00ef".encode("utf-8")[:-1])  # cut inside the two bytes of "\u00ef"
+    with pytest.raises(ValueError, match=r"not UTF-8 text .*interrupted download"):
+        load(source="local")
+
+
+def test_truncated_data_files_say_the_split_is_empty(tmp_data):
+    write(tmp_data, WIKITEXT_FILE, " = Only article = \n\n Some text .\n")  # no 4th article: no calibration rows
+    with pytest.raises(ValueError, match=r"'calibration' split of WikiText-2 is empty: the offline copy .*wiki\.test"
+                                         r"\.raw holds only 2 non-empty rows in 1 article\(s\)\. Is it truncated"):
+        load_wikitext("calibration", source="local")
+    write(tmp_data, WIKITEXT_FILE, "".join(f" = Article {i} = \n Short text .\n" for i in range(4)))
+    with pytest.raises(ValueError, match=r"none of the 2 WikiText calibration rows is a paragraph of 200\+ characters"):
+        calibration_batches(tiny_tokenizer(), source="local")
+    write(tmp_data, SMS_FILE, "ham\thi there\n")
+    with pytest.raises(ValueError, match=r"'calibration' split of the SMS collection is empty: .* 1 message\(s\)"):
+        load_sms("calibration", source="local")
 
 
 def test_calibration_batches_are_wikitext_paragraphs(real_data):

@@ -123,12 +123,39 @@ def test_skipping_blocks_gives_the_perplexity_of_the_pruned_copy(model, texts):
         (dict(seq_len=16, stride=0), "stride"),
         (dict(max_windows=0), "max_windows"),
         (dict(batch_size=0), "batch_size"),
-        (dict(seq_len=100_000), "fewer than one window"),
+        (dict(seq_len=129), r"seq_len=129 is longer than the 128 positions the model was built for"),
     ],
 )
 def test_perplexity_rejects_bad_arguments(model, texts, kwargs, message):
     with pytest.raises(ValueError, match=message):
         perplexity(model, tiny_tokenizer(), texts, progress=False, **kwargs)
+    with pytest.raises(ValueError, match="fewer than one window"):
+        perplexity(model, tiny_tokenizer(), texts[:1], seq_len=64, progress=False)
+
+
+@pytest.mark.parametrize("kwargs", [dict(seq_len=2.5), dict(stride=1.5), dict(max_windows="2"), dict(batch_size=2.0)])
+def test_perplexity_rejects_wrong_types(model, texts, kwargs):
+    name = next(iter(kwargs))
+    with pytest.raises(TypeError, match=rf"{name} must be an integer"):
+        perplexity(model, tiny_tokenizer(), texts, progress=False, **kwargs)
+
+
+def broken_model(block: int = 2):
+    """The tiny llama with NaN weights in one block: every pass through that block gives NaN."""
+    model = tiny_model("llama")
+    with torch.no_grad():
+        model.model.layers[block].mlp.down_proj.weight.fill_(float("nan"))
+    return model
+
+
+def test_nan_in_a_block_is_named_by_perplexity_and_sms_accuracy(texts):
+    model, tok = broken_model(), tiny_tokenizer()
+    with pytest.raises(FloatingPointError, match=r"perplexity is not finite: .* first produced by block 2\."):
+        perplexity(model, tok, texts, seq_len=16, progress=False)
+    frame, examples = sms_frame(4, seed=1), sms_frame(30, seed=3)
+    for decision in ("argmax", "prior"):
+        with pytest.raises(FloatingPointError, match=r"label scores of 4 message\(s\) is not finite: .* block 2\."):
+            sms_accuracy(model, tok, frame, shots=2, examples=examples, decision=decision, progress=False)
 
 
 def test_perplexity_rejects_a_single_string(model):
@@ -290,12 +317,21 @@ def test_max_examples_evaluates_the_first_rows(model):
         (dict(max_examples=0), "max_examples"),
         (dict(batch_size=0), "batch_size"),
         (dict(decision="threshold"), "decision must be one of"),
+        (dict(decision=None), "decision must be one of 'argmax', 'prior'; got None"),
         (dict(decision="prior"), "spam share"),
     ],
 )
 def test_sms_accuracy_rejects_bad_arguments(model, kwargs, message):
     with pytest.raises(ValueError, match=message):
         sms_accuracy(model, tiny_tokenizer(), sms_frame(3, seed=6), progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [dict(shots=1.5), dict(max_examples=2.0), dict(batch_size="8")])
+def test_sms_accuracy_rejects_wrong_types(model, kwargs):
+    name = next(iter(kwargs))
+    with pytest.raises(TypeError, match=rf"{name} must be an integer"):
+        sms_accuracy(model, tiny_tokenizer(), sms_frame(3, seed=6), examples=sms_frame(20, seed=3), progress=False,
+                     **kwargs)
 
 
 def test_sms_accuracy_rejects_unknown_labels(model):

@@ -7,9 +7,9 @@ import torch
 
 from helpers.blocks import get_blocks
 from helpers.hooks import BlockIO, block_hooks, hidden_input, hidden_output, record_block_io, run_model
-from tiny_models import N_LAYERS, tiny_inputs, tiny_model
+from tiny_models import N_LAYERS, TINY_CONFIGS, tiny_inputs, tiny_model
 
-FAMILIES = ["llama", "gpt2", "gemma3_text", "opt", "gpt_neox"]
+FAMILIES = sorted(TINY_CONFIGS)
 
 
 def hidden_states(model, batch):

@@ -10,16 +10,17 @@ import json
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer, BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
+from transformers import pipeline
 
 import helpers.model as hm
 from helpers.blocks import get_blocks
 from helpers.pruning import prune_blocks
 from helpers.settings import CACHE_ENV
+from tiny_models import N_LAYERS, VOCAB, tiny_model
+from tiny_tokenizer import tiny_tokenizer
 
 PROMPT = "Depth pruning removes whole transformer blocks from a language model."
-
-
 
 
 @pytest.fixture(scope="session")
@@ -206,3 +207,124 @@ def test_conversion_finished_elsewhere_is_kept(monkeypatch, tmp_path):
     assert hm.prepare_default_model() == target
     assert (target / "theirs").exists()
     assert [p.name for p in tmp_path.iterdir()] == [hm.CACHE_NAME]
+
+
+# ---------------------------------------------------------------- clear errors and save_pruned, on tiny models
+
+
+def _tiny_folder(folder, *, model=True, tokenizer=True):
+    """A folder holding a tiny Llama and/or the tiny tokenizer, as save_pretrained writes them."""
+    folder.mkdir(exist_ok=True)
+    if model:
+        tiny_model("llama").save_pretrained(folder)
+    if tokenizer:
+        tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def test_empty_model_id_is_refused():
+    for empty in ("", "   "):
+        with pytest.raises(ValueError, match="model_id is empty"):
+            hm.load_model(empty, device="cpu")
+    with pytest.raises(TypeError, match="model_id must be a hub id or a folder path"):
+        hm.load_model(3, device="cpu")
+
+
+def test_empty_folder_says_it_is_empty(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"model folder .* is empty"):
+        hm.load_model(str(tmp_path), device="cpu")
+
+
+def test_folder_without_tokenizer_says_so(tmp_path):
+    folder = _tiny_folder(tmp_path / "m", tokenizer=False)
+    with pytest.raises(FileNotFoundError, match=r"has no tokenizer files \(any of tokenizer.json"):
+        hm.load_model(str(folder), device="cpu")
+
+
+def test_folder_without_weights_says_so(tmp_path):
+    folder = _tiny_folder(tmp_path / "m")
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match=r"has no weights \(\*\.safetensors or \*\.bin\)"):
+        hm.load_model(str(folder), device="cpu")
+
+
+def test_non_causal_checkpoint_is_refused(tmp_path):
+    # A BERT encoder: transformers would load it as BertLMHeadModel with a random head, silently.
+    folder = tmp_path / "bert"
+    BertModel(BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=64)).save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    with pytest.raises(ValueError, match=r"holds a BertModel \(model_type 'bert'\), not a causal language model"):
+        hm.load_model(str(folder), device="cpu")
+    # Without the architectures entry the missing head weights still give it away.
+    config = json.loads((folder / "config.json").read_text())
+    del config["architectures"]
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"has no weights for \d+ parameters of BertLMHeadModel .*cls\.predictions"):
+        hm.load_model(str(folder), device="cpu")
+
+
+class _HubStandIn:
+    """AutoConfig stand-in that fails the way the hub does (no network is used)."""
+
+    def __init__(self, message):
+        self.message = message
+
+    def from_pretrained(self, *args, **kwargs):
+        raise OSError(self.message)
+
+
+@pytest.mark.parametrize("message", [
+    "You are trying to access a gated repo. Make sure to have access to it. 401 Client Error.",
+    "owner/nope is not a local folder and is not a valid model identifier listed on the hub. If this is a private "
+    "repository, make sure to pass a token having permission to this repo",
+])
+def test_gated_or_unknown_hub_id_says_how_to_log_in(monkeypatch, message):
+    monkeypatch.setattr(hm, "AutoConfig", _HubStandIn(message))
+    with pytest.raises(OSError, match=r"(?s)could not load 'owner/nope'.*huggingface-cli login.*HF_TOKEN") as raised:
+        hm.load_model("owner/nope", device="cpu")
+    assert "local Hugging Face cache" not in str(raised.value)
+
+
+def test_unreachable_hub_gives_the_offline_hint(monkeypatch):
+    monkeypatch.setattr(hm, "AutoConfig", _HubStandIn("We couldn't connect to the hub to load the files"))
+    with pytest.raises(OSError, match=r"(?s)couldn't connect.*already in the local Hugging Face cache") as raised:
+        hm.load_model("owner/name", device="cpu")
+    assert "login" not in str(raised.value)
+
+
+def test_save_pruned_reloads_with_pipeline_and_load_model(tmp_path):
+    model = tiny_model("llama")
+    tokenizer = tiny_tokenizer()
+    pruned = prune_blocks(model, [1, 4])
+    folder = hm.save_pruned(pruned, tokenizer, tmp_path / "pruned")
+    ids = tokenizer("is this message spam or ham ?", return_tensors="pt")
+    with torch.no_grad():
+        expected = pruned(**ids).logits
+        expected_ids = pruned.generate(**ids, max_new_tokens=5, do_sample=False, pad_token_id=0)
+
+    generator = pipeline("text-generation", model=str(folder), device="cpu")
+    assert len(get_blocks(generator.model)) == N_LAYERS - 2
+    with torch.no_grad():
+        torch.testing.assert_close(generator.model(**ids).logits, expected, atol=0, rtol=0)
+    text = generator("is this message spam or ham ?", max_new_tokens=5, do_sample=False, return_full_text=False)
+    assert text[0]["generated_text"] == tokenizer.decode(expected_ids[0, ids["input_ids"].shape[1]:])
+
+    loaded, loaded_tokenizer = hm.load_model(str(folder), device="cpu")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**ids).logits, expected, atol=0, rtol=0)
+    assert loaded_tokenizer("ham").input_ids == tokenizer("ham").input_ids
+
+
+def test_save_pruned_refuses_blocks_deleted_by_hand_and_a_foreign_tokenizer(tmp_path):
+    model = tiny_model("llama")
+    del model.model.layers[2]
+    with pytest.raises(ValueError, match=r"has 5 blocks but its config states 6.*use prune_blocks"):
+        hm.save_pruned(model, tiny_tokenizer(), tmp_path / "a")
+    small = AutoModelForCausalLM.from_config(LlamaConfig(vocab_size=8, hidden_size=16, intermediate_size=32,
+                                                         num_hidden_layers=2, num_attention_heads=2))
+    with pytest.raises(ValueError, match=r"tokenizer has \d+ tokens but the model only 8 embeddings"):
+        hm.save_pruned(small, tiny_tokenizer(), tmp_path / "b")
+    with pytest.raises(TypeError, match="tokenizer must be a transformers tokenizer"):
+        hm.save_pruned(small, "tokenizer", tmp_path / "c")
+    assert list(tmp_path.iterdir()) == []

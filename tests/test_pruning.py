@@ -9,11 +9,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from helpers.blocks import BLOCK_PATHS, check_block_indices, get_blocks
+import helpers.blocks as hb
+from helpers.blocks import check_block_indices, get_blocks
 from helpers.pruning import prune_blocks, skip_blocks
-from tiny_models import N_LAYERS, TINY_CONFIGS, tiny_inputs, tiny_model
+from tiny_models import N_LAYERS, TINY_CONFIGS, block_path, tiny_inputs, tiny_model
 
 FAMILIES = sorted(TINY_CONFIGS)
+PER_LAYER = ("layer_types", "no_rope_layers")
+"""Per-layer config lists of the tiny families (Gemma-2/3, Qwen, Mistral...: layer_types; SmolLM3: no_rope_layers)."""
 REMOVED = [1, 4]
 KEPT = [i for i in range(N_LAYERS) if i not in REMOVED]
 
@@ -28,10 +31,11 @@ def reference_model(model, kept):
     blocks' weights copied in under their new numbers. Shares no code with helpers.pruning."""
     config = copy.deepcopy(model.config)
     config.num_hidden_layers = len(kept)
-    if getattr(config, "layer_types", None) is not None:
-        config.layer_types = [config.layer_types[i] for i in kept]
+    for name in PER_LAYER:
+        if getattr(config, name, None) is not None:
+            setattr(config, name, [getattr(config, name)[i] for i in kept])
     ref = AutoModelForCausalLM.from_config(config).eval()
-    prefix = BLOCK_PATHS[model.config.model_type]
+    prefix = block_path(model.config.model_type)
     renumber = {old: new for new, old in enumerate(kept)}
     state = {}
     for key, value in model.state_dict().items():
@@ -50,6 +54,15 @@ def greedy(model, inputs, use_cache):
         do_sample=False, use_cache=use_cache, pad_token_id=0,
     )
     return out[0].tolist()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_blocks_are_found_where_the_family_keeps_them(family):
+    model = tiny_model(family)
+    path = block_path(family)
+    assert get_blocks(model) is model.get_submodule(path)
+    backbone = model.get_submodule(path.rsplit(".", 2)[0])  # model.layers -> model, model.decoder.layers -> model
+    assert get_blocks(backbone) is get_blocks(model)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -189,23 +202,78 @@ def test_numpy_integers_are_accepted():
     assert check_block_indices(np.array([3, 1]), 6) == [1, 3]
 
 
-def test_unsupported_model_names_class_and_supported_families():
+class TwoStacks(torch.nn.Module):
+    """A model with two lists of blocks of the configured length, like an encoder-decoder."""
+
+    def __init__(self, first: str, second: str, n: int = 3):
+        super().__init__()
+        self.config = type("Cfg", (), {"model_type": "toy", "num_hidden_layers": n})()
+        self.left = torch.nn.ModuleDict({first: torch.nn.ModuleList(torch.nn.Linear(2, 2) for _ in range(n))})
+        self.right = torch.nn.ModuleDict({second: torch.nn.ModuleList(torch.nn.Linear(2, 2) for _ in range(n))})
+        self.other = torch.nn.ModuleList([torch.nn.Linear(2, 2)])
+
+
+def test_ambiguous_block_lists_name_every_candidate_and_the_layer_count():
+    expected = r"TwoStacks .*'toy'.*states 3 layers.*left\.a \(3\), right\.b \(3\).*BLOCK_PATHS"
+    with pytest.raises(ValueError, match=expected):
+        get_blocks(TwoStacks("a", "b"))
+
+
+def test_no_list_of_the_layer_count_names_what_was_found():
+    model = TwoStacks("a", "b")
+    model.config.num_hidden_layers = 5
+    expected = r"states 5 layers, but no nn.ModuleList .*left\.a \(3\), right\.b \(3\), other \(1\)"
+    with pytest.raises(ValueError, match=expected):
+        get_blocks(model)
+
+
+def test_the_list_on_the_decoder_path_wins():
+    model = TwoStacks("encoder", "decoder")
+    assert get_blocks(model) is model.right["decoder"]
+
+
+def test_lists_inside_blocks_are_not_candidates():
+    # A block holding a list of the same length (experts, say) is still one block of the outer list.
+    model = TwoStacks("a", "b")
+    model.right = torch.nn.Module()
+    for block in model.left["a"]:
+        block.experts = torch.nn.ModuleList(torch.nn.Linear(2, 2) for _ in range(3))
+    assert get_blocks(model) is model.left["a"]
+
+
+def test_override_table_decides(monkeypatch):
+    model = TwoStacks("a", "b")
+    monkeypatch.setitem(hb.BLOCK_PATHS, "toy", "right.b")
+    assert get_blocks(model) is model.right["b"]
+    monkeypatch.setitem(hb.BLOCK_PATHS, "toy", "right.nothing")
+    with pytest.raises(ValueError, match=r"no block list at 'right.nothing'.*BLOCK_PATHS.*'toy'"):
+        get_blocks(model)
+
+
+def test_config_without_layer_count_is_a_clear_error():
     class Toy(torch.nn.Module):
         config = type("Cfg", (), {"model_type": "toy"})()
 
-    with pytest.raises(ValueError, match=r"Toy .*'toy'.* supported families: gemma, gemma2"):
+    with pytest.raises(ValueError, match=r"Toy states no layer count"):
         get_blocks(Toy())
 
 
-def test_gpt2_scaled_by_layer_index_refuses_to_prune_but_can_skip():
-    model = tiny_model("gpt2")
-    model.config.scale_attn_by_inverse_layer_idx = True
-    with pytest.raises(ValueError, match="scale_attn_by_inverse_layer_idx"):
+def test_block_deleted_by_hand_is_still_found():
+    # Chapter 1 deletes a block without updating the config; the list no longer has the configured length.
+    model = tiny_model("llama")
+    del model.model.layers[2]
+    assert get_blocks(model) is model.model.layers and len(get_blocks(model)) == N_LAYERS - 1
+
+
+@pytest.mark.parametrize(
+    "family, setting, value",
+    [("gpt2", "scale_attn_by_inverse_layer_idx", True), ("qwen3_moe", "decoder_sparse_step", 2),
+     ("qwen3_moe", "mlp_only_layers", [0])],
+)
+def test_blocks_built_by_index_refuse_to_prune_but_can_skip(family, setting, value):
+    model = tiny_model(family)
+    setattr(model.config, setting, value)
+    with pytest.raises(ValueError, match=rf"{setting}={re.escape(repr(value))} .* depends on its position"):
         prune_blocks(model, [1])
     with skip_blocks(model, [1]):
         assert len(get_blocks(model)) == N_LAYERS - 1
-
-
-def test_backbone_without_lm_head_is_supported():
-    model = tiny_model("llama")
-    assert get_blocks(model.model) is get_blocks(model)

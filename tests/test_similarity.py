@@ -24,6 +24,8 @@ FINAL_NORM = {
     "gpt2": "transformer.ln_f",
     "gpt_neox": "gpt_neox.final_layer_norm",
     "opt": "model.decoder.final_layer_norm",
+    "phi": "model.final_layernorm",
+    **{family: "transformer.ln_f" for family in ("falcon", "bloom", "gpt_bigcode", "gptj")},
 }
 """Path of the final norm; every other family here keeps it at ``model.norm``."""
 
