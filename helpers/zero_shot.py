@@ -42,7 +42,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 import torch
-from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import Cache, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from .benefits import _cache_name
 from .data import SOURCES, _check_choice, _hub_or_local
@@ -247,7 +247,8 @@ def load_task(task: str, *, source: str = "auto") -> list[Row]:
 
 def item_ids(n_rows: int, limit: int | None, seed: int) -> list[int]:
     """Rows to evaluate: all for ``limit=None``, else ``limit`` of them drawn by shuffling the row positions with
-    ``random.Random(seed)`` (the picks for a smaller limit are a subset of those for a larger one), in row order."""
+    ``random.Random(seed)`` (the picks for a smaller limit are a subset of those for a larger one), in row order.
+    A limit above ``n_rows`` takes every row."""
     if limit is None:
         return list(range(n_rows))
     if not 1 <= limit:
@@ -323,16 +324,35 @@ def _has_sliding_window(model: PreTrainedModel) -> bool:
     return any(getattr(layer, "is_sliding", False) for layer in DynamicCache(config=decoder_config(model)).layers)
 
 
+MAX_PADDING = 0.1
+"""Largest share of padded positions a batch may hold: fewer, fuller batches are faster until padding dominates."""
+
+
 def _batches(lengths: Sequence[int], batch_tokens: int, same_length: bool) -> list[range]:
-    """Consecutive runs of ``lengths`` (sorted ascending) whose padded size count * longest stays within
-    ``batch_tokens`` (always at least one row); ``same_length`` puts only equal lengths together."""
-    batches, start = [], 0
-    for end in range(1, len(lengths) + 1):
-        if end == len(lengths) or (end - start + 1) * lengths[end] > batch_tokens or (
-                same_length and lengths[end] != lengths[start]):
+    """Consecutive runs of ``lengths`` (sorted ascending) to run as one padded batch each.
+
+    A run grows while its padded size (count * longest) stays within ``batch_tokens`` and padding within
+    ``MAX_PADDING`` of it (a run always holds at least one row); ``same_length`` puts only equal lengths together.
+    """
+    batches, start, total = [], 0, 0
+    for end, length in enumerate(lengths):
+        padded = (end - start + 1) * length
+        full = padded > batch_tokens or padded - total - length > MAX_PADDING * padded
+        if end > start and (full or (same_length and length != lengths[start])):
             batches.append(range(start, end))
-            start = end
+            start, total = end, 0
+        total += length
+    if lengths:
+        batches.append(range(start, len(lengths)))
     return batches
+
+
+def _select_rows(cache: Cache, rows: torch.Tensor) -> Cache:
+    """A cache holding the given batch rows of ``cache``, which stays unchanged (forward calls append to a cache)."""
+    selected = copy.copy(cache)
+    selected.layers = [copy.copy(layer) for layer in cache.layers]
+    selected.batch_select_indices(rows)  # indexing copies only the selected rows
+    return selected
 
 
 def _right_padded(rows: Sequence[Sequence[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -356,14 +376,15 @@ def score_requests(
     pairs: Sequence[tuple[list[int], list[int]]],
     *,
     max_length: int,
-    batch_tokens: int = 2048,
+    batch_tokens: int = 4096,
     progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Log-likelihood of each (context ids, continuation ids) pair and whether greedy decoding reproduces it.
 
     Each distinct context runs once with the KV cache on; the continuations' tokens after the first (whose
-    log-probability the context's last position gives) then run in batches on a copy of that cache. Contexts are
-    batched shortest first, at most ``batch_tokens`` padded tokens a batch, and so are the continuations.
+    log-probability the context's last position gives) then run in batches on the rows of that cache they continue.
+    Contexts are batched shortest first, and so are the continuations of a batch of contexts: at most
+    ``batch_tokens`` padded tokens a batch and ``MAX_PADDING`` of them padding (see ``_batches``).
     """
     if batch_tokens < 1:
         raise ValueError(f"batch_tokens must be at least 1; got {batch_tokens}")
@@ -395,13 +416,11 @@ def score_requests(
 
             rest = sorted((row for row in rows if len(row[2]) > 1), key=lambda row: len(row[2]))
             chunks = _batches([len(row[2]) - 1 for row in rest], batch_tokens, False)
-            for number, chunk in enumerate(chunks):
+            for chunk in chunks:
                 part = [rest[i] for i in chunk]
                 ids2, mask2 = _right_padded([continuation[:-1] for _, _, continuation in part], device)
                 which = torch.tensor([b for b, _, _ in part], device=device)
-                # A forward call appends to the cache it is given: every chunk but the last gets its own copy.
-                chunk_cache = cache if number == len(chunks) - 1 else copy.deepcopy(cache)
-                chunk_cache.batch_select_indices(which)
+                chunk_cache = _select_rows(cache, which)
                 positions = lengths[which, None] + torch.arange(ids2.shape[1], device=device)
                 logits = model(input_ids=ids2, attention_mask=torch.cat([mask[which], mask2], dim=1).long(),
                                position_ids=positions, use_cache=True, logits_to_keep=mask2,
@@ -427,7 +446,7 @@ def evaluate_zero_shot(
     seed: int = 0,
     items: dict[str, Sequence[int]] | None = None,
     source: str = "auto",
-    batch_tokens: int = 2048,
+    batch_tokens: int = 4096,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Zero-shot results of ``model`` per item, one row per (task, item), scored as lm-eval scores them.
@@ -447,18 +466,19 @@ def evaluate_zero_shot(
         missing = [task for task in tasks if task not in items]
         if missing:
             raise ValueError(f"items has no row indices for tasks {missing}; give a list for every task in tasks")
-    encoder = _Encoder(tokenizer)
-    records, pairs = [], []
+    chosen_items = []
     for task in tasks:
         rows = load_task(task, source=source)
         chosen = item_ids(len(rows), limit, seed) if items is None else list(items[task])
         bad = [i for i in chosen if not 0 <= i < len(rows)]
         if bad:
             raise ValueError(f"{task} has rows 0..{len(rows) - 1}; got item indices {bad}")
-        for i in chosen:
-            item = TASKS[task].to_item(rows[i])
-            records.append((task, i, item, len(pairs)))
-            pairs += [encoder.pair(context, continuation) for context, continuation in item.requests]
+        chosen_items += [(task, i, TASKS[task].to_item(rows[i])) for i in chosen]
+    encoder = _Encoder(tokenizer)
+    records, pairs = [], []
+    for task, i, item in chosen_items:
+        records.append((task, i, item, len(pairs)))
+        pairs += [encoder.pair(context, continuation) for context, continuation in item.requests]
     loglik, greedy = score_requests(model, pairs, max_length=max_context_length(model, tokenizer),
                                     batch_tokens=batch_tokens, progress=progress)
 
