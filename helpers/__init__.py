@@ -19,6 +19,7 @@ from .selection import PLUS_HEURISTIC, removable_blocks, resolve_k, select_block
 from .ties import TIE_RTOL, first_minimum, tie_groups, tied_order
 from .settings import DEFAULT_MODEL, set_determinism
 from .similarity import SimilarityReport, block_similarity
+from .zero_shot import evaluate_zero_shot, zero_shot_difference, zero_shot_summary
 from .static_criteria import POSITION_STRATEGIES, magnitude_scores, position_blocks
 from .statistics import (
     ConfidenceInterval,

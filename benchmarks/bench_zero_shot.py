@@ -1,0 +1,76 @@
+"""Time of ``helpers.zero_shot.evaluate_zero_shot`` relative to lm-eval itself, on the course model.
+
+The same fixed items (``item_ids(n, limit=40, seed=0)`` of arc_easy, piqa, hellaswag and lambada_openai) are scored
+by both: lm-eval 0.4.x's ``HFLM`` (batch size 16) through ``lm_eval_reference``, timed inside its log-likelihood
+call only (its task set-up is not counted), and the course module end to end (reading the documents included).
+First all four tasks together, as a real evaluation runs them, then each task alone for the per-task ratios. Before
+any figure is printed, the log-likelihoods must agree within 1e-3 nats per choice and acc/acc_norm item by item.
+Target: at most 0.45 for the four tasks together. NOT MET so far: one run (2 threads, limit 40, on a 2-core machine
+at load ~9 from notebook runs, with pytest running during the module's part) gave 690 s vs lm-eval's 444 s (1.55),
+log-likelihoods within 7.3e-5 nats and acc/acc_norm equal on all 160 items. Counting padded tokens (backbone) plus
+scored positions (head, ~0.2 of a token's time), the module does 0.55 of lm-eval's work on these items (0.52 without
+padding), so 0.45 is out of reach by work alone; and on that machine its small and cached forward passes cost 2-3x
+more per token than lm-eval's large uncached batches (cause not established). Re-measure on a quiet machine.
+Offline, point ``DEPTH_PRUNING_DATA`` at the data folder and set ``HF_DATASETS_OFFLINE=1``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from helpers.model import load_model
+from helpers.settings import set_determinism
+from helpers.zero_shot import evaluate_zero_shot, item_ids, lm_eval_reference, load_task
+
+TASKS = ("arc_easy", "piqa", "hellaswag", "lambada_openai")
+LOGLIK_TOLERANCE = 1e-3
+"""Nats; float32 sums of up to ~100 token log-probabilities, computed in other batch shapes, differ by ~1e-5."""
+
+
+def check_agreement(ours: pd.DataFrame, reference: pd.DataFrame) -> float:
+    """Assert the same items, log-likelihoods within ``LOGLIK_TOLERANCE`` and the same acc/acc_norm per item;
+    return the largest log-likelihood difference."""
+    assert list(zip(ours["task"], ours["item"])) == list(zip(reference["task"], reference["item"]))
+    largest = 0.0
+    for (_, a), (_, b) in zip(ours.iterrows(), reference.iterrows()):
+        largest = max(largest, float(np.abs(np.subtract(a["loglik"], b["loglik"])).max()))
+        same_norm = a["acc_norm"] == b["acc_norm"] or (np.isnan(a["acc_norm"]) and np.isnan(b["acc_norm"]))
+        assert a["acc"] == b["acc"] and same_norm, f"{a['task']} item {a['item']}: acc/acc_norm differ"
+    assert largest <= LOGLIK_TOLERANCE, f"log-likelihoods differ by up to {largest:.2e} nats"
+    return largest
+
+
+def _timed(tasks: tuple[str, ...], model, tokenizer, limit: int, batch_size: int) -> tuple[float, float, float]:
+    """(our seconds, lm-eval's seconds, largest log-likelihood difference) for ``tasks`` scored in one call."""
+    items = {task: item_ids(len(load_task(task)), limit, 0) for task in tasks}
+    start = time.perf_counter()
+    ours = evaluate_zero_shot(model, tokenizer, tasks, items=items, progress=False)
+    our_seconds = time.perf_counter() - start
+    timings: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as workdir:
+        reference = lm_eval_reference(model, tokenizer, items, workdir, batch_size=batch_size, timings=timings)
+    return our_seconds, timings["loglikelihood"], check_agreement(ours, reference)
+
+
+def measure(limit: int = 40, threads: int = 2, batch_size: int = 16) -> float:
+    """Seconds of the course module divided by lm-eval's for the four tasks together; prints per-task ratios."""
+    set_determinism(seed=0, threads=threads)
+    model, tokenizer = load_model()
+    with torch.inference_mode():  # warm-up: first-call allocations and kernel selection are not timed
+        model(input_ids=torch.arange(100, 164)[None])
+    ours, theirs, largest = _timed(TASKS, model, tokenizer, limit, batch_size)
+    print(f"together: {ours:.1f} s vs lm-eval {theirs:.1f} s, max |delta loglik| {largest:.1e}", flush=True)
+    for task in TASKS:
+        task_ours, task_theirs, task_largest = _timed((task,), model, tokenizer, limit, batch_size)
+        print(f"  {task}: {task_ours / task_theirs:.3f} ({task_ours:.1f} s vs {task_theirs:.1f} s, "
+              f"max |delta loglik| {task_largest:.1e})", flush=True)
+    return ours / theirs
+
+
+if __name__ == "__main__":
+    print(f"benchmark_eval_vs_lm_eval: {measure():.3f}")

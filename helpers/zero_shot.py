@@ -1,0 +1,611 @@
+"""The standard zero-shot benchmarks of depth-pruning papers, scored as lm-evaluation-harness (lm-eval) scores them.
+
+Shortened LLaMA, ShortGPT, SLEB and LLM-Pruner report hellaswag, arc_easy, arc_challenge, piqa, winogrande, boolq,
+openbookqa and lambada_openai through lm-eval. This module builds the very same prompts and continuations from the
+same documents (the hub datasets lm-eval loads, else the offline copies under ``<data_dir()>/benchmarks``, which give
+identical rows), tokenises them as lm-eval 0.4.13's Hugging Face backend does, and returns **one row per item**, so
+that two models can be compared item by item (paired bootstrap, ``zero_shot_difference``).
+
+Scoring (lm-eval's rules): every choice is a continuation ``" " + choice`` of the context; its log-likelihood is
+the sum of its tokens' log-probabilities. ``acc``: the likeliest choice is the gold one; ``acc_norm``: the same
+after dividing each log-likelihood by the choice's length in characters (``np.argmax``: ties go to the first
+choice). WinoGrande has two contexts and one continuation; LAMBADA scores its last word, ``acc`` = greedy decoding
+reproduces every token of it, perplexity = ``exp(-mean log-likelihood)``.
+
+Tokenisation (lm-eval's ``_encode_pair``): trailing whitespace of the context moves to the continuation; then
+``whole = encode(context + continuation)``, ``ctx = encode(context)`` and the continuation's tokens are
+``whole[len(ctx):]``. ``encode`` is the tokenizer's own default, so a BOS token is prepended exactly when the
+tokenizer adds one (Llama-2's does, SmolLM2's does not; lm-eval 0.4.2 never added it), except that a text already
+starting with the decoded BOS token (EOS when there is none) gets no special tokens. A context and continuation
+longer than ``max_length + 1`` tokens lose tokens at the left, as in lm-eval.
+
+Why it is faster than lm-eval, with the same numbers up to float rounding: lm-eval runs context + choice once per
+choice and computes the vocabulary logits at every position. Here each distinct context runs once (contexts of
+similar length batched together), its KV cache is kept, and all its choices' tokens run in one batch on that cache;
+the output head runs only where a log-probability is read (``logits_to_keep``), so a one-token continuation
+(LAMBADA's usual word, BoolQ's " yes"/" no") costs no pass at all after the context's. For models with
+sliding-window attention only contexts of equal length share a batch, so no padding sits inside a window.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import Cache, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+from .benefits import _cache_name
+from .data import SOURCES, _check_choice, _hub_or_local
+from .hooks import eval_mode, input_device
+from .pruning import decoder_config
+from .settings import data_dir, progress_bar
+from .statistics import bootstrap_ci, paired_difference
+
+BENCHMARK_DIR = Path("benchmarks")
+"""Offline benchmark copies, relative to ``data_dir()`` (see their README.md)."""
+
+Row = dict[str, object]
+TOKENIZER_INFINITY = 1000000000000000019884624838656
+"""``model_max_length`` of a tokenizer that sets none (transformers' VERY_LARGE_INTEGER)."""
+
+
+LM_EVAL_YAMLS = {
+    "hellaswag": "hellaswag/hellaswag.yaml",
+    "arc_easy": "arc/arc_easy.yaml",
+    "arc_challenge": "arc/arc_challenge.yaml",
+    "piqa": "piqa/piqa.yaml",
+    "winogrande": "winogrande/default.yaml",
+    "boolq": "super_glue/boolq/default.yaml",
+    "openbookqa": "openbookqa/openbookqa.yaml",
+    "lambada_openai": "lambada/lambada_openai.yaml",
+}
+"""Task -> its YAML inside lm-eval's ``lm_eval/tasks`` folder (used by ``lm_eval_reference``)."""
+
+
+class Item(NamedTuple):
+    """One scored item: lm-eval's (context, continuation) requests, the gold index and the choices for acc_norm.
+
+    ``choices`` is empty for tasks that report no ``acc_norm``.
+    """
+
+    requests: tuple[tuple[str, str], ...]
+    gold: int
+    choices: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Task:
+    """Where a task's documents come from and how lm-eval turns one into an item."""
+
+    hub: tuple[str, str | None, str]  # dataset id, config, split lm-eval loads
+    files: tuple[str, ...]  # offline copy (and labels file), relative to data_dir() / BENCHMARK_DIR
+    origin: str
+    read_local: Callable[[list[Path]], list[Row]]  # the offline files -> hub rows (README's mapping)
+    to_item: Callable[[Row], Item]
+    metrics: tuple[str, ...]
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+
+
+def _labels(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+
+
+def _multiple_choice(context: str, choices: Sequence[str], gold: int, norm: bool = True) -> Item:
+    return Item(tuple((context, " " + choice) for choice in choices), gold, tuple(choices) if norm else ())
+
+
+def _hellaswag_text(text: str) -> str:
+    """lm-eval's ``hellaswag/utils.py preprocess``: WikiHow "[title]" markers and other brackets removed."""
+    text = text.strip().replace(" [title]", ". ")
+    return re.sub("\\[.*?\\]", "", text).replace("  ", " ")
+
+
+def _hellaswag(row: Row) -> Item:
+    context = _hellaswag_text(row["activity_label"] + ": " + row["ctx_a"] + " " + row["ctx_b"].capitalize())
+    return _multiple_choice(context, [_hellaswag_text(e) for e in row["endings"]], int(row["label"]))
+
+
+def _arc_rows(paths: list[Path]) -> list[Row]:
+    return [
+        {
+            "id": d["id"],
+            "question": d["question"]["stem"],
+            "choices": {
+                "text": [c["text"] for c in d["question"]["choices"]],
+                "label": [c["label"] for c in d["question"]["choices"]],
+            },
+            "answerKey": d["answerKey"],
+        }
+        for d in _jsonl(paths[0])
+    ]
+
+
+def _arc(row: Row) -> Item:
+    choices = row["choices"]
+    return _multiple_choice(f"Question: {row['question']}\nAnswer:", choices["text"],
+                            choices["label"].index(row["answerKey"]))
+
+
+def _piqa_rows(paths: list[Path]) -> list[Row]:
+    rows, labels = _jsonl(paths[0]), _labels(paths[1])
+    if len(rows) != len(labels):
+        raise ValueError(f"{paths[0]} has {len(rows)} items but {paths[1]} has {len(labels)} labels; they must align")
+    return [{"goal": d["goal"], "sol1": d["sol1"], "sol2": d["sol2"], "label": int(l)} for d, l in zip(rows, labels)]
+
+
+def _winogrande(row: Row) -> Item:
+    blank = row["sentence"].index("_")
+    contexts = [row["sentence"][:blank] + option for option in (row["option1"], row["option2"])]
+    continuation = " " + row["sentence"][blank + 1 :].strip()
+    return Item(tuple((context, continuation) for context in contexts), {"1": 0, "2": 1}[row["answer"]], ())
+
+
+def _boolq_rows(paths: list[Path]) -> list[Row]:
+    return [
+        {"question": d["question"], "passage": d["title"] + " -- " + d["passage"], "idx": i, "label": int(d["answer"])}
+        for i, d in enumerate(_jsonl(paths[0]))
+    ]
+
+
+def _openbookqa_rows(paths: list[Path]) -> list[Row]:
+    return [
+        {"id": r["id"], "question_stem": r["question"], "choices": r["choices"], "answerKey": r["answerKey"]}
+        for r in _arc_rows(paths)
+    ]
+
+
+def _openbookqa(row: Row) -> Item:
+    choices = row["choices"]
+    return _multiple_choice(row["question_stem"], choices["text"], choices["label"].index(row["answerKey"].lstrip()))
+
+
+def _lambada(row: Row) -> Item:
+    words = row["text"].split(" ")
+    return Item(((" ".join(words[:-1]), " " + words[-1]),), 0, ())
+
+
+TASKS: dict[str, Task] = {
+    "hellaswag": Task(
+        ("Rowan/hellaswag", None, "validation"), ("hellaswag/hellaswag_val.jsonl",),
+        "the HellaSwag validation file hellaswag_val.jsonl (Zellers et al., 2019)",
+        lambda paths: [{**d, "label": str(d["label"])} for d in _jsonl(paths[0])],
+        _hellaswag, ("acc", "acc_norm")),
+    "arc_easy": Task(
+        ("allenai/ai2_arc", "ARC-Easy", "test"), ("arc_easy/ARC-Easy-Test.jsonl",),
+        "ARC-Easy-Test.jsonl of AI2's ARC-V1-Feb2018 release", _arc_rows, _arc, ("acc", "acc_norm")),
+    "arc_challenge": Task(
+        ("allenai/ai2_arc", "ARC-Challenge", "test"), ("arc_challenge/ARC-Challenge-Test.jsonl",),
+        "ARC-Challenge-Test.jsonl of AI2's ARC-V1-Feb2018 release", _arc_rows, _arc, ("acc", "acc_norm")),
+    "piqa": Task(
+        ("baber/piqa", None, "validation"), ("piqa/valid.jsonl", "piqa/valid-labels.lst"),
+        "the PIQA validation files valid.jsonl and valid-labels.lst (Bisk et al., 2020)", _piqa_rows,
+        lambda row: _multiple_choice(f"Question: {row['goal']}\nAnswer:", [row["sol1"], row["sol2"]], row["label"]),
+        ("acc", "acc_norm")),
+    "winogrande": Task(
+        ("allenai/winogrande", "winogrande_xl", "validation"), ("winogrande/dev.jsonl",),
+        "the WinoGrande 1.1 dev.jsonl (Sakaguchi et al., 2020)",
+        lambda paths: [{k: d[k] for k in ("sentence", "option1", "option2", "answer")} for d in _jsonl(paths[0])],
+        _winogrande, ("acc",)),
+    "boolq": Task(
+        ("aps/super_glue", "boolq", "validation"), ("boolq/dev.jsonl",),
+        "Google's BoolQ dev.jsonl (Clark et al., 2019)", _boolq_rows,
+        lambda row: _multiple_choice(f"{row['passage']}\nQuestion: {row['question']}?\nAnswer:", ["no", "yes"],
+                                     row["label"], norm=False),
+        ("acc",)),
+    "openbookqa": Task(
+        ("allenai/openbookqa", "main", "test"), ("openbookqa/test.jsonl",),
+        "the OpenBookQA main test.jsonl of OpenBookQA-V1-Sep2018", _openbookqa_rows, _openbookqa,
+        ("acc", "acc_norm")),
+    "lambada_openai": Task(
+        ("EleutherAI/lambada_openai", "default", "test"), ("lambada_openai/lambada_test.jsonl",),
+        "OpenAI's lambada_test.jsonl (the detokenised LAMBADA test set of GPT-2's repository)",
+        lambda paths: [{"text": d["text"]} for d in _jsonl(paths[0])], _lambada, ("acc", "perplexity")),
+}
+"""lm-eval task name -> its documents, prompt and reported metrics (lm-eval 0.4.13 task YAMLs)."""
+
+TASK_NAMES = tuple(TASKS)
+
+
+def _check_tasks(tasks: Iterable[str]) -> list[str]:
+    if isinstance(tasks, str):
+        tasks = [tasks]
+    tasks = list(tasks)
+    unknown = [task for task in tasks if task not in TASKS]
+    if unknown or not tasks or len(set(tasks)) != len(tasks):
+        raise ValueError(f"tasks must be distinct names among {', '.join(TASK_NAMES)}; got {tasks}")
+    return tasks
+
+
+def load_task(task: str, *, source: str = "auto") -> list[Row]:
+    """The documents of ``task`` as the hub rows lm-eval loads; row ``i`` is item ``i`` (hub row = file line).
+
+    ``source``: "hub" (the dataset id lm-eval 0.4.13 loads), "local" (``<data_dir()>/benchmarks/...``) or "auto"
+    (hub, then local; local only when ``HF_DATASETS_OFFLINE`` or ``HF_HUB_OFFLINE`` is set), as ``helpers.data``.
+    """
+    _check_tasks([task])
+    _check_choice("source", source, SOURCES)
+    spec = TASKS[task]
+    paths = [data_dir() / BENCHMARK_DIR / name for name in spec.files]
+    # A missing labels file must be named as clearly as a missing main file.
+    local = next((path for path in paths if not path.is_file()), paths[0])
+    dataset = _hub_or_local(source, local, spec.origin, *spec.hub)
+    return spec.read_local(paths) if dataset is None else dataset.to_list()
+
+
+def item_ids(n_rows: int, limit: int | None, seed: int) -> list[int]:
+    """Rows to evaluate: all for ``limit=None``, else ``limit`` of them drawn by shuffling the row positions with
+    ``random.Random(seed)`` (the picks for a smaller limit are a subset of those for a larger one), in row order.
+    A limit above ``n_rows`` takes every row."""
+    if limit is None:
+        return list(range(n_rows))
+    if not 1 <= limit:
+        raise ValueError(f"limit must be at least 1, or None for every item; got {limit}")
+    order = list(range(n_rows))
+    random.Random(seed).shuffle(order)
+    return sorted(order[:limit])
+
+
+# --- tokenisation (lm-eval's HFLM) -----------------------------------------------------------------------------------
+
+
+def max_context_length(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:
+    """lm-eval's ``resolve_max_length``: the config's n_positions / max_position_embeddings / n_ctx, else the
+    tokenizer's ``model_max_length`` when set, else 2048."""
+    config = getattr(model.config, "text_config", None) or model.config
+    for name in ("n_positions", "max_position_embeddings", "n_ctx"):
+        if getattr(config, name, None) is not None:
+            return int(getattr(config, name))
+    if getattr(tokenizer, "model_max_length", None) not in (None, TOKENIZER_INFINITY):
+        return int(tokenizer.model_max_length)
+    return 2048
+
+
+class _Encoder:
+    """lm-eval's ``tok_encode`` and ``_encode_pair`` for one tokenizer."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.tokenizer = tokenizer
+        prefix_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        self.prefix_text = tokenizer.decode(prefix_id) if prefix_id is not None else None
+
+    def encode(self, text: str) -> list[int]:
+        special = {} if self.prefix_text is None or not text.startswith(self.prefix_text) else {
+            "add_special_tokens": False}
+        return self.tokenizer.encode(text, **special)
+
+    def pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        if not context:
+            raise ValueError(f"an empty context is not supported (continuation {continuation!r})")
+        stripped = context.rstrip()
+        continuation = context[len(stripped) :] + continuation
+        whole, ctx = self.encode(stripped + continuation), self.encode(stripped)
+        return ctx, whole[len(ctx) :]
+
+
+# --- scoring --------------------------------------------------------------------------------------------------------
+
+
+class _Unit(NamedTuple):
+    """One distinct context and the requests (index into the request list, continuation ids) that continue it."""
+
+    context: tuple[int, ...]
+    requests: list[tuple[int, list[int]]]
+
+
+def _units(pairs: Sequence[tuple[list[int], list[int]]], max_length: int) -> list[_Unit]:
+    """Requests grouped by their (left-truncated, as lm-eval does) context, shortest context first."""
+    by_context: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
+    for index, (context, continuation) in enumerate(pairs):
+        if not continuation:
+            raise ValueError(f"request {index} has a continuation without tokens; nothing to score")
+        if len(continuation) > max_length:
+            raise ValueError(f"request {index}: a continuation of {len(continuation)} tokens exceeds max_length "
+                             f"{max_length}")
+        keep = max(0, len(context) + len(continuation) - (max_length + 1))
+        by_context.setdefault(tuple(context[keep:]), []).append((index, continuation))
+    return sorted((_Unit(c, r) for c, r in by_context.items()), key=lambda unit: len(unit.context))
+
+
+def _has_sliding_window(model: PreTrainedModel) -> bool:
+    """True when the model's KV cache keeps a sliding window in some layer (then padding must not enter the cache)."""
+    return any(getattr(layer, "is_sliding", False) for layer in DynamicCache(config=decoder_config(model)).layers)
+
+
+MAX_PADDING = 0.1
+"""Largest share of padded positions a batch may hold: fewer, fuller batches are faster until padding dominates."""
+
+
+def _batches(lengths: Sequence[int], batch_tokens: int, same_length: bool) -> list[range]:
+    """Consecutive runs of ``lengths`` (sorted ascending) to run as one padded batch each.
+
+    A run grows while its padded size (count * longest) stays within ``batch_tokens`` and padding within
+    ``MAX_PADDING`` of it (a run always holds at least one row); ``same_length`` puts only equal lengths together.
+    """
+    batches, start, total = [], 0, 0
+    for end, length in enumerate(lengths):
+        padded = (end - start + 1) * length
+        full = padded > batch_tokens or padded - total - length > MAX_PADDING * padded
+        if end > start and (full or (same_length and length != lengths[start])):
+            batches.append(range(start, end))
+            start, total = end, 0
+        total += length
+    if lengths:
+        batches.append(range(start, len(lengths)))
+    return batches
+
+
+def _select_rows(cache: Cache, rows: torch.Tensor) -> Cache:
+    """A cache holding the given batch rows of ``cache``, which stays unchanged (forward calls append to a cache)."""
+    selected = copy.copy(cache)
+    selected.layers = [copy.copy(layer) for layer in cache.layers]
+    selected.batch_select_indices(rows)  # indexing copies only the selected rows
+    return selected
+
+
+def _right_padded(rows: Sequence[Sequence[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, rows))
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = True
+    return ids.to(device), mask.to(device)
+
+
+def _scored(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-position log-probability of ``targets`` and whether each target is the argmax (logits (n, vocab))."""
+    log_probs = logits.float().log_softmax(dim=-1)
+    return log_probs.gather(1, targets[:, None])[:, 0], log_probs.argmax(dim=-1) == targets
+
+
+def score_requests(
+    model: PreTrainedModel,
+    pairs: Sequence[tuple[list[int], list[int]]],
+    *,
+    max_length: int,
+    batch_tokens: int = 4096,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Log-likelihood of each (context ids, continuation ids) pair and whether greedy decoding reproduces it.
+
+    Each distinct context runs once with the KV cache on; the continuations' tokens after the first (whose
+    log-probability the context's last position gives) then run in batches on the rows of that cache they continue.
+    Contexts are batched shortest first, and so are the continuations of a batch of contexts: at most
+    ``batch_tokens`` padded tokens a batch and ``MAX_PADDING`` of them padding (see ``_batches``).
+    """
+    if batch_tokens < 1:
+        raise ValueError(f"batch_tokens must be at least 1; got {batch_tokens}")
+    units = _units(pairs, max_length)
+    device, cache_name = input_device(model), _cache_name(model)
+    same_length = _has_sliding_window(model)
+    loglik = torch.zeros(len(pairs), dtype=torch.float64)
+    greedy = torch.ones(len(pairs), dtype=torch.bool)
+    batches = _batches([len(unit.context) for unit in units], batch_tokens, same_length)
+    with eval_mode(model), torch.inference_mode():
+        for batch in progress_bar(batches, "zero-shot", progress):
+            contexts = [units[u].context for u in batch]
+            ids, mask = _right_padded(contexts, device)
+            lengths = mask.sum(dim=1)
+            last = torch.zeros_like(mask)
+            last[torch.arange(len(batch), device=device), lengths - 1] = True
+            positions = torch.arange(ids.shape[1], device=device).expand_as(ids)
+            out = model(input_ids=ids, attention_mask=mask.long(), position_ids=positions, use_cache=True,
+                        logits_to_keep=last)
+            first_logits, cache = out.logits, out[cache_name]  # first_logits: one row per context
+
+            rows = [(b, index, continuation) for b, u in enumerate(batch) for index, continuation in units[u].requests]
+            targets = torch.tensor([continuation[0] for _, _, continuation in rows], device=device)
+            which = torch.tensor([b for b, _, _ in rows], device=device)
+            values, hits = _scored(first_logits[which], targets)
+            request_ids = [index for _, index, _ in rows]
+            loglik[request_ids] += values.double().cpu()
+            greedy[request_ids] &= hits.cpu()
+
+            rest = sorted((row for row in rows if len(row[2]) > 1), key=lambda row: len(row[2]))
+            chunks = _batches([len(row[2]) - 1 for row in rest], batch_tokens, False)
+            for chunk in chunks:
+                part = [rest[i] for i in chunk]
+                ids2, mask2 = _right_padded([continuation[:-1] for _, _, continuation in part], device)
+                which = torch.tensor([b for b, _, _ in part], device=device)
+                chunk_cache = _select_rows(cache, which)
+                positions = lengths[which, None] + torch.arange(ids2.shape[1], device=device)
+                logits = model(input_ids=ids2, attention_mask=torch.cat([mask[which], mask2], dim=1).long(),
+                               position_ids=positions, use_cache=True, logits_to_keep=mask2,
+                               **{cache_name: chunk_cache}).logits
+                targets = torch.tensor([t for _, _, continuation in part for t in continuation[1:]], device=device)
+                values, hits = _scored(logits, targets)
+                counts = [len(continuation) - 1 for _, _, continuation in part]
+                request_ids = [index for _, index, _ in part]
+                loglik[request_ids] += torch.stack([v.sum() for v in values.split(counts)]).double().cpu()
+                greedy[request_ids] &= torch.stack([h.all() for h in hits.split(counts)]).cpu()
+    return loglik.numpy(), greedy.numpy()
+
+
+# --- evaluation and statistics ---------------------------------------------------------------------------------------
+
+
+def evaluate_zero_shot(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    tasks: Iterable[str] = TASK_NAMES,
+    *,
+    limit: int | None = None,
+    seed: int = 0,
+    items: dict[str, Sequence[int]] | None = None,
+    source: str = "auto",
+    batch_tokens: int = 4096,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Zero-shot results of ``model`` per item, one row per (task, item), scored as lm-eval scores them.
+
+    Items: every row of each task (``limit=None``), ``limit`` rows per task drawn with ``seed`` (``item_ids``), or
+    the given ``items={task: [row index, ...]}``. All tasks' requests are scored together (``score_requests``).
+    Columns: ``task``, ``item`` (0-based row index of the hub split = line of the offline file), ``gold``, ``loglik``
+    (tuple: each choice's log-likelihood, LAMBADA: the last word's), ``pred`` and ``acc`` (argmax; LAMBADA: -1 and
+    greedy match), ``pred_norm`` and ``acc_norm`` (length-normalised; -1 and NaN where lm-eval reports no acc_norm).
+    Works on any in-memory model (inside ``skip_blocks``, a ``prune_blocks`` copy; cpu or cuda).
+    """
+    tasks = _check_tasks(tasks)
+    if items is not None and limit is not None:
+        raise ValueError("give either limit (a seeded draw per task) or items (explicit row indices), not both")
+    if items is not None:
+        _check_tasks(items)
+        missing = [task for task in tasks if task not in items]
+        if missing:
+            raise ValueError(f"items has no row indices for tasks {missing}; give a list for every task in tasks")
+    chosen_items = []
+    for task in tasks:
+        rows = load_task(task, source=source)
+        chosen = item_ids(len(rows), limit, seed) if items is None else list(items[task])
+        bad = [i for i in chosen if not 0 <= i < len(rows)]
+        if bad:
+            raise ValueError(f"{task} has rows 0..{len(rows) - 1}; got item indices {bad}")
+        chosen_items += [(task, i, TASKS[task].to_item(rows[i])) for i in chosen]
+    encoder = _Encoder(tokenizer)
+    records, pairs = [], []
+    for task, i, item in chosen_items:
+        records.append((task, i, item, len(pairs)))
+        pairs += [encoder.pair(context, continuation) for context, continuation in item.requests]
+    loglik, greedy = score_requests(model, pairs, max_length=max_context_length(model, tokenizer),
+                                    batch_tokens=batch_tokens, progress=progress)
+
+    table = []
+    for task, i, item, start in records:
+        values = loglik[start : start + len(item.requests)]
+        row = {"task": task, "item": i, "gold": item.gold, "loglik": tuple(values.tolist()),
+               "pred": -1, "acc": float(greedy[start]), "pred_norm": -1, "acc_norm": np.nan}
+        if task != "lambada_openai":
+            row["pred"] = int(np.argmax(values))
+            row["acc"] = float(row["pred"] == item.gold)
+        if item.choices:
+            row["pred_norm"] = int(np.argmax(values / np.array([float(len(c)) for c in item.choices])))
+            row["acc_norm"] = float(row["pred_norm"] == item.gold)
+        table.append(row)
+    return pd.DataFrame(table)
+
+
+def _metric_values(items: pd.DataFrame, task: str, metric: str) -> np.ndarray:
+    rows = items[items["task"] == task]
+    if metric == "perplexity":
+        return np.array([values[0] for values in rows["loglik"]])
+    return rows[metric].to_numpy(dtype=float)
+
+
+def _statistic(metric: str) -> Callable[[np.ndarray], float]:
+    return (lambda ll: float(np.exp(-np.mean(ll)))) if metric == "perplexity" else np.mean
+
+
+def _check_items(items: pd.DataFrame) -> None:
+    needed = {"task", "item", "loglik", "acc", "acc_norm"}
+    if not isinstance(items, pd.DataFrame) or not needed <= set(items.columns):
+        raise ValueError(f"expected the frame evaluate_zero_shot returns (columns {sorted(needed)})")
+
+
+def zero_shot_summary(items: pd.DataFrame, **bootstrap: object) -> pd.DataFrame:
+    """One row per task and reported metric: ``estimate`` with its bootstrap interval ``low``/``high`` over items
+    and ``n`` items (keyword arguments go to ``bootstrap_ci``). LAMBADA's perplexity is ``exp(-mean loglik)``."""
+    _check_items(items)
+    table = []
+    for task in items["task"].unique():
+        for metric in TASKS[task].metrics:
+            values = _metric_values(items, task, metric)
+            ci = bootstrap_ci(values, statistic=_statistic(metric), **bootstrap)
+            table.append({"task": task, "metric": metric, **ci._asdict(), "n": len(values)})
+    return pd.DataFrame(table)
+
+
+def zero_shot_difference(a: pd.DataFrame, b: pd.DataFrame, **bootstrap: object) -> pd.DataFrame:
+    """Paired bootstrap interval of metric(b) - metric(a) per task and metric, for two models on the same items.
+
+    ``excludes_zero`` marks differences that are unlikely to be noise. Raises when the two frames cover different
+    (task, item) pairs: only the same items can be paired.
+    """
+    _check_items(a)
+    _check_items(b)
+    keys_a, keys_b = list(zip(a["task"], a["item"])), list(zip(b["task"], b["item"]))
+    if sorted(keys_a) != sorted(keys_b) or len(set(keys_a)) != len(keys_a):
+        raise ValueError("the two results cover different items; evaluate both models with the same tasks and items")
+    b = b.set_index(["task", "item"]).loc[keys_a].reset_index()
+    table = []
+    for task in a["task"].unique():
+        for metric in TASKS[task].metrics:
+            ci = paired_difference(_metric_values(a, task, metric), _metric_values(b, task, metric),
+                                   statistic=_statistic(metric), **bootstrap)
+            table.append({"task": task, "metric": metric, **ci._asdict(), "excludes_zero": ci.excludes_zero,
+                          "n": int((a["task"] == task).sum())})
+    return pd.DataFrame(table)
+
+
+def lm_eval_reference(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    items: dict[str, Sequence[int]],
+    workdir: Path,
+    *,
+    batch_size: int = 16,
+    source: str = "auto",
+    timings: dict[str, float] | None = None,
+) -> pd.DataFrame:
+    """The same per-item frame as ``evaluate_zero_shot``, computed by lm-eval itself (needs ``lm-eval`` 0.4.x).
+
+    lm-eval reads the hub; to run it offline too, the chosen rows (``load_task``) are written as JSON lines into
+    ``workdir`` with task YAMLs that include lm-eval's own YAML and change only where the documents come from, so
+    prompts, choices and metrics are lm-eval's. ``timings``, when given, receives the seconds lm-eval spent in its
+    log-likelihood requests under the key ``"loglikelihood"``. Meant to check this module, not to replace it.
+    """
+    import lm_eval
+    import lm_eval.tasks
+    from lm_eval.models.huggingface import HFLM
+
+    _check_tasks(items)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    builtin = Path(lm_eval.tasks.__file__).parent
+    for task, chosen in items.items():
+        rows = load_task(task, source=source)
+        data = workdir / f"{task}.jsonl"
+        data.write_text("".join(json.dumps(rows[i]) + "\n" for i in chosen), encoding="utf-8")
+        (workdir / f"course_{task}.yaml").write_text(
+            f"include: {builtin / LM_EVAL_YAMLS[task]}\ntask: course_{task}\ntag: []\ndataset_path: json\n"
+            f"dataset_name: null\ndataset_kwargs:\n  data_files:\n    test: {data}\n  cache_dir: {workdir / 'cache'}\n"
+            "training_split: null\nvalidation_split: null\ntest_split: test\nfewshot_split: null\n",
+            encoding="utf-8",
+        )
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    loglikelihood = lm.loglikelihood
+
+    def timed(*args: object, **kwargs: object) -> object:
+        start = time.perf_counter()
+        result = loglikelihood(*args, **kwargs)
+        if timings is not None:
+            timings["loglikelihood"] = timings.get("loglikelihood", 0.0) + time.perf_counter() - start
+        return result
+
+    lm.loglikelihood = timed
+    with eval_mode(model):
+        results = lm_eval.simple_evaluate(
+            model=lm, tasks=[f"course_{task}" for task in items], num_fewshot=0, log_samples=True,
+            task_manager=lm_eval.tasks.TaskManager(include_path=str(workdir), include_defaults=False), verbosity="ERROR",
+        )
+    table = []
+    for task, chosen in items.items():
+        by_doc = {sample["doc_id"]: sample for sample in results["samples"][f"course_{task}"]}
+        for doc, item in enumerate(chosen):
+            sample = by_doc[doc]
+            table.append({"task": task, "item": int(item),
+                          "loglik": tuple(float(response[0]) for response in sample["filtered_resps"]),
+                          "acc": float(sample["acc"]), "acc_norm": float(sample.get("acc_norm", np.nan))})
+    return pd.DataFrame(table)
