@@ -45,7 +45,8 @@ import torch
 from transformers import Cache, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from .benefits import _cache_name
-from .data import SOURCES, _check_choice, _hub_or_local
+from .checks import check_choice
+from .data import SOURCES, _hub_or_local
 from .hooks import eval_mode, input_device
 from .pruning import decoder_config
 from .settings import data_dir, progress_bar
@@ -236,7 +237,7 @@ def load_task(task: str, *, source: str = "auto") -> list[Row]:
     (hub, then local; local only when ``HF_DATASETS_OFFLINE`` or ``HF_HUB_OFFLINE`` is set), as ``helpers.data``.
     """
     _check_tasks([task])
-    _check_choice("source", source, SOURCES)
+    check_choice("source", source, SOURCES)
     spec = TASKS[task]
     paths = [data_dir() / BENCHMARK_DIR / name for name in spec.files]
     # A missing labels file must be named as clearly as a missing main file.
