@@ -40,8 +40,10 @@ def check_no_trailing_semicolons(notebook, name: str) -> None:
                              "or assign the value instead")
 
 
-def execute(path: Path, timeout: int = 600) -> float:
-    """Run one notebook top to bottom in a fresh kernel and save it in place; return the seconds it took."""
+def execute(path: Path, timeout: int = 1800) -> float:
+    """Run one notebook top to bottom in a fresh kernel and save it in place; return the seconds it took.
+
+    ``timeout`` is per cell: generous, because a loaded 2-core machine can take 10 minutes over the slowest cell."""
     import nbformat
     from nbclient import NotebookClient
 
