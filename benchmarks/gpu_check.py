@@ -31,6 +31,7 @@ import math
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -203,13 +204,13 @@ def differences(a: dict[str, object], b: dict[str, object]) -> dict[str, float]:
     }
 
 
-def compare(label: str, a: dict[str, object], b: dict[str, object], failures: list[str]) -> None:
+def compare(shape: str, label: str, a: dict[str, object], b: dict[str, object], failures: list[str]) -> None:
     """Print the differences between two results and add those beyond ``TOLERANCE`` to ``failures``."""
     for name, value in differences(a, b).items():
         ok = math.isfinite(value) and value <= TOLERANCE[name]
         print(f"    {label:<26} {name:<45} {value:10.2e} (tolerance {TOLERANCE[name]:.0e}) {'ok' if ok else 'FAIL'}")
         if not ok:
-            failures.append(f"{label}: {name} differs by {value:.3g}")
+            failures.append(f"{shape}, {label}: {name} differs by {value:.3g}")
 
 
 def split_map(config: PretrainedConfig) -> dict[str, int | str]:
@@ -240,7 +241,7 @@ def check_shape(name: str, quick: bool, settings: Settings, data_source: dict, f
     influence = fp32["block_similarity"].blocks["block_influence"]
     print(f"    float32 Block Influence {influence.min():.2e} to {influence.max():.2e} (bf16 resolves cosines near 1 "
           f"only to 3.9e-03: the check is sharp where Block Influence is far smaller)")
-    compare("bf16 vs float32", bf16, fp32, failures)
+    compare(name, "bf16 vs float32", bf16, fp32, failures)
 
     if device.type != "cuda":
         print("    device_map split across GPU and CPU: skipped, no CUDA device")
@@ -253,7 +254,7 @@ def check_shape(name: str, quick: bool, settings: Settings, data_source: dict, f
         if not ({"cpu"} < devices):
             failures.append(f"{name}: the device_map split did not survive loading: parameters on {sorted(devices)}")
         print(f"    device_map split: parameters on {sorted(devices)}")
-        compare("split GPU+CPU vs GPU", evaluate(split, tokenizer, data, settings, problems), bf16, failures)
+        compare(name, "split GPU+CPU vs GPU", evaluate(split, tokenizer, data, settings, problems), bf16, failures)
         del split
 
     seconds = bf16["seconds"]
@@ -284,7 +285,11 @@ def main(argv: list[str]) -> int:
           f"settings: {settings}")
     failures: list[str] = []
     for name in args.shapes:
-        check_shape(name, args.quick, settings, data, failures)
+        try:
+            check_shape(name, args.quick, settings, data, failures)
+        except Exception:  # noqa: BLE001 - report it and go on with the next shape
+            traceback.print_exc()
+            failures.append(f"{name}: raised an exception (traceback above)")
     print("\n".join(["FAILED:", *failures]) if failures else "all checks passed")
     return 1 if failures else 0
 
