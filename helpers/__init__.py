@@ -4,7 +4,15 @@ Plots and widgets stay in their submodules (``helpers.plots``, ``helpers.widgets
 package does not pull in seaborn and ipywidgets.
 """
 
-from .benefits import benefits_table, ideal_speedup, measure_latency, model_bytes, parameter_count, size_summary
+from .benefits import (
+    benefits_table,
+    ideal_speedup,
+    kv_cache_bytes,
+    measure_latency,
+    model_bytes,
+    parameter_count,
+    size_summary,
+)
 from .blocks import BLOCK_PATHS, get_blocks, num_blocks
 from .classification import ClassificationResult, sms_accuracy, sms_prompt
 from .comparison import compare_variants

@@ -17,6 +17,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .blocks import check_block_indices, get_blocks
+from .checks import check_int
 from .pruning import decoder_config, skip_blocks
 
 LATENCY_TEXT = (
@@ -93,6 +94,47 @@ def ideal_speedup(model: PreTrainedModel, removed_blocks: Iterable[int], *, seq_
         raise ValueError(f"seq_len must be at least 1, or None to leave attention's term out; got {seq_len}")
     share = sum(per_block[i] for i in removed) / (sum(per_block) + outside)
     return 1.0 / (1.0 - share)
+
+
+WINDOWED_LAYERS = {"sliding_attention": "sliding_window", "chunked_attention": "attention_chunk_size"}
+"""Layer types whose KV cache keeps only a window of tokens, and the config attribute that sets the window."""
+
+
+def _cached_layer_types(config: object, n_blocks: int) -> list[str]:
+    """Each layer's attention type: ``config.layer_types`` if the family has it, else transformers' rule (every layer
+    slides when the config sets ``sliding_window``, is chunked with ``attention_chunk_size``, else full attention)."""
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None:
+        return list(layer_types)
+    kind = next((kind for kind, window in WINDOWED_LAYERS.items() if getattr(config, window, None) is not None),
+                "full_attention")
+    return [kind] * n_blocks
+
+
+def kv_cache_bytes(model: PreTrainedModel, context_tokens: int) -> pd.Series:
+    """Bytes of keys and values each block holds in the KV cache after ``context_tokens`` tokens of one sequence.
+
+    As transformers' ``DynamicCache`` keeps them: a full-attention layer caches every token, a sliding-window layer
+    (Gemma 2/3, Mistral, Qwen with sliding windows...) only its last ``sliding_window - 1`` tokens. So the cache is
+    not "blocks x bytes per block" when the layer types are mixed, and removing a sliding-window block frees less
+    cache than removing a global one. Keys and values are stored in the model's dtype.
+    """
+    check_int("context_tokens", context_tokens)
+    config = decoder_config(model)
+    blocks = get_blocks(model)
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    per_token = 2 * kv_heads * head_dim * next(blocks.parameters()).element_size()  # K and V
+    tokens = []
+    for index, kind in enumerate(_cached_layer_types(config, len(blocks))):
+        if kind == "full_attention":
+            tokens.append(context_tokens)
+        elif kind in WINDOWED_LAYERS:
+            tokens.append(min(context_tokens, getattr(config, WINDOWED_LAYERS[kind]) - 1))
+        else:
+            raise ValueError(f"block {index} is a {kind!r} layer, whose cache kv_cache_bytes does not model")
+    return pd.Series([per_token * t for t in tokens], index=pd.RangeIndex(len(blocks), name="block"),
+                     name="kv_cache_bytes")
 
 
 def _synchronize(device: torch.device) -> None:

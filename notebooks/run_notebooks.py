@@ -9,10 +9,15 @@ are what CI reproduces: no progress bars, no hub look-ups, two CPU threads.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
 
 KERNEL_ENV = {
     "TQDM_DISABLE": "1",  # progress bars write to stderr, which nbval compares
@@ -22,6 +27,8 @@ KERNEL_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
     "OMP_NUM_THREADS": "2",
 }
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+"""What keeps a kernel off the hub: the tests that start kernels of their own add it to KERNEL_ENV."""
 
 
 def apply_kernel_env() -> None:
@@ -40,17 +47,52 @@ def check_no_trailing_semicolons(notebook, name: str) -> None:
                              "or assign the value instead")
 
 
+def with_parameters(source: Path, target: Path, overrides: dict[str, object]) -> None:
+    """Write ``source`` to ``target`` with a cell that sets ``overrides`` right after the cell tagged "parameters"
+    (papermill's convention: the new cell is tagged "injected-parameters"). Every name must be assigned in the
+    parameters cell, so a renamed parameter fails here instead of being silently ignored."""
+    notebook = json.loads(source.read_text())
+    index = next((i for i, cell in enumerate(notebook["cells"]) if "parameters" in cell["metadata"].get("tags", [])),
+                 None)
+    if index is None:
+        raise ValueError(f"{source.name} has no cell tagged 'parameters'")
+    defined = "".join(notebook["cells"][index]["source"])
+    unknown = [name for name in overrides if f"\n{name} = " not in f"\n{defined}"]
+    if unknown:
+        raise ValueError(f"{source.name}: the parameters cell sets no {unknown}")
+    code = "# Parameters injected by a test (e.g. small sizes, so that it runs in seconds)\n" + "\n".join(
+        f"{name} = {value!r}" for name, value in overrides.items())
+    cell = {"cell_type": "code", "execution_count": None, "id": "injected-parameters",
+            "metadata": {"tags": ["injected-parameters"]}, "outputs": [], "source": code}
+    notebook["cells"].insert(index + 1, cell)
+    target.write_text(json.dumps(notebook, indent=1))
+
+
+def run(notebook: NotebookNode, folder: Path, *, timeout: int = 600, env: dict[str, str] | None = None,
+        skip_tag: str = "skip-execution") -> None:
+    """Execute ``notebook`` in place, top to bottom, in a fresh kernel whose working folder is ``folder``.
+
+    ``env``: the kernel's whole environment (default: this process's). Cells tagged ``skip_tag`` are not run
+    (nbclient's default tag unless told otherwise). A cell that raises stops the run with nbclient's
+    CellExecutionError, which shows the cell and its traceback.
+    """
+    from nbclient import NotebookClient
+
+    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3", skip_cells_with_tag=skip_tag,
+                            resources={"metadata": {"path": str(folder)}})
+    client.execute(**({} if env is None else {"env": env}))
+
+
 def execute(path: Path, timeout: int = 1800) -> float:
     """Run one notebook top to bottom in a fresh kernel and save it in place; return the seconds it took.
 
     ``timeout`` is per cell: generous, because a loaded 2-core machine can take 10 minutes over the slowest cell."""
     import nbformat
-    from nbclient import NotebookClient
 
     notebook = nbformat.read(path, as_version=4)
     check_no_trailing_semicolons(notebook, path.name)
     started = time.perf_counter()
-    NotebookClient(notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    run(notebook, path.parent, timeout=timeout)
     # Widget state is per-session noise: the widget cells' outputs are ignored by nbval anyway.
     notebook.metadata.pop("widgets", None)
     nbformat.write(notebook, path)

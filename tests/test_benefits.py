@@ -10,6 +10,7 @@ from helpers.benefits import (
     benefits_table,
     greedy_decode,
     ideal_speedup,
+    kv_cache_bytes,
     latency_prompt,
     measure_latency,
     model_bytes,
@@ -124,3 +125,22 @@ def test_benefits_table_matches_pruned_copies():
     assert "decode_tokens_per_s" not in without_latency.columns
     with pytest.raises(ValueError, match="'full'"):
         benefits_table(model, {"full": [1]})
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "gemma2", "gemma3_text", "gpt2"])
+@pytest.mark.parametrize("length", [3, 5, 12])  # shorter than, equal to and longer than the sliding window (5)
+def test_kv_cache_bytes_match_the_cache_a_forward_pass_fills(family, length):
+    model = tiny_model(family)
+    with torch.no_grad():
+        cache = model(input_ids=torch.arange(3, 3 + length)[None], use_cache=True).past_key_values
+    filled = [layer.keys.numel() * layer.keys.element_size() + layer.values.numel() * layer.values.element_size()
+              for layer in cache.layers]
+    assert kv_cache_bytes(model, length).tolist() == filled
+
+
+def test_kv_cache_bytes_of_sliding_layers_stop_growing_at_the_window():
+    model = tiny_model("gemma3_text")  # sliding window 5; layer 5 of 6 is global
+    short, long = kv_cache_bytes(model, 4), kv_cache_bytes(model, 100)
+    assert (long[:5] == short[:5]).all() and long[5] == 25 * short[5]
+    with pytest.raises(ValueError, match="context_tokens"):
+        kv_cache_bytes(model, 0)

@@ -222,6 +222,18 @@ def _tiny_folder(folder, *, model=True, tokenizer=True):
     return folder
 
 
+def test_device_map_placement_is_kept(tmp_path, monkeypatch):
+    """A model placed by from_pretrained's device_map must not be moved to the default device afterwards (on a GPU
+    machine that would pull the CPU half of a split model onto the GPU). The default device is faked as "meta"."""
+    folder = _tiny_folder(tmp_path / "tiny")
+    monkeypatch.setattr(hm, "default_device", lambda: torch.device("meta"))
+    model, _ = hm.load_model(folder, device_map={"": "cpu"})
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
+    assert hm.load_model(folder)[0].device.type == "meta"  # without device_map: moved, as before
+    with pytest.raises(ValueError, match="either device or device_map"):
+        hm.load_model(folder, device="cpu", device_map={"": "cpu"})
+
+
 def test_empty_model_id_is_refused():
     for empty in ("", "   "):
         with pytest.raises(ValueError, match="model_id is empty"):

@@ -8,7 +8,6 @@ course's own notebooks, run them and add cells to them.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import secrets
@@ -21,6 +20,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from run_notebooks import KERNEL_ENV, OFFLINE_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,27 +56,6 @@ def serve_copies(root_dir: Path) -> Path:
     return Path(root_dir)
 
 
-def with_parameters(source: Path, target: Path, overrides: dict[str, object]) -> None:
-    """Write ``source`` to ``target`` with a cell that sets ``overrides`` right after the cell tagged "parameters"
-    (papermill's convention: the new cell is tagged "injected-parameters"). Every name must be assigned in the
-    parameters cell, so a renamed parameter fails here instead of being silently ignored."""
-    notebook = json.loads(source.read_text())
-    index = next((i for i, cell in enumerate(notebook["cells"]) if "parameters" in cell["metadata"].get("tags", [])),
-                 None)
-    if index is None:
-        raise ValueError(f"{source.name} has no cell tagged 'parameters'")
-    defined = "".join(notebook["cells"][index]["source"])
-    unknown = [name for name in overrides if f"\n{name} = " not in f"\n{defined}"]
-    if unknown:
-        raise ValueError(f"{source.name}: the parameters cell sets no {unknown}")
-    code = "# Parameters injected by the browser test (small sizes, so that it runs in seconds)\n" + "\n".join(
-        f"{name} = {value!r}" for name, value in overrides.items())
-    cell = {"cell_type": "code", "execution_count": None, "id": "injected-parameters",
-            "metadata": {"tags": ["injected-parameters"]}, "outputs": [], "source": code}
-    notebook["cells"].insert(index + 1, cell)
-    target.write_text(json.dumps(notebook, indent=1))
-
-
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free now (the OS picks it)."""
     with socket.socket() as probe:
@@ -85,10 +65,7 @@ def free_port() -> int:
 
 def kernel_env() -> dict[str, str]:
     """The course's kernel environment (notebooks/run_notebooks.py: no progress bars, two threads), offline."""
-    spec = importlib.util.spec_from_file_location("run_notebooks", REPO / "notebooks" / "run_notebooks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return {**module.KERNEL_ENV, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return {**KERNEL_ENV, **OFFLINE_ENV}
 
 
 class JupyterLab:

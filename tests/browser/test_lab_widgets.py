@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from jupyter_lab import REPO, JupyterLab, with_parameters
+from jupyter_lab import REPO, JupyterLab
 from lab_page import LabPage
+from run_notebooks import with_parameters
 
 if TYPE_CHECKING:
     from playwright.sync_api import Locator
