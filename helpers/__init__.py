@@ -24,7 +24,7 @@ from .model import load_model, save_pruned
 from .perplexity import PerplexityResult, perplexity
 from .pruning import prune_blocks, skip_blocks
 from .selection import PLUS_HEURISTIC, removable_blocks, resolve_k, select_blocks
-from .ties import TIE_RTOL, first_minimum, tie_groups, tied_order
+from .ties import TIE_RTOL, first_minimum, tie_groups, tied_order, tied_ranks
 from .settings import DEFAULT_MODEL, set_determinism
 from .similarity import SimilarityReport, block_similarity
 from .zero_shot import evaluate_zero_shot, zero_shot_difference, zero_shot_summary

@@ -20,6 +20,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, MultipleLocator
 
+from .ties import tied_ranks
+
 PALETTE: list[str] = sns.color_palette("colorblind").as_hex()
 """Line and bar colours, distinguishable with the common colour-vision deficiencies."""
 CMAP = "viridis"
@@ -78,13 +80,13 @@ def _check_block_index(index: pd.Index, name: str) -> None:
 def normalise(frame: pd.DataFrame, how: str | None) -> pd.DataFrame:
     """Rescale each column so that criteria with different units can share an axis (NaN stays NaN).
 
-    ``"rank"``: 1 = lowest value of the column (ties share the average rank). ``"minmax"``: 0 = lowest, 1 = highest;
+    ``"rank"``: 1 = lowest value of the column (near-ties, ``ties.tied_ranks``, share the average rank). ``"minmax"``: 0 = lowest, 1 = highest;
     a constant column becomes 0.5. ``None`` returns the frame unchanged.
     """
     if how is None:
         return frame
     if how == "rank":
-        return frame.rank(method="average")
+        return frame.apply(lambda column: tied_ranks(column.dropna()).reindex(column.index))
     if how == "minmax":
         span = frame.max() - frame.min()
         scaled = (frame - frame.min()) / span.where(span != 0)

@@ -43,6 +43,17 @@ def tied_order(values: pd.Series, rtol: float = TIE_RTOL) -> list:
     return sorted(values.index, key=lambda label: (groups[label], label))
 
 
+def tied_ranks(values: pd.Series, rtol: float = TIE_RTOL, method: str = "average") -> pd.Series:
+    """Rank of each value, 1 = smallest, with near-ties (``tie_groups``) sharing a rank.
+
+    ``method`` is pandas' rule for a tied group: ``"average"`` (the mean of the places it spans) or ``"min"`` (its
+    first place, as in a competition: 1, 2, 2, 4).
+    """
+    if method not in ("average", "min"):
+        raise ValueError(f"method must be 'average' or 'min'; got {method!r}")
+    return tie_groups(values, rtol).rank(method=method).rename(values.name)
+
+
 def first_minimum(values: pd.Series, rtol: float = TIE_RTOL) -> object:
     """The label of the smallest value (NaN skipped), the lowest label among values tied with it."""
     values = values.dropna()

@@ -62,6 +62,12 @@ def test_profiles_normalised_by_hand(profiles, how):
         np.testing.assert_allclose(ax.lines[1].get_ydata(), np.arange(6) / 5)
 
 
+def test_rank_normalisation_ties_near_equal_scores():
+    # 1.0 and 1.0005 are within 0.1%: they share places 1-2 (by hand: 1.5 each); NaN stays NaN
+    out = plots.normalise(pd.DataFrame({"c": [1.0005, 3.0, np.nan, 1.0]}), "rank")
+    np.testing.assert_array_equal(out["c"].to_numpy(), [1.5, 3.0, np.nan, 1.5])
+
+
 def test_normalise_constant_column_keeps_nan():
     out = plots.normalise(pd.DataFrame({"c": [2.0, 2.0, np.nan]}), "minmax")
     np.testing.assert_array_equal(out["c"].to_numpy(), [0.5, 0.5, np.nan])

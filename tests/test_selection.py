@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from helpers.selection import PLUS_HEURISTIC, select_blocks
-from helpers.ties import TIE_RTOL, first_minimum, tie_groups, tied_order
+from helpers.ties import TIE_RTOL, first_minimum, tie_groups, tied_order, tied_ranks
 
 
 def series(values) -> pd.Series:
@@ -187,3 +187,15 @@ def test_tie_groups_chain_near_equal_values_and_number_groups_from_the_smallest(
     with pytest.raises(ValueError, match="NaN"):
         tie_groups(pd.Series([1.0, float("nan")]))
     assert first_minimum(pd.Series([float("nan"), 2.0, 1.0])) == 2
+
+
+def test_tied_ranks_share_a_rank_within_a_near_tie_group():
+    values = pd.Series({"a": 2.0, "b": 1.0, "c": 1.0005, "d": 1.001, "e": 5.0}, name="score")
+    # by hand: b, c, d are one near-tie group spanning places 1-3, then a (4), then e (5)
+    assert tied_ranks(values).to_dict() == {"a": 4.0, "b": 2.0, "c": 2.0, "d": 2.0, "e": 5.0}
+    assert tied_ranks(values, method="min").to_dict() == {"a": 4.0, "b": 1.0, "c": 1.0, "d": 1.0, "e": 5.0}
+    assert tied_ranks(values).name == "score"
+    # a 10x-tolerance gap is not a tie: plain ranks
+    assert tied_ranks(pd.Series([1.0, 1.01, 0.5])).tolist() == [2.0, 3.0, 1.0]
+    with pytest.raises(ValueError, match="'average' or 'min'"):
+        tied_ranks(values, method="dense")
