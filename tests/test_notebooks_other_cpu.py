@@ -7,8 +7,7 @@ subprocess whose torch, MKL and oneDNN use a lower instruction set (read at star
 notebook kernels nbval starts inherit it): AVX2 on an AVX-512 machine, the portable kernels on an AVX2 machine. If a
 printed digit, a ranking or a verdict depends on the rounding, this fails where the plain run passes.
 
-Run it with ``pytest -m other_cpu`` (it takes as long as the nbval pass). It is left out of the default run until
-it passes: with AVX2 kernels forced on an AVX-512 machine some stored output still differs.
+Run it alone with ``pytest -m other_cpu``; skip it with ``-m "not other_cpu"`` (it takes as long as the nbval pass).
 """
 
 from __future__ import annotations
