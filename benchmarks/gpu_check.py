@@ -46,13 +46,13 @@ from helpers.blocks import get_blocks, num_blocks
 from helpers.classification import sms_accuracy
 from helpers.data import calibration_batches, load_sms, load_wikitext
 from helpers.data_criteria import ppl_scores, taylor_scores
+from helpers.generation import greedy_continuation
 from helpers.model import load_model, save_pruned
 from helpers.perplexity import perplexity
 from helpers.pruning import prune_blocks, skip_blocks
 from helpers.settings import set_determinism
 from helpers.similarity import block_similarity
 from helpers.static_criteria import magnitude_scores
-from helpers.widgets import greedy_continuation
 
 SPECIALS = ["<bos>", "<eos>", "<pad>"]
 """Ids 256, 257, 258 of the byte-level tokenizer, after the 256 byte tokens."""

@@ -19,6 +19,7 @@ from .comparison import compare_variants
 from .data import calibration_batches, load_sms, load_wikitext, tokenize_batches
 from .display import configure_display, fmt, fmt_ci, fmt_interval, fmt_pct, format_columns
 from .data_criteria import ppl_scores, sleb_removal, taylor_scores
+from .generation import greedy_continuation
 from .hooks import BlockIO, block_hooks, record_block_io, run_model
 from .model import load_model, save_pruned
 from .perplexity import PerplexityResult, perplexity

@@ -7,7 +7,6 @@ decoding is bound by per-block overheads and weight reads, so it can beat or mis
 
 from __future__ import annotations
 
-import inspect
 import statistics
 import time
 from collections.abc import Iterable, Mapping
@@ -18,6 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .blocks import check_block_indices, get_blocks
 from .checks import check_int
+from .generation import cache_argument_name
 from .pruning import decoder_config, skip_blocks
 
 LATENCY_TEXT = (
@@ -154,11 +154,6 @@ def latency_prompt(tokenizer: PreTrainedTokenizerBase, prompt_tokens: int, batch
     return torch.tensor([row] * batch_size, dtype=torch.long)
 
 
-def _cache_name(model: PreTrainedModel) -> str:
-    """Name of the KV-cache argument and output: transformers renamed ``past_key_values`` to ``cache`` in 5.x."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
 def greedy_decode(model: PreTrainedModel, prompt: torch.Tensor, new_tokens: int) -> tuple[torch.Tensor, float, float]:
     """Greedy decoding with the KV cache for exactly ``new_tokens`` tokens (EOS does not stop it).
 
@@ -168,7 +163,7 @@ def greedy_decode(model: PreTrainedModel, prompt: torch.Tensor, new_tokens: int)
     """
     device = next(model.parameters()).device
     prompt = prompt.to(device)
-    cache = _cache_name(model)
+    cache = cache_argument_name(model)
     with torch.inference_mode():
         _synchronize(device)
         start = time.perf_counter()

@@ -28,9 +28,9 @@ import torch
 from scipy import stats
 from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
 
-from .benefits import _cache_name
 from .checks import check_choice, check_int
 from .data import SMS_LABELS
+from .generation import cache_argument_name
 from .hooks import raise_non_finite
 from .settings import progress_bar
 
@@ -152,7 +152,7 @@ def _label_scores(
         if shared:
             prefix = torch.tensor([contexts[0][:shared]], device=device)
             # No prefix logit is read, so the head runs on one position only.
-            prefix_cache = model(input_ids=prefix, use_cache=True, logits_to_keep=1)[_cache_name(model)]
+            prefix_cache = model(input_ids=prefix, use_cache=True, logits_to_keep=1)[cache_argument_name(model)]
         for start in progress_bar(range(0, len(order), batch_size), "sms", progress):
             batch = order[start : start + batch_size]
             width = max(len(row_list[r]) for r in batch)
@@ -184,7 +184,7 @@ def _forward(
     cache.batch_repeat_interleave(n)
     mask = torch.cat([mask.new_ones(n, shared), mask], dim=1)  # every row sees the whole prefix
     positions = torch.arange(shared, shared + width, device=input_ids.device).expand(n, -1)
-    kwargs = {_cache_name(model): cache}
+    kwargs = {cache_argument_name(model): cache}
     return model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs).logits
 
 

@@ -18,12 +18,12 @@ from typing import Any
 import ipywidgets as widgets
 import matplotlib
 import pandas as pd
-import torch
 import traitlets
 from matplotlib.colors import to_hex, to_rgb
 from transformers import PreTrainedModel
 
 from .blocks import check_block_indices, num_blocks
+from .generation import greedy_continuation
 from .pruning import skip_blocks
 
 REMOVED_STYLE = {"button_color": "#eeeeee", "text_color": "#888888", "text_decoration": "line-through"}
@@ -408,15 +408,6 @@ def _fmt(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return f"{value:.4g}"
-
-
-def greedy_continuation(model: PreTrainedModel, tokenizer: Any, prompt: str, max_new_tokens: int = 16) -> str:
-    """The model's greedy (deterministic) continuation of ``prompt``, without the prompt."""
-    inputs = tokenizer(prompt, return_tensors="pt").to(model.device)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    with torch.no_grad():
-        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id)
-    return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
 def block_explorer(

@@ -44,9 +44,9 @@ import pandas as pd
 import torch
 from transformers import Cache, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from .benefits import _cache_name
 from .checks import check_choice
 from .data import SOURCES, _hub_or_local
+from .generation import cache_argument_name
 from .hooks import eval_mode, input_device
 from .pruning import decoder_config
 from .settings import data_dir, progress_bar
@@ -390,7 +390,7 @@ def score_requests(
     if batch_tokens < 1:
         raise ValueError(f"batch_tokens must be at least 1; got {batch_tokens}")
     units = _units(pairs, max_length)
-    device, cache_name = input_device(model), _cache_name(model)
+    device, cache_name = input_device(model), cache_argument_name(model)
     same_length = _has_sliding_window(model)
     loglik = torch.zeros(len(pairs), dtype=torch.float64)
     greedy = torch.ones(len(pairs), dtype=torch.bool)

@@ -1,0 +1,34 @@
+"""Decoding helpers shared by the evaluations and the notebooks: the KV-cache argument and greedy continuations.
+
+Kept apart from ``helpers.widgets`` (which pulls in ipywidgets) and ``helpers.benefits`` (which times decoding), so
+that scoring code and notebook cells that only need a continuation import neither.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .hooks import input_device
+
+
+def cache_argument_name(model: PreTrainedModel) -> str:
+    """Name of the KV-cache argument of ``model.forward`` and of its output: transformers renamed
+    ``past_key_values`` to ``cache`` in 5.x; reading the signature works with either version."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def greedy_continuation(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str, max_new_tokens: int = 16
+) -> str:
+    """The model's greedy (deterministic) continuation of ``prompt``, without the prompt.
+
+    ``generate()`` with sampling off: at most ``max_new_tokens`` tokens, fewer when the model writes its EOS token.
+    """
+    inputs = tokenizer(prompt, return_tensors="pt").to(input_device(model))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    with torch.no_grad():
+        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id)
+    return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
