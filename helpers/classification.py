@@ -33,6 +33,7 @@ from .data import SMS_LABELS
 from .generation import cache_argument_name
 from .hooks import raise_non_finite
 from .settings import progress_bar
+from .statistics import ConfidenceInterval, bootstrap_ci, paired_difference
 
 QUESTION = "Is this message spam or ham?"
 DECISIONS = ("argmax", "prior")
@@ -265,3 +266,23 @@ def sms_accuracy(
         auc=_auc(difference[is_spam], difference[~is_spam]),
         shots=chosen.reset_index(drop=True),
     )
+
+
+def _correct(result: ClassificationResult | np.ndarray) -> np.ndarray:
+    """The bootstrap's units: 1.0 per correctly classified message, else 0.0."""
+    return np.asarray(result.correct if isinstance(result, ClassificationResult) else result, dtype=float)
+
+
+def accuracy_ci(result: ClassificationResult | np.ndarray, **bootstrap: object) -> ConfidenceInterval:
+    """Bootstrap interval of an accuracy (a result or a boolean array of correct answers), resampling messages."""
+    return bootstrap_ci(_correct(result), **bootstrap)
+
+
+def accuracy_difference(
+    a: ClassificationResult | np.ndarray, b: ClassificationResult | np.ndarray, **bootstrap: object
+) -> ConfidenceInterval:
+    """Paired interval of accuracy(b) − accuracy(a) for two models evaluated on the same messages."""
+    if isinstance(a, ClassificationResult) and isinstance(b, ClassificationResult):
+        if not a.predictions.index.equals(b.predictions.index):
+            raise ValueError("the two results cover different messages; evaluate both models on the same frame")
+    return paired_difference(_correct(a), _correct(b), **bootstrap)

@@ -15,10 +15,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .benefits import ideal_speedup, parameter_count
 from .blocks import check_block_indices, get_blocks
-from .classification import sms_accuracy
-from .perplexity import perplexity
+from .classification import accuracy_ci, accuracy_difference, sms_accuracy
+from .perplexity import perplexity, perplexity_ci, perplexity_difference
 from .pruning import skip_blocks
-from .statistics import accuracy_ci, accuracy_difference, perplexity_ci, perplexity_difference
 from .settings import progress_bar
 
 FULL = "full"

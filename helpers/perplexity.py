@@ -2,9 +2,9 @@
 
 The texts are joined and tokenized once, then cut into windows that are all exactly ``seq_len`` tokens long: no
 padded rows (padding changes what a row's tokens can attend to and mixes short rows into the average) and a ragged
-tail shorter than a window is dropped. Each window's NLL sum and token count are kept, so that the bootstrap in
-``helpers.statistics`` can resample windows, and two models evaluated on the same text can be compared window by
-window.
+tail shorter than a window is dropped. Each window's NLL sum and token count are kept, so that ``perplexity_ci``
+can resample windows with the bootstrap of ``helpers.statistics``, and ``perplexity_difference`` can compare two
+models evaluated on the same text window by window.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .checks import check_int
 from .hooks import raise_non_finite
 from .settings import progress_bar
+from .statistics import ConfidenceInterval, bootstrap_ci, paired_difference
 
 IGNORE = -100
 """Label value of a position that is not scored."""
@@ -149,3 +150,29 @@ def perplexity(
         seq_len=seq_len,
         stride=stride,
     )
+
+
+def _window_ppl(windows: np.ndarray) -> float:
+    """Perplexity of a set of windows given as rows (NLL sum, scored tokens): exp(total NLL / total tokens)."""
+    return float(np.exp(windows[:, 0].sum() / windows[:, 1].sum()))
+
+
+def _windows(result: PerplexityResult) -> np.ndarray:
+    """The bootstrap's units: one row (NLL sum, scored tokens) per window."""
+    return np.column_stack([result.window_nll, result.window_tokens])
+
+
+def perplexity_ci(result: PerplexityResult, **bootstrap: object) -> ConfidenceInterval:
+    """Bootstrap interval of a perplexity, resampling its windows (keyword arguments go to ``bootstrap_ci``)."""
+    return bootstrap_ci(_windows(result), statistic=_window_ppl, **bootstrap)
+
+
+def perplexity_difference(a: PerplexityResult, b: PerplexityResult, **bootstrap: object) -> ConfidenceInterval:
+    """Paired interval of ``b.ppl - a.ppl`` for two models evaluated on the same text and windows."""
+    same = (a.seq_len, a.stride, len(a.window_tokens)) == (b.seq_len, b.stride, len(b.window_tokens))
+    if not same or not np.array_equal(a.window_tokens, b.window_tokens):
+        raise ValueError(
+            "the two perplexity results do not cover the same windows; evaluate both models with the same texts, "
+            "tokenizer, seq_len, stride and max_windows"
+        )
+    return paired_difference(_windows(a), _windows(b), statistic=_window_ppl, **bootstrap)

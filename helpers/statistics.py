@@ -5,6 +5,10 @@ accuracy is within noise. The bootstrap resamples the evaluation units (perplexi
 replacement and reads the spread of the statistic. Two models evaluated on the same units are compared *paired*:
 both are resampled with the same indices, which removes the noise they share and gives a much tighter interval for
 the difference than two separate intervals would.
+
+This module knows arrays of units only; each result type turns itself into units beside its own definition
+(``perplexity_ci``/``perplexity_difference`` in ``helpers.perplexity``, ``accuracy_ci``/``accuracy_difference`` in
+``helpers.classification``, ``zero_shot_summary``/``zero_shot_difference`` in ``helpers.zero_shot``).
 """
 
 from __future__ import annotations
@@ -16,8 +20,6 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .classification import ClassificationResult
-from .perplexity import PerplexityResult
 from .ties import TIE_RTOL, tie_groups
 
 Statistic = Callable[[np.ndarray], float]
@@ -98,50 +100,6 @@ def paired_difference(
         [statistic(values_b[rows]) - statistic(values_a[rows]) for rows in _resamples(len(values_a), n_boot, seed)]
     )
     return _interval(statistic(values_b) - statistic(values_a), replicates, confidence)
-
-
-def _window_ppl(windows: np.ndarray) -> float:
-    """Perplexity of a set of windows given as rows (NLL sum, scored tokens): exp(total NLL / total tokens)."""
-    return float(np.exp(windows[:, 0].sum() / windows[:, 1].sum()))
-
-
-def _windows(result: PerplexityResult) -> np.ndarray:
-    return np.column_stack([result.window_nll, result.window_tokens])
-
-
-def _correct(result: ClassificationResult | np.ndarray) -> np.ndarray:
-    return np.asarray(result.correct if isinstance(result, ClassificationResult) else result, dtype=float)
-
-
-def perplexity_ci(result: PerplexityResult, **bootstrap: object) -> ConfidenceInterval:
-    """Bootstrap interval of a perplexity, resampling its windows (keyword arguments go to ``bootstrap_ci``)."""
-    return bootstrap_ci(_windows(result), statistic=_window_ppl, **bootstrap)
-
-
-def accuracy_ci(result: ClassificationResult | np.ndarray, **bootstrap: object) -> ConfidenceInterval:
-    """Bootstrap interval of an accuracy (a result or a boolean array of correct answers), resampling messages."""
-    return bootstrap_ci(_correct(result), **bootstrap)
-
-
-def perplexity_difference(a: PerplexityResult, b: PerplexityResult, **bootstrap: object) -> ConfidenceInterval:
-    """Paired interval of ``b.ppl - a.ppl`` for two models evaluated on the same text and windows."""
-    same = (a.seq_len, a.stride, len(a.window_tokens)) == (b.seq_len, b.stride, len(b.window_tokens))
-    if not same or not np.array_equal(a.window_tokens, b.window_tokens):
-        raise ValueError(
-            "the two perplexity results do not cover the same windows; evaluate both models with the same texts, "
-            "tokenizer, seq_len, stride and max_windows"
-        )
-    return paired_difference(_windows(a), _windows(b), statistic=_window_ppl, **bootstrap)
-
-
-def accuracy_difference(
-    a: ClassificationResult | np.ndarray, b: ClassificationResult | np.ndarray, **bootstrap: object
-) -> ConfidenceInterval:
-    """Paired interval of accuracy(b) − accuracy(a) for two models evaluated on the same messages."""
-    if isinstance(a, ClassificationResult) and isinstance(b, ClassificationResult):
-        if not a.predictions.index.equals(b.predictions.index):
-            raise ValueError("the two results cover different messages; evaluate both models on the same frame")
-    return paired_difference(_correct(a), _correct(b), **bootstrap)
 
 
 def rank_correlation(a: pd.Series, b: pd.Series, rtol: float = TIE_RTOL) -> pd.Series:

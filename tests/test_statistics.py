@@ -8,17 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.classification import ClassificationResult
-from helpers.perplexity import PerplexityResult
-from helpers.statistics import (
-    accuracy_ci,
-    accuracy_difference,
-    bootstrap_ci,
-    paired_difference,
-    perplexity_ci,
-    perplexity_difference,
-    rank_correlation,
-)
+from helpers.classification import ClassificationResult, accuracy_ci, accuracy_difference
+from helpers.perplexity import PerplexityResult, perplexity_ci, perplexity_difference
+from helpers.statistics import bootstrap_ci, paired_difference, rank_correlation
 
 
 def ppl_result(window_nll, window_tokens) -> PerplexityResult:
