@@ -18,6 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .blocks import check_block_indices, get_blocks
 from .checks import check_int
 from .generation import cache_argument_name
+from .hooks import input_device
 from .pruning import decoder_config, skip_blocks
 
 LATENCY_TEXT = (
@@ -161,7 +162,7 @@ def greedy_decode(model: PreTrainedModel, prompt: torch.Tensor, new_tokens: int)
     over the prompt that fills the cache and gives the first token (time to first token); decode = the
     ``new_tokens - 1`` one-token steps after it. A plain loop rather than ``generate()``, so only the model is timed.
     """
-    device = next(model.parameters()).device
+    device = input_device(model)
     prompt = prompt.to(device)
     cache = cache_argument_name(model)
     with torch.inference_mode():

@@ -29,9 +29,10 @@ from scipy import stats
 from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
 
 from .checks import check_choice, check_int
-from .data import SMS_LABELS
+from .data import SMS_LABELS, right_pad
 from .generation import cache_argument_name
-from .hooks import raise_non_finite
+from .hooks import input_device, raise_non_finite
+from .perplexity import token_nll
 from .settings import progress_bar
 from .statistics import ConfidenceInterval, bootstrap_ci, paired_difference
 
@@ -146,7 +147,7 @@ def _label_scores(
     for request in requests:
         by_row.setdefault(request[0], []).append(request)
 
-    device = next(model.parameters()).device
+    device = input_device(model)
     scores = np.zeros((len(prompts), len(continuations)))
     with torch.inference_mode():
         prefix_cache = None
@@ -156,20 +157,14 @@ def _label_scores(
             prefix_cache = model(input_ids=prefix, use_cache=True, logits_to_keep=1)[cache_argument_name(model)]
         for start in progress_bar(range(0, len(order), batch_size), "sms", progress):
             batch = order[start : start + batch_size]
-            width = max(len(row_list[r]) for r in batch)
-            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for b, r in enumerate(batch):  # right padding: real tokens keep their positions
-                input_ids[b, : len(row_list[r])] = torch.tensor(row_list[r])
-                mask[b, : len(row_list[r])] = 1
-            logits = _forward(model, input_ids.to(device), mask.to(device), prefix_cache, shared)
+            padded = right_pad([row_list[r] for r in batch], pad_id)  # real tokens keep their positions
+            logits = _forward(model, padded["input_ids"].to(device), padded["attention_mask"].to(device),
+                              prefix_cache, shared)
             for b, r in enumerate(batch):
                 for _, i, j, first, continuation in by_row[r]:
                     # Logits at position p predict token p + 1: the continuation starts after the last prompt token.
-                    positions = torch.arange(first, first + len(continuation), device=device)
-                    log_probs = logits[b, positions].float().log_softmax(dim=-1)
-                    target = torch.tensor(continuation, device=device)[:, None]
-                    scores[i, j] = log_probs.gather(1, target).sum().item()
+                    predicting = logits[b, first : first + len(continuation)]
+                    scores[i, j] = -token_nll(predicting, torch.tensor(continuation)).sum().item()
     return scores
 
 

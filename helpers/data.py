@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from .checks import check_choice, check_int
 from .settings import DATA_ENV, data_dir
@@ -205,14 +206,14 @@ def load_sms(
     return frame
 
 
-def _right_padded(rows: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(map(len, rows))
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, ids in enumerate(rows):
-        input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        attention_mask[i, : len(ids)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
+def right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Token rows of different lengths as one batch padded on the right: ``input_ids`` (``pad_id`` after each row)
+    and ``attention_mask`` (1 on real tokens), so every row's real tokens keep positions 0..n-1."""
+    ids = [torch.tensor(row, dtype=torch.long) for row in rows]
+    return {
+        "input_ids": pad_sequence(ids, batch_first=True, padding_value=pad_id),
+        "attention_mask": pad_sequence([torch.ones_like(row) for row in ids], batch_first=True, padding_value=0),
+    }
 
 
 def tokenize_batches(
@@ -267,7 +268,7 @@ def tokenize_batches(
         raise ValueError(f"only {len(rows)} of the {len(texts)} texts have any token; n_samples={n_samples} needs more")
     if by_length:
         rows.sort(key=len)  # stable: equal lengths keep their pick order
-    return [_right_padded(rows[start : start + batch_size], pad_id) for start in range(0, len(rows), batch_size)]
+    return [right_pad(rows[start : start + batch_size], pad_id) for start in range(0, len(rows), batch_size)]
 
 
 def calibration_batches(

@@ -21,12 +21,11 @@ from contextlib import contextmanager
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from .blocks import get_blocks
 from .hooks import eval_mode, hidden_input, input_device, raise_non_finite, run_model
-from .perplexity import IGNORE
+from .perplexity import IGNORE, token_nll
 from .pruning import prune_blocks, skip_blocks
 from .selection import removable_blocks, resolve_k
 from .ties import first_minimum
@@ -97,10 +96,11 @@ def taylor_scores(
         with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
             for inputs, labels in progress_bar(prepared, "Taylor", progress):
                 where, targets = _targets(labels)
-                logits = model(**inputs, use_cache=False).logits[:, :-1][where]
+                logits = model(**inputs, use_cache=False).logits
+                logits = logits[:, :-1][where.to(logits.device)]
                 if not torch.isfinite(logits).all():
                     raise_non_finite(model, inputs, "the Taylor criterion's loss")
-                loss = F.cross_entropy(logits.float(), targets, reduction="sum") / n_tokens
+                loss = token_nll(logits, targets, "sum") / n_tokens
                 for total, grad in zip(grads, torch.autograd.grad(loss, flat)):
                     total += grad.float()
     finally:
@@ -169,12 +169,14 @@ def _nll_real_tokens(model: PreTrainedModel, inputs: dict[str, torch.Tensor], la
     where, targets = _targets(labels)
     # The head (vocab x hidden, as big as several blocks) runs on real positions only; anything the model applies
     # to its logits afterwards (e.g. Gemma-2's soft-capping) is element-wise and works on the shorter input.
-    handle = model.get_output_embeddings().register_forward_pre_hook(lambda m, args: (args[0][:, :-1][where],))
+    handle = model.get_output_embeddings().register_forward_pre_hook(
+        lambda m, args: (args[0][:, :-1][where.to(args[0].device)],)
+    )
     try:
         logits = model(**inputs, use_cache=False).logits
     finally:
         handle.remove()
-    return F.cross_entropy(logits.float(), targets, reduction="sum").item()
+    return token_nll(logits, targets, "sum").item()
 
 
 def _cached_nll(model: PreTrainedModel, prepared: list, candidates: Sequence[int], progress: bool) -> list[float]:

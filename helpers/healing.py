@@ -15,12 +15,12 @@ from collections.abc import Sequence
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .blocks import get_blocks
-from .perplexity import window_layout
+from .hooks import input_device
+from .perplexity import next_token_nll, window_layout
 from .pruning import prune_blocks
 from .settings import progress_bar
 
@@ -74,12 +74,6 @@ def _window_order(n_windows: int, n_needed: int, generator: torch.Generator) -> 
     return torch.cat([torch.randperm(n_windows, generator=generator) for _ in range(epochs)])[:n_needed]
 
 
-def _next_token_loss(model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    """Mean next-token NLL over every token of the windows but the first (BOS or not, nothing predicts it)."""
-    logits = model(input_ids=inputs, use_cache=False).logits[:, :-1]
-    return F.cross_entropy(logits.flatten(0, 1).float(), inputs[:, 1:].flatten())
-
-
 def heal_with_lora(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -123,7 +117,7 @@ def heal_with_lora(
 
     student = prune_blocks(model, remove) if len(remove) else copy.deepcopy(model)
     flags = {name: p.requires_grad for name, p in student.named_parameters()}
-    device = next(student.parameters()).device
+    device = input_device(student)
     # Full module names of the copy (its blocks are renumbered), so that peft matches exactly these modules.
     targets = lora_targets(student, target_modules)
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
@@ -141,7 +135,8 @@ def heal_with_lora(
         with torch.inference_mode(False), torch.enable_grad():
             for step in progress_bar(range(steps), "LoRA healing", progress):
                 batch = windows[order[step * batch_size : (step + 1) * batch_size]].to(device)
-                loss = _next_token_loss(peft_model, batch)
+                # Mean NLL over every token of the windows but the first (BOS or not, nothing predicts it).
+                loss = next_token_nll(peft_model(input_ids=batch, use_cache=False).logits, batch, "mean")
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .checks import check_int
-from .hooks import raise_non_finite
+from .hooks import input_device, raise_non_finite
 from .settings import progress_bar
 from .statistics import ConfidenceInterval, bootstrap_ci, paired_difference
 
@@ -43,6 +44,29 @@ class PerplexityResult:
     window_tokens: np.ndarray
     seq_len: int
     stride: int
+
+
+Reduction = Literal["none", "sum", "mean"]
+
+
+def token_nll(logits: torch.Tensor, targets: torch.Tensor, reduction: Reduction = "none") -> torch.Tensor:
+    """Negative log-likelihood (nats, float32) of each target token under the logits at the same place.
+
+    The package's one cross-entropy: ``logits`` (..., vocab) and ``targets`` (...) line up; ``IGNORE`` targets give
+    0. ``reduction``: "none" (one value per target, shaped like ``targets``), or the "sum" or "mean" over the scored
+    targets, added up inside the loss kernel. Targets are moved to the logits' device (the output head's, under an
+    accelerate ``device_map``).
+    """
+    targets = targets.to(logits.device)
+    nll = F.cross_entropy(logits.flatten(0, -2).float(), targets.flatten(), ignore_index=IGNORE, reduction=reduction)
+    return nll.view_as(targets) if reduction == "none" else nll
+
+
+def next_token_nll(logits: torch.Tensor, labels: torch.Tensor, reduction: Reduction = "none") -> torch.Tensor:
+    """``token_nll`` of the next token: ``logits[:, p]`` scores ``labels[:, p + 1]``; "none" gives shape
+    (batch, seq_len - 1). ``labels`` are the input ids with ``IGNORE`` where a token is not scored (padding, context).
+    """
+    return token_nll(logits[:, :-1], labels[:, 1:], reduction)
 
 
 def adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
@@ -124,20 +148,17 @@ def perplexity(
         raise ValueError(f"the texts give {len(ids)} tokens, fewer than one window of {span} text tokens")
     inputs, labels = _window_rows(torch.tensor(ids, dtype=torch.long), prefix, seq_len, stride, max_windows)
 
-    device = next(model.parameters()).device
+    device = input_device(model)
     nll_sums, counts = [], []
     with torch.inference_mode():
         for start in progress_bar(range(0, len(inputs), batch_size), "perplexity", progress):
             batch = inputs[start : start + batch_size].to(device)
-            targets = labels[start : start + batch_size, 1:].to(device)
-            logits = model(input_ids=batch, use_cache=False).logits[:, :-1]
-            if not torch.isfinite(logits).all():
+            window_labels = labels[start : start + batch_size]
+            logits = model(input_ids=batch, use_cache=False).logits
+            if not torch.isfinite(logits[:, :-1]).all():
                 raise_non_finite(model, {"input_ids": batch}, "perplexity")
-            nll = F.cross_entropy(
-                logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="none"
-            ).view_as(targets)
-            nll_sums.append(nll.sum(dim=1).double().cpu())
-            counts.append((targets != IGNORE).sum(dim=1).cpu())
+            nll_sums.append(next_token_nll(logits, window_labels).sum(dim=1).double().cpu())
+            counts.append((window_labels[:, 1:] != IGNORE).sum(dim=1))
     window_nll = torch.cat(nll_sums).numpy()
     window_tokens = torch.cat(counts).numpy()
     mean_nll = float(window_nll.sum() / window_tokens.sum())

@@ -45,7 +45,7 @@ import torch
 from transformers import Cache, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from .checks import check_choice
-from .data import SOURCES, _hub_or_local
+from .data import SOURCES, _hub_or_local, right_pad
 from .generation import cache_argument_name
 from .hooks import eval_mode, input_device
 from .pruning import decoder_config
@@ -357,13 +357,9 @@ def _select_rows(cache: Cache, rows: torch.Tensor) -> Cache:
 
 
 def _right_padded(rows: Sequence[Sequence[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(map(len, rows))
-    ids = torch.zeros((len(rows), width), dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.bool)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[i, : len(row)] = True
-    return ids.to(device), mask.to(device)
+    """(ids, boolean mask) of ``right_pad`` on ``device``; the pad id is irrelevant, as no padded position is read."""
+    padded = right_pad(rows, pad_id=0)
+    return padded["input_ids"].to(device), padded["attention_mask"].bool().to(device)
 
 
 def _scored(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

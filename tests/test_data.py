@@ -26,6 +26,7 @@ from helpers.data import (
     calibration_batches,
     load_sms,
     load_wikitext,
+    right_pad,
     tokenize_batches,
 )
 from helpers.settings import DATA_ENV, data_dir
@@ -339,6 +340,13 @@ TEXTS = [
     "cat on mat",
     "an unknown word",
 ]
+
+
+def test_right_pad_keeps_real_tokens_first_and_masks_the_rest():
+    batch = right_pad([(5, 6, 7), [8], []], pad_id=9)
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 9, 9], [9, 9, 9]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0], [0, 0, 0]]
+    assert batch["input_ids"].dtype == batch["attention_mask"].dtype == torch.long
 
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from helpers.classification import sms_accuracy
-from helpers.perplexity import adds_bos, perplexity
+from helpers.perplexity import IGNORE, adds_bos, next_token_nll, perplexity, token_nll
 from helpers.pruning import prune_blocks, skip_blocks
 from tiny_models import tiny_model
 from tiny_tokenizer import WORDS, tiny_tokenizer
@@ -47,6 +47,19 @@ def texts():
 
 
 # --- perplexity -------------------------------------------------------------------------------------------------
+
+
+def test_next_token_nll_scores_each_label_from_the_position_before_it():
+    # A vocabulary of 3 with exp(logits) = 1, 2, 3 at every position: probabilities 1/6, 2/6, 3/6.
+    logits = torch.log(torch.tensor([1.0, 2.0, 3.0])).expand(2, 4, 3)
+    labels = torch.tensor([[0, 2, IGNORE, 1], [1, 0, 0, IGNORE]])
+    expected = torch.tensor([[math.log(2), 0.0, math.log(3)], [math.log(6), math.log(6), 0.0]])
+    torch.testing.assert_close(next_token_nll(logits, labels), expected)
+    torch.testing.assert_close(next_token_nll(logits, labels, "sum"), expected.sum())
+    torch.testing.assert_close(next_token_nll(logits, labels, "mean"), expected.sum() / 4)  # 4 scored tokens
+    # token_nll lines logits and targets up as given: no shift.
+    torch.testing.assert_close(token_nll(logits[0], torch.tensor([2, 1, IGNORE, 0])),
+                               torch.tensor([math.log(2), math.log(3), 0.0, math.log(6)]))
 
 
 def test_non_overlapping_windows_match_a_naive_loop(model, texts):
