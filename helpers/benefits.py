@@ -89,10 +89,9 @@ def ideal_speedup(model: PreTrainedModel, removed_blocks: Iterable[int], *, seq_
     per block at that context length (2 · seq_len · heads · head_dim; sliding windows are ignored); ``None`` leaves
     it out, which is close for short contexts. Per-block overheads (kernel launches, norms) are not modelled.
     """
+    check_int("seq_len", seq_len, none_means="leaving attention's term out")
     per_block, outside = _per_token_compute(model, seq_len)
     removed = check_block_indices(removed_blocks, len(per_block), allow_empty=True)
-    if seq_len is not None and seq_len < 1:
-        raise ValueError(f"seq_len must be at least 1, or None to leave attention's term out; got {seq_len}")
     share = sum(per_block[i] for i in removed) / (sum(per_block) + outside)
     return 1.0 / (1.0 - share)
 
@@ -200,8 +199,7 @@ def measure_latency(
     """
     for name, value, least in (("prompt_tokens", prompt_tokens, 1), ("new_tokens", new_tokens, 2),
                                ("repetitions", repetitions, 1), ("warmup", warmup, 0), ("batch_size", batch_size, 1)):
-        if value < least:
-            raise ValueError(f"{name} must be at least {least}; got {value}")
+        check_int(name, value, minimum=least)
     prompt = latency_prompt(tokenizer, prompt_tokens, batch_size)
     prefill, decode = [], []
     for run in range(warmup + repetitions):

@@ -27,7 +27,31 @@ def check_int(
         raise ValueError(f"{name} must be {bounds}{alternative}; got {value!r}")
 
 
-def check_choice(name: str, value: object, choices: Sequence[str]) -> None:
-    """Check that ``value`` is one of ``choices``."""
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+def check_choice(name: str, value: object, choices: Sequence[str], *, none_means: str | None = None) -> None:
+    """Check that ``value`` is one of the strings ``choices``.
+
+    ``none_means``: what ``None`` stands for when it is allowed (e.g. "no normalisation"); by default it is refused.
+    """
+    if value is None and none_means is not None:
+        return
+    alternative = f", or None for {none_means}" if none_means is not None else ""
+    valid = f"{name} must be one of {', '.join(map(repr, choices))}{alternative}"
+    if not isinstance(value, str):
+        raise TypeError(f"{valid}; got {value!r} ({type(value).__name__})")
+    if value not in choices:
+        raise ValueError(f"{valid}; got {value!r}")
+
+
+def check_texts(texts: object) -> list[str]:
+    """Check that ``texts`` holds strings (a list, a pandas Series...) and return them as a list; a single string is
+    refused, since it would be read character by character."""
+    if isinstance(texts, str):
+        raise TypeError("texts must be a list of strings, not one string (it would be read character by character)")
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise TypeError(f"texts must be a list of strings; got {type(texts).__name__}") from None
+    not_text = next((i for i, text in enumerate(texts) if not isinstance(text, str)), None)
+    if not_text is not None:
+        raise TypeError(f"texts must all be strings; texts[{not_text}] is {texts[not_text]!r}")
+    return texts

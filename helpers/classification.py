@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -37,7 +38,8 @@ from .settings import progress_bar
 from .statistics import ConfidenceInterval, bootstrap_ci, paired_difference
 
 QUESTION = "Is this message spam or ham?"
-DECISIONS = ("argmax", "prior")
+Decision = Literal["argmax", "prior"]
+DECISIONS: tuple[Decision, ...] = get_args(Decision)
 
 
 @dataclass(frozen=True)
@@ -201,7 +203,7 @@ def sms_accuracy(
     max_examples: int | None = None,
     batch_size: int = 8,
     seed: int = 0,
-    decision: str = "argmax",
+    decision: Decision = "argmax",
     reuse_prefix: bool = True,
     progress: bool = True,
 ) -> ClassificationResult:

@@ -13,22 +13,25 @@ import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 import pandas as pd
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from .checks import check_choice, check_int
+from .checks import check_choice, check_int, check_texts
 from .settings import DATA_ENV, data_dir
 
 if TYPE_CHECKING:
     from datasets import Dataset
     from transformers import PreTrainedTokenizerBase
 
-SPLITS = ("calibration", "evaluation", "all")
-SOURCES = ("auto", "hub", "local")
-CALIBRATION_DATASETS = ("wikitext", "sms")
+Split = Literal["calibration", "evaluation", "all"]
+Source = Literal["auto", "hub", "local"]
+CalibrationDataset = Literal["wikitext", "sms"]
+SPLITS: tuple[Split, ...] = get_args(Split)
+SOURCES: tuple[Source, ...] = get_args(Source)
+CALIBRATION_DATASETS: tuple[CalibrationDataset, ...] = get_args(CalibrationDataset)
 
 WIKITEXT_FILE = Path("wikitext-2-raw") / "wiki.test.raw"
 """Offline WikiText-2 copy, relative to ``data_dir()``."""
@@ -67,7 +70,7 @@ def _hub_disabled() -> str | None:
 
 
 def _hub_or_local(
-    source: str, local: Path, origin: str, path: str, name: str | None, split: str
+    source: Source, local: Path, origin: str, path: str, name: str | None, split: str
 ) -> Dataset | None:
     """The hub dataset ``path``/``name``/``split``, or None when the caller is to read ``local`` instead.
 
@@ -131,7 +134,7 @@ def _is_article_title(row: str) -> bool:
     return row.startswith("= ") and row.endswith(" =") and not row.startswith("= = ")
 
 
-def load_wikitext(split: str = "evaluation", *, source: str = "auto") -> list[str]:
+def load_wikitext(split: Split = "evaluation", *, source: Source = "auto") -> list[str]:
     """Non-empty rows of the WikiText-2 (raw) test split, whitespace-normalised, for perplexity and calibration.
 
     ``split``: "calibration" holds every fourth article (index % 4 == 3, in file order; an article starts at its
@@ -172,7 +175,7 @@ def _read_sms_file(path: Path) -> tuple[list[str], list[str]]:
 
 
 def load_sms(
-    split: str = "evaluation", *, source: str = "auto", calibration_fraction: float = 0.2, seed: int = 0
+    split: Split = "evaluation", *, source: Source = "auto", calibration_fraction: float = 0.2, seed: int = 0
 ) -> pd.DataFrame:
     """SMS Spam Collection messages as a frame with columns ``text`` (whitespace-normalised) and ``label`` (ham/spam).
 
@@ -237,12 +240,7 @@ def tokenize_batches(
     short text is not padded to a long one's length: for SMS messages that removes most of the padded positions a
     model would otherwise compute on.
     """
-    if isinstance(texts, str):
-        raise TypeError("texts must be a sequence of strings, not one string")
-    texts = list(texts)
-    not_text = next((i for i, text in enumerate(texts) if not isinstance(text, str)), None)
-    if not_text is not None:
-        raise TypeError(f"texts must all be strings; texts[{not_text}] is {texts[not_text]!r}")
+    texts = check_texts(texts)
     if not texts:
         raise ValueError("texts is empty; give at least one text")
     check_int("n_samples", n_samples, maximum=len(texts), none_means="all texts")
@@ -273,14 +271,14 @@ def tokenize_batches(
 
 def calibration_batches(
     tokenizer: PreTrainedTokenizerBase,
-    dataset: str = "wikitext",
+    dataset: CalibrationDataset = "wikitext",
     *,
     n_samples: int = 10,
     seq_len: int = 128,
     batch_size: int = 8,
     seed: int = 0,
     by_length: bool = False,
-    source: str = "auto",
+    source: Source = "auto",
 ) -> list[dict[str, torch.Tensor]]:
     """Token batches of ``n_samples`` calibration texts of "wikitext" or "sms" (see ``tokenize_batches``).
 

@@ -29,7 +29,7 @@ from .perplexity import IGNORE, token_nll
 from .pruning import prune_blocks, skip_blocks
 from .selection import removable_blocks, resolve_k
 from .ties import first_minimum
-from .static_criteria import block_scores, block_weights
+from .static_criteria import WeightSet, block_scores, block_weights
 from .settings import progress_bar
 
 Batch = Mapping[str, torch.Tensor]
@@ -66,7 +66,7 @@ def _prepare(model: PreTrainedModel, batches: Sequence[Batch]) -> tuple[list[tup
 
 
 def taylor_scores(
-    model: PreTrainedModel, batches: Sequence[Batch], *, weights: str = "all", progress: bool = True
+    model: PreTrainedModel, batches: Sequence[Batch], *, weights: WeightSet = "all", progress: bool = True
 ) -> pd.Series:
     """Shortened LLaMA's Taylor criterion: sum over a block's weights of |W ⊙ ∂L/∂W| (first-order loss change).
 

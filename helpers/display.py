@@ -18,17 +18,13 @@ from typing import Any
 
 import pandas as pd
 
+from .checks import check_int
+
 SIGNIFICANT_DIGITS = 3
 """Default significant digits: survives a relative change of ~1e-4 in the underlying float except at a rounding
 boundary, and is finer than any interval the course reports."""
 
 _FIXED_RANGE = (1e-3, 1e5)  # magnitudes shown in fixed notation; smaller or larger ones in scientific notation
-
-
-def _check_digits(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer of at least {minimum}; got {value!r}")
-    return int(value)
 
 
 def fmt(value: float, digits: int = SIGNIFICANT_DIGITS, *, decimals: int | None = None, sign: bool = False) -> str:
@@ -48,10 +44,11 @@ def fmt(value: float, digits: int = SIGNIFICANT_DIGITS, *, decimals: int | None 
     if not math.isfinite(value):
         return f"{value:{plus}}"
     if decimals is not None:
-        decimals = _check_digits("decimals", decimals, 0)
-        text = f"{value:{plus},.{decimals}f}"
+        check_int("decimals", decimals, minimum=0)
+        text = f"{value:{plus},.{int(decimals)}f}"
     else:
-        digits = _check_digits("digits", digits, 1)
+        check_int("digits", digits)
+        digits = int(digits)
         magnitude = abs(value)
         if magnitude == 0:
             return "0"

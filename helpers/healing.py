@@ -19,6 +19,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .blocks import get_blocks
+from .checks import check_int
 from .hooks import input_device
 from .perplexity import next_token_nll, window_layout
 from .pruning import prune_blocks
@@ -106,8 +107,7 @@ def heal_with_lora(
     ``losses``: the training loss of each step (index ``step`` from 1), measured before that step's update.
     """
     for name, value in (("steps", steps), ("batch_size", batch_size), ("rank", rank)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        check_int(name, value)
     if not lr > 0:
         raise ValueError(f"lr must be positive; got {lr!r}")
     if not 0 <= dropout < 1:

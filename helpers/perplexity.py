@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .checks import check_int
+from .checks import check_int, check_texts
 from .hooks import input_device, raise_non_finite
 from .settings import progress_bar
 from .statistics import ConfidenceInterval, bootstrap_ci, paired_difference
@@ -102,8 +102,7 @@ def _window_rows(
 def window_layout(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], seq_len: int) -> tuple[list[int], int]:
     """Check ``texts`` and ``seq_len``; return what every window starts with (``[BOS]`` when the tokenizer adds one,
     else nothing) and how many text tokens follow it. Shared with ``helpers.healing``, which trains on such windows."""
-    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-        raise ValueError("texts must be a list of strings (one string would be read character by character)")
+    check_texts(texts)
     prefix = [tokenizer.bos_token_id] if adds_bos(tokenizer) else []
     check_int("seq_len", seq_len, minimum=max(2, len(prefix) + 1))
     return prefix, seq_len - len(prefix)

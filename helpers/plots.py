@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -20,13 +20,15 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, MultipleLocator
 
+from .checks import check_choice
 from .ties import tied_ranks
 
 PALETTE: list[str] = sns.color_palette("colorblind").as_hex()
 """Line and bar colours, distinguishable with the common colour-vision deficiencies."""
 CMAP = "viridis"
 """Sequential colormap for heatmaps: perceptually uniform, readable in greyscale and by colour-blind readers."""
-NORMALISATIONS = ("rank", "minmax")
+Normalisation = Literal["rank", "minmax"]
+NORMALISATIONS: tuple[Normalisation, ...] = get_args(Normalisation)
 """Per-column rescalings offered to put criteria of different scales on one axis."""
 
 _STYLE = {"axes.spines.top": False, "axes.spines.right": False, "axes.titleweight": "bold"}
@@ -77,23 +79,22 @@ def _check_block_index(index: pd.Index, name: str) -> None:
         raise ValueError(f"{name} must be indexed by integer block indices, got an index of dtype {index.dtype}")
 
 
-def normalise(frame: pd.DataFrame, how: str | None) -> pd.DataFrame:
+def normalise(frame: pd.DataFrame, how: Normalisation | None) -> pd.DataFrame:
     """Rescale each column so that criteria with different units can share an axis (NaN stays NaN).
 
     ``"rank"``: 1 = lowest value of the column (near-ties, ``ties.tied_ranks``, share the average rank). ``"minmax"``: 0 = lowest, 1 = highest;
     a constant column becomes 0.5. ``None`` returns the frame unchanged.
     """
+    check_choice("normalise", how, NORMALISATIONS, none_means="no rescaling")
     if how is None:
         return frame
     if how == "rank":
         return frame.apply(lambda column: tied_ranks(column.dropna()).reindex(column.index))
-    if how == "minmax":
-        span = frame.max() - frame.min()
-        scaled = (frame - frame.min()) / span.where(span != 0)
-        for column in frame.columns[span == 0]:
-            scaled[column] = frame[column].where(frame[column].isna(), 0.5)
-        return scaled
-    raise ValueError(f"normalise must be None or one of {NORMALISATIONS}, got {how!r}")
+    span = frame.max() - frame.min()  # "minmax"
+    scaled = (frame - frame.min()) / span.where(span != 0)
+    for column in frame.columns[span == 0]:
+        scaled[column] = frame[column].where(frame[column].isna(), 0.5)
+    return scaled
 
 
 _NORMALISED_LABEL = {None: "{}", "rank": "{} (rank, 1 = lowest)", "minmax": "{} (min-max scaled)"}
@@ -108,7 +109,7 @@ def plot_block_profiles(
     ax: Axes | None = None,
     highlight: Iterable[int] | None = None,
     highlight_label: str = "selected blocks",
-    normalise_by: str | None = None,
+    normalise_by: Normalisation | None = None,
     xlabel: str = "block",
     figsize: tuple[float, float] = (9.0, 4.0),
 ) -> Figure:
@@ -157,7 +158,7 @@ def plot_block_heatmap(
     title: str,
     cbar_label: str,
     ax: Axes | None = None,
-    normalise_by: str | None = None,
+    normalise_by: Normalisation | None = None,
     annotate: bool | None = None,
     fmt: str = ".2g",
     xlabel: str = "block",

@@ -16,6 +16,7 @@ from types import MappingProxyType
 
 import pandas as pd
 
+from .checks import check_int
 from .ties import first_minimum, tied_order
 
 PLUS_HEURISTIC: Mapping[str, int] = MappingProxyType({"protect_first": 4, "protect_last": 2})
@@ -61,9 +62,8 @@ def _check_scores(scores: pd.Series) -> int:
 
 def removable_blocks(n_blocks: int, count: int, *, protect_first: int = 0, protect_last: int = 0) -> list[int]:
     """The blocks not protected at either end, checking that ``count`` blocks can be removed from them."""
-    for name, value in (("protect_first", protect_first), ("protect_last", protect_last)):
-        if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
-            raise ValueError(f"{name} must be a non-negative integer; got {value!r}")
+    check_int("protect_first", protect_first, minimum=0)
+    check_int("protect_last", protect_last, minimum=0)
     allowed = list(range(protect_first, n_blocks - protect_last))
     if count > len(allowed):
         raise ValueError(

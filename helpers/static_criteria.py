@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from numbers import Integral
+from typing import Literal, get_args
 
 import pandas as pd
 import torch
 from transformers import PreTrainedModel
 
 from .blocks import get_blocks
+from .checks import check_choice, check_int
 from .selection import removable_blocks, resolve_k
 
-POSITION_STRATEGIES = ("first", "last", "middle", "keep_edges")
-WEIGHT_SETS = ("all", "matrices")
+PositionStrategy = Literal["first", "last", "middle", "keep_edges"]
+WeightSet = Literal["all", "matrices"]
+MagnitudeNorm = Literal["l1", "l2"]
+POSITION_STRATEGIES: tuple[PositionStrategy, ...] = get_args(PositionStrategy)
+WEIGHT_SETS: tuple[WeightSet, ...] = get_args(WeightSet)
 """Which parameters of a block count: "all" (matrices, norm scales, biases) or "matrices" (2-D weights only)."""
-MAGNITUDE_NORMS = ("l1", "l2")
+MAGNITUDE_NORMS: tuple[MagnitudeNorm, ...] = get_args(MagnitudeNorm)
 
 
 def block_scores(values: Sequence[float], name: str, blocks: Sequence[int] | None = None) -> pd.Series:
@@ -41,15 +45,14 @@ def block_scores(values: Sequence[float], name: str, blocks: Sequence[int] | Non
     return scores
 
 
-def block_weights(block: torch.nn.Module, weights: str = "all") -> list[torch.nn.Parameter]:
+def block_weights(block: torch.nn.Module, weights: WeightSet = "all") -> list[torch.nn.Parameter]:
     """The parameters of one block that a weight-based criterion sums over (see ``WEIGHT_SETS``)."""
-    if weights not in WEIGHT_SETS:
-        raise ValueError(f"weights must be one of {WEIGHT_SETS}; got {weights!r}")
+    check_choice("weights", weights, WEIGHT_SETS)
     return [p for p in block.parameters() if weights == "all" or p.ndim >= 2]
 
 
 def position_blocks(
-    n_blocks: int, k: int | float, strategy: str, *, protect_first: int = 1, protect_last: int = 1
+    n_blocks: int, k: int | float, strategy: PositionStrategy, *, protect_first: int = 1, protect_last: int = 1
 ) -> list[int]:
     """The ``k`` blocks (or fraction ``k`` of ``n_blocks``) a position strategy removes, sorted.
 
@@ -60,10 +63,8 @@ def position_blocks(
     where ShortGPT, Gromov et al. and Shortened LLaMA's Taylor+ find the most removable blocks, and with
     ``protect_last=2`` it is Taylor+'s choice on LLaMA-1-7B (blocks 24-29 of 32).
     """
-    if strategy not in POSITION_STRATEGIES:
-        raise ValueError(f"strategy must be one of {POSITION_STRATEGIES}; got {strategy!r}")
-    if isinstance(n_blocks, bool) or not isinstance(n_blocks, Integral) or n_blocks < 2:
-        raise ValueError(f"n_blocks must be an integer of at least 2 (one block must stay); got {n_blocks!r}")
+    check_choice("strategy", strategy, POSITION_STRATEGIES)
+    check_int("n_blocks", n_blocks, minimum=2)  # one block must stay
     k = resolve_k(k, n_blocks)
     if strategy == "first":
         start = 0
@@ -78,7 +79,7 @@ def position_blocks(
 
 
 def magnitude_scores(
-    model: PreTrainedModel, *, norm: str = "l1", weights: str = "all", per_parameter: bool = False
+    model: PreTrainedModel, *, norm: MagnitudeNorm = "l1", weights: WeightSet = "all", per_parameter: bool = False
 ) -> pd.Series:
     """Weight magnitude of every block: the higher, the more important (Shortened LLaMA's "Magnitude" criterion).
 
@@ -88,8 +89,7 @@ def magnitude_scores(
     blocks). ``per_parameter=True`` divides by the number of parameters counted (mean |w|, or the RMS for "l2"),
     so blocks of different sizes compare fairly. Named "magnitude_l1" or "magnitude_l2".
     """
-    if norm not in MAGNITUDE_NORMS:
-        raise ValueError(f"norm must be one of {MAGNITUDE_NORMS}; got {norm!r}")
+    check_choice("norm", norm, MAGNITUDE_NORMS)
     values = []
     with torch.no_grad():
         for block in get_blocks(model):

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .checks import check_int
 from .ties import TIE_RTOL, tie_groups
 
 Statistic = Callable[[np.ndarray], float]
@@ -41,8 +42,7 @@ class ConfidenceInterval(NamedTuple):
 def _check_bootstrap(values: np.ndarray, n_boot: int, confidence: float) -> None:
     if values.ndim == 0 or len(values) == 0:
         raise ValueError("values must hold at least one unit to resample (an array with a first axis)")
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be at least 1; got {n_boot}")
+    check_int("n_boot", n_boot)
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be between 0 and 1 (e.g. 0.95); got {confidence}")
 

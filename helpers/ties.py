@@ -9,7 +9,11 @@ first): a documented rule that does not depend on the last bits.
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import pandas as pd
+
+from .checks import check_choice
 
 TIE_RTOL = 1e-3
 """Relative distance below which two scores count as tied."""
@@ -43,14 +47,17 @@ def tied_order(values: pd.Series, rtol: float = TIE_RTOL) -> list:
     return sorted(values.index, key=lambda label: (groups[label], label))
 
 
-def tied_ranks(values: pd.Series, rtol: float = TIE_RTOL, method: str = "average") -> pd.Series:
+RankMethod = Literal["average", "min"]
+RANK_METHODS: tuple[RankMethod, ...] = get_args(RankMethod)
+
+
+def tied_ranks(values: pd.Series, rtol: float = TIE_RTOL, method: RankMethod = "average") -> pd.Series:
     """Rank of each value, 1 = smallest, with near-ties (``tie_groups``) sharing a rank.
 
     ``method`` is pandas' rule for a tied group: ``"average"`` (the mean of the places it spans) or ``"min"`` (its
     first place, as in a competition: 1, 2, 2, 4).
     """
-    if method not in ("average", "min"):
-        raise ValueError(f"method must be 'average' or 'min'; got {method!r}")
+    check_choice("method", method, RANK_METHODS)
     return tie_groups(values, rtol).rank(method=method).rename(values.name)
 
 

@@ -13,7 +13,7 @@ import asyncio
 import html
 import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 import matplotlib
@@ -25,6 +25,9 @@ from transformers import PreTrainedModel
 from .blocks import check_block_indices, num_blocks
 from .generation import greedy_continuation
 from .pruning import skip_blocks
+
+if TYPE_CHECKING:  # imported lazily in LivePanel.for_course
+    from .classification import Decision
 
 REMOVED_STYLE = {"button_color": "#eeeeee", "text_color": "#888888", "text_decoration": "line-through"}
 """How a block chosen for removal looks: faded out and struck through (no colormap colour is this pale)."""
@@ -291,7 +294,7 @@ class LivePanel(widgets.VBox):
         sms_examples: int | None = 64,
         shots: int = 0,
         examples: pd.DataFrame | None = None,
-        decision: str = "argmax",
+        decision: Decision = "argmax",
         prompt: str = "The capital of France is",
         max_new_tokens: int = 16,
         **kwargs: Any,

@@ -44,8 +44,8 @@ import pandas as pd
 import torch
 from transformers import Cache, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from .checks import check_choice
-from .data import SOURCES, _hub_or_local, right_pad
+from .checks import check_choice, check_int
+from .data import SOURCES, Source, _hub_or_local, right_pad
 from .generation import cache_argument_name
 from .hooks import eval_mode, input_device
 from .pruning import decoder_config
@@ -230,7 +230,7 @@ def _check_tasks(tasks: Iterable[str]) -> list[str]:
     return tasks
 
 
-def load_task(task: str, *, source: str = "auto") -> list[Row]:
+def load_task(task: str, *, source: Source = "auto") -> list[Row]:
     """The documents of ``task`` as the hub rows lm-eval loads; row ``i`` is item ``i`` (hub row = file line).
 
     ``source``: "hub" (the dataset id lm-eval 0.4.13 loads), "local" (``<data_dir()>/benchmarks/...``) or "auto"
@@ -250,10 +250,9 @@ def item_ids(n_rows: int, limit: int | None, seed: int) -> list[int]:
     """Rows to evaluate: all for ``limit=None``, else ``limit`` of them drawn by shuffling the row positions with
     ``random.Random(seed)`` (the picks for a smaller limit are a subset of those for a larger one), in row order.
     A limit above ``n_rows`` takes every row."""
+    check_int("limit", limit, none_means="every item")
     if limit is None:
         return list(range(n_rows))
-    if not 1 <= limit:
-        raise ValueError(f"limit must be at least 1, or None for every item; got {limit}")
     order = list(range(n_rows))
     random.Random(seed).shuffle(order)
     return sorted(order[:limit])
@@ -383,8 +382,7 @@ def score_requests(
     Contexts are batched shortest first, and so are the continuations of a batch of contexts: at most
     ``batch_tokens`` padded tokens a batch and ``MAX_PADDING`` of them padding (see ``_batches``).
     """
-    if batch_tokens < 1:
-        raise ValueError(f"batch_tokens must be at least 1; got {batch_tokens}")
+    check_int("batch_tokens", batch_tokens)
     units = _units(pairs, max_length)
     device, cache_name = input_device(model), cache_argument_name(model)
     same_length = _has_sliding_window(model)
@@ -442,7 +440,7 @@ def evaluate_zero_shot(
     limit: int | None = None,
     seed: int = 0,
     items: dict[str, Sequence[int]] | None = None,
-    source: str = "auto",
+    source: Source = "auto",
     batch_tokens: int = 4096,
     progress: bool = True,
 ) -> pd.DataFrame:
@@ -553,7 +551,7 @@ def lm_eval_reference(
     workdir: Path,
     *,
     batch_size: int = 16,
-    source: str = "auto",
+    source: Source = "auto",
     timings: dict[str, float] | None = None,
 ) -> pd.DataFrame:
     """The same per-item frame as ``evaluate_zero_shot``, computed by lm-eval itself (needs ``lm-eval`` 0.4.x).

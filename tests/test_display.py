@@ -70,9 +70,17 @@ def test_non_numbers_are_refused(bad):
         fmt(bad)
 
 
-@pytest.mark.parametrize("style", [{"digits": 0}, {"decimals": -1}, {"decimals": 1.5}])
-def test_bad_precision_is_refused(style):
-    with pytest.raises(ValueError, match="integer of at least"):
+@pytest.mark.parametrize(
+    "style, error, message",
+    [
+        ({"digits": 0}, ValueError, "digits must be at least 1; got 0"),
+        ({"decimals": -1}, ValueError, "decimals must be at least 0; got -1"),
+        ({"decimals": 1.5}, TypeError, r"decimals must be an integer; got 1.5 \(float\)"),
+        ({"digits": "3"}, TypeError, r"digits must be an integer; got '3' \(str\)"),
+    ],
+)
+def test_bad_precision_is_refused(style, error, message):
+    with pytest.raises(error, match=message):
         fmt(1.0, **style)
 
 

@@ -172,7 +172,7 @@ def test_nan_in_a_block_is_named_by_perplexity_and_sms_accuracy(texts):
 
 
 def test_perplexity_rejects_a_single_string(model):
-    with pytest.raises(ValueError, match="list of strings"):
+    with pytest.raises(TypeError, match="list of strings, not one string"):
         perplexity(model, tiny_tokenizer(), "one long text", progress=False)
 
 
@@ -329,8 +329,7 @@ def test_max_examples_evaluates_the_first_rows(model):
         (dict(shots=-1), "shots"),
         (dict(max_examples=0), "max_examples"),
         (dict(batch_size=0), "batch_size"),
-        (dict(decision="threshold"), "decision must be one of"),
-        (dict(decision=None), "decision must be one of 'argmax', 'prior'; got None"),
+        (dict(decision="threshold"), "decision must be one of 'argmax', 'prior'; got 'threshold'"),
         (dict(decision="prior"), "spam share"),
     ],
 )
@@ -339,10 +338,17 @@ def test_sms_accuracy_rejects_bad_arguments(model, kwargs, message):
         sms_accuracy(model, tiny_tokenizer(), sms_frame(3, seed=6), progress=False, **kwargs)
 
 
-@pytest.mark.parametrize("kwargs", [dict(shots=1.5), dict(max_examples=2.0), dict(batch_size="8")])
-def test_sms_accuracy_rejects_wrong_types(model, kwargs):
-    name = next(iter(kwargs))
-    with pytest.raises(TypeError, match=rf"{name} must be an integer"):
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(shots=1.5), "shots must be an integer"),
+        (dict(max_examples=2.0), "max_examples must be an integer"),
+        (dict(batch_size="8"), "batch_size must be an integer"),
+        (dict(decision=None), r"decision must be one of 'argmax', 'prior'; got None \(NoneType\)"),
+    ],
+)
+def test_sms_accuracy_rejects_wrong_types(model, kwargs, message):
+    with pytest.raises(TypeError, match=message):
         sms_accuracy(model, tiny_tokenizer(), sms_frame(3, seed=6), examples=sms_frame(20, seed=3), progress=False,
                      **kwargs)
 

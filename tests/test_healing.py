@@ -152,7 +152,7 @@ def test_bad_input_is_refused_and_changes_nothing(run, kwargs, match):
     model = run["model"]
     with pytest.raises(ValueError, match=match):
         heal_with_lora(model, run["tokenizer"], run["texts"], **{**HEAL, **kwargs})
-    with pytest.raises(ValueError, match="list of strings"):
+    with pytest.raises(TypeError, match="list of strings, not one string"):
         heal_with_lora(model, run["tokenizer"], run["texts"][0], **HEAL)
     assert all(torch.equal(t, run["before"][name]) for name, t in model.state_dict().items())
     assert num_blocks(model) == N_LAYERS

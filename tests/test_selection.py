@@ -132,7 +132,7 @@ def test_the_scores_are_not_modified():
         (dict(k="3"), "number of blocks"),
         (dict(k=5, no_adjacent=True), "at most 4 are pairwise non-adjacent"),
         (dict(k=2, no_adjacent=True, contiguous=True), "choose one"),
-        (dict(k=2, protect_first=-1), "non-negative"),
+        (dict(k=2, protect_first=-1), "protect_first must be at least 0; got -1"),
     ],
 )
 def test_bad_arguments_are_refused_with_a_clear_message(kwargs, message):
@@ -197,5 +197,5 @@ def test_tied_ranks_share_a_rank_within_a_near_tie_group():
     assert tied_ranks(values).name == "score"
     # a 10x-tolerance gap is not a tie: plain ranks
     assert tied_ranks(pd.Series([1.0, 1.01, 0.5])).tolist() == [2.0, 3.0, 1.0]
-    with pytest.raises(ValueError, match="'average' or 'min'"):
+    with pytest.raises(ValueError, match="method must be one of 'average', 'min'; got 'dense'"):
         tied_ranks(values, method="dense")
