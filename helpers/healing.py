@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.pytorch_utils import Conv1D
 
 from .blocks import get_blocks
 from .checks import check_int
@@ -26,31 +27,38 @@ from .pruning import prune_blocks
 from .settings import progress_bar
 
 
-def lora_targets(model: PreTrainedModel, target_modules: Sequence[str] | None = None) -> list[str]:
-    """Full names of the ``nn.Linear`` modules inside the transformer blocks that LoRA adapts.
+ALL_LINEAR = "all-linear"
+"""peft's targeting of every linear layer (``nn.Linear``, and GPT-2's transformers ``Conv1D``) but the output head:
+in a decoder-only LM, the attention and MLP projections of the blocks, the layers the paper adapts."""
+LINEAR_LAYERS = (torch.nn.Linear, Conv1D)
+"""The layer types ``ALL_LINEAR`` adapts (peft's own list)."""
 
-    ``None``: every linear projection of every block (attention and MLP), as the paper does; the embeddings and the
-    output head are never adapted. Otherwise the block linears whose name ends with one of ``target_modules``
-    (e.g. ``["q_proj", "v_proj"]``); a name that matches nothing is an error rather than a silently smaller adapter.
+
+def lora_targets(model: PreTrainedModel, target_modules: Sequence[str] | None = None) -> str | list[str]:
+    """What LoRA adapts, as ``LoraConfig(target_modules=...)`` takes it.
+
+    ``None``: ``ALL_LINEAR``. Otherwise the full names of the blocks' linear layers whose name ends with one of
+    ``target_modules`` (e.g. ``["q_proj", "v_proj"]``, or ``["c_attn"]`` for GPT-2); a name that matches nothing
+    is an error rather than a silently smaller adapter.
     """
+    if target_modules is None:
+        return ALL_LINEAR
+    if isinstance(target_modules, str) or not all(isinstance(name, str) for name in target_modules):
+        raise TypeError(f"target_modules must be a list of module names or None; got {target_modules!r}")
+    if not target_modules:
+        raise ValueError("target_modules is empty; name at least one module, or pass None for every projection")
     blocks = get_blocks(model)
     list_name = next(name for name, module in model.named_modules() if module is blocks)
     linears = [
         f"{list_name}.{index}.{name}"
         for index, block in enumerate(blocks)
         for name, module in block.named_modules()
-        if isinstance(module, torch.nn.Linear)
+        if isinstance(module, LINEAR_LAYERS)
     ]
-    if not linears:
-        raise ValueError("the model's blocks hold no torch.nn.Linear module for LoRA to adapt")
-    if target_modules is None:
-        return linears
-    if isinstance(target_modules, str) or not target_modules:
-        raise ValueError(f"target_modules must be a non-empty list of module names or None; got {target_modules!r}")
     available = sorted({name.rsplit(".", 1)[-1] for name in linears})
     unknown = [t for t in target_modules if not any(n.endswith(f".{t}") for n in linears)]
     if unknown:
-        raise ValueError(f"target_modules {unknown} match no linear module in the blocks; available: {available}")
+        raise ValueError(f"target_modules {unknown} match no linear layer in the blocks; available: {available}")
     return [n for n in linears if any(n.endswith(f".{t}") for t in target_modules)]
 
 
@@ -101,9 +109,10 @@ def heal_with_lora(
     AdamW update (constant ``lr``) on ``batch_size`` windows drawn in a seeded order that covers every window before
     repeating one; the default ``lr`` is five times the paper's 1e-4, because a healing run here lasts a few dozen
     steps, not two epochs. ``rank``, ``alpha``, ``dropout``: LoRA's r, lora_alpha and lora_dropout (paper: 8, 16, 0.05);
-    ``target_modules``: see ``lora_targets`` (default: all linear projections of the blocks). Runs are repeatable for
-    a given ``seed`` (the global random state is left alone). ``merge=True`` folds the adapters into the weights
-    (``merge_and_unload``): an ordinary transformers model in eval mode; ``merge=False`` returns the ``PeftModel``.
+    ``target_modules``: see ``lora_targets`` (default: peft's "all-linear", every projection of the blocks, also
+    GPT-2's ``Conv1D``). Runs are repeatable for a given ``seed`` (the global random state is left alone).
+    ``merge=True`` folds the adapters into the weights (``merge_and_unload``): an ordinary transformers model in eval
+    mode; ``merge=False`` returns the ``PeftModel``.
     ``losses``: the training loss of each step (index ``step`` from 1), measured before that step's update.
     """
     for name, value in (("steps", steps), ("batch_size", batch_size), ("rank", rank)):
@@ -118,9 +127,12 @@ def heal_with_lora(
     student = prune_blocks(model, remove) if len(remove) else copy.deepcopy(model)
     flags = {name: p.requires_grad for name, p in student.named_parameters()}
     device = input_device(student)
-    # Full module names of the copy (its blocks are renumbered), so that peft matches exactly these modules.
+    # Names resolved on the copy (its blocks are renumbered), so that peft matches exactly these modules.
     targets = lora_targets(student, target_modules)
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
+    # Conv1D stores its weight transposed (fan_in_fan_out); peft would switch it per layer, with a warning each.
+    transposed = any(isinstance(m, Conv1D) for m in get_blocks(student).modules())
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none",
+                        fan_in_fan_out=transposed)
     generator = torch.Generator().manual_seed(seed)
     order = _window_order(len(windows), steps * batch_size, generator)
     losses = []

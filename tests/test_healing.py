@@ -120,21 +120,56 @@ def test_heals_an_already_pruned_model_without_removing_more(run):
     assert len(losses) == 1 and healed is not pruned
 
 
-def test_lora_targets_are_the_linear_projections_of_the_blocks():
+def adapted(peft_model) -> list[str]:
+    """Names (without peft's prefix) of the modules that carry a LoRA adapter."""
+    prefix = "base_model.model."
+    return sorted(name.removeprefix(prefix) for name, m in peft_model.named_modules() if hasattr(m, "lora_A"))
+
+
+def test_default_adapters_are_the_projections_of_the_blocks():
+    model, tokenizer = tiny_model("llama"), tiny_tokenizer()
+    peft_model, _ = heal_with_lora(model, tokenizer, make_texts(2 * SEQ_LEN), merge=False, **{**HEAL, "steps": 1})
+    projections = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
+                   "mlp.up_proj", "mlp.down_proj"]
+    # The copy lost block 2, so its blocks are 0..4.
+    assert adapted(peft_model) == sorted(f"model.layers.{i}.{p}" for i in range(N_LAYERS - 1) for p in projections)
+
+
+def test_gpt2_conv1d_projections_are_healed():
+    """GPT-2's projections are transformers Conv1D layers (weight stored transposed), not nn.Linear."""
+    model, tokenizer = tiny_model("gpt2"), tiny_tokenizer()
+    texts = make_texts(N_WINDOWS * SEQ_LEN)
+    peft_model, losses = heal_with_lora(model, tokenizer, texts, merge=False, **HEAL)
+    projections = ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"]
+    assert adapted(peft_model) == sorted(f"transformer.h.{i}.{p}" for i in range(N_LAYERS - 1) for p in projections)
+    assert losses.iloc[-5:].mean() < losses.iloc[:5].mean()  # GPT-2 trains with its dropout: noisy steps
+    pruned = prune_blocks(model, REMOVE)
+    before = perplexity(pruned, tokenizer, texts, seq_len=SEQ_LEN, progress=False)
+    one_step, _ = heal_with_lora(model, tokenizer, texts, **{**HEAL, "steps": 1})
+    assert perplexity(one_step, tokenizer, texts, seq_len=SEQ_LEN, progress=False).nll != pytest.approx(before.nll)
+    # Merging folds B @ A into the transposed weight: W + (alpha / r) * (B @ A)^T for one projection.
+    c_fc = peft_model.base_model.model.transformer.h[1].mlp.c_fc
+    delta = (c_fc.lora_B["default"].weight @ c_fc.lora_A["default"].weight * (16 / 8)).T
+    healed, _ = heal_with_lora(model, tokenizer, texts, **HEAL)
+    torch.testing.assert_close(healed.transformer.h[1].mlp.c_fc.weight, pruned.transformer.h[1].mlp.c_fc.weight + delta)
+    assert type(healed) is type(model) and not any("lora" in name for name in healed.state_dict())
+    after = perplexity(healed, tokenizer, texts, seq_len=SEQ_LEN, progress=False)
+    assert after.ppl < 0.9 * before.ppl
+
+
+def test_lora_targets_by_name_are_the_blocks_projections():
     model = tiny_model("llama")
-    by_name = sorted(
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and name.startswith("model.layers.")
-    )
-    assert sorted(lora_targets(model)) == by_name
-    assert len(by_name) == N_LAYERS * 7  # q, k, v, o, gate, up, down
-    assert "lm_head" not in lora_targets(model)
+    assert lora_targets(model) == "all-linear"
     assert lora_targets(model, ["q_proj", "down_proj"]) == [
-        n for n in lora_targets(model) if n.endswith(("q_proj", "down_proj"))
+        f"model.layers.{i}.{p}" for i in range(N_LAYERS) for p in ("self_attn.q_proj", "mlp.down_proj")
     ]
+    assert lora_targets(tiny_model("gpt2"), ["c_attn"]) == [f"transformer.h.{i}.attn.c_attn" for i in range(N_LAYERS)]
     with pytest.raises(ValueError, match="lm_head.*available"):
         lora_targets(model, ["lm_head"])
+    with pytest.raises(ValueError, match="empty"):
+        lora_targets(model, [])
+    with pytest.raises(TypeError, match="list of module names"):
+        lora_targets(model, "q_proj")
 
 
 @pytest.mark.parametrize(
