@@ -10,7 +10,7 @@ the difference than two separate intervals would.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,50 @@ class ConfidenceInterval(NamedTuple):
     def excludes_zero(self) -> bool:
         """True when 0 lies outside the interval: a difference this large is unlikely to be noise alone."""
         return self.low > 0 or self.high < 0
+
+    def verdict(self, *, better: Literal["lower", "higher"]) -> Literal["better", "worse", "within noise"]:
+        """Read this interval of a difference b - a (as ``paired_difference`` returns it): is b better than a?
+
+        The course's one rule for "beyond noise": an interval that contains 0, even only at an end, is "within
+        noise"; otherwise the side of 0 it lies on, read in the metric's direction, says which model is better.
+
+        Args:
+            better: which direction of the metric is an improvement: "lower" (perplexity, loss) or "higher"
+                (accuracy).
+
+        Returns:
+            "better" when the whole interval lies on the improving side of 0 (b beats a beyond noise), "worse" when
+            it lies on the other side, "within noise" when it contains 0.
+
+        Raises:
+            ValueError: if ``better`` is neither "lower" nor "higher", or if a bound is NaN (no interval to read).
+        """
+        if better not in ("lower", "higher"):
+            raise ValueError(
+                f'better must be "lower" (e.g. perplexity) or "higher" (e.g. accuracy): the direction in which the '
+                f"metric improves; got {better!r}"
+            )
+        if np.isnan(self.low) or np.isnan(self.high):
+            raise ValueError(f"the interval [{self.low}, {self.high}] has a NaN bound; there is no verdict to read")
+        if not self.excludes_zero:
+            return "within noise"
+        return "better" if (self.high < 0) == (better == "lower") else "worse"
+
+    def winner(self, a: str, b: str, *, better: Literal["lower", "higher"]) -> str | None:
+        """Name of the side that is better beyond noise, for a sentence like "SMS calibration is better".
+
+        Args:
+            a: name of the model subtracted (this interval is of b - a).
+            b: name of the other model.
+            better: "lower" or "higher", as in ``verdict``.
+
+        Returns:
+            ``b`` when ``verdict(better=better)`` is "better", ``a`` when it is "worse", None when within noise.
+
+        Raises:
+            ValueError: as ``verdict``.
+        """
+        return {"better": b, "worse": a, "within noise": None}[self.verdict(better=better)]
 
 
 def _check_bootstrap(values: np.ndarray, n_boot: int, confidence: float) -> None:
