@@ -35,33 +35,38 @@ class ConfidenceInterval(NamedTuple):
         """True when 0 lies outside the interval: a difference this large is unlikely to be noise alone."""
         return self.low > 0 or self.high < 0
 
-    def verdict(self, *, better: Literal["lower", "higher"]) -> Literal["better", "worse", "within noise"]:
-        """Read this interval of a difference b - a (as ``paired_difference`` returns it): is b better than a?
+    def verdict(
+        self, *, better: Literal["lower", "higher"], against: float = 0.0
+    ) -> Literal["better", "worse", "within noise"]:
+        """Better, worse or within noise: this interval read against a level, 0 for a difference b - a.
 
-        The course's one rule for "beyond noise": an interval that contains 0, even only at an end, is "within
-        noise"; otherwise the side of 0 it lies on, read in the metric's direction, says which model is better.
+        For an interval of b - a (as ``paired_difference`` returns it), "better" means b beats a beyond noise. The
+        course's one rule for "beyond noise": an interval that contains the level, even only at an end, is "within
+        noise"; otherwise the side of the level it lies on, read in the metric's direction, is the verdict.
 
         Args:
             better: which direction of the metric is an improvement: "lower" (perplexity, loss) or "higher"
                 (accuracy).
+            against: the level to read the interval against: 0 for a difference (the default), or a fixed level for
+                an interval of one model's score (e.g. the majority-class accuracy).
 
         Returns:
-            "better" when the whole interval lies on the improving side of 0 (b beats a beyond noise), "worse" when
-            it lies on the other side, "within noise" when it contains 0.
+            "better" when the whole interval lies on the improving side of the level, "worse" when it lies on the
+            other side, "within noise" when it contains the level.
 
         Raises:
-            ValueError: if ``better`` is neither "lower" nor "higher", or if a bound is NaN (no interval to read).
+            ValueError: if ``better`` is neither "lower" nor "higher", or if a bound or ``against`` is NaN.
         """
         if better not in ("lower", "higher"):
             raise ValueError(
                 f'better must be "lower" (e.g. perplexity) or "higher" (e.g. accuracy): the direction in which the '
                 f"metric improves; got {better!r}"
             )
-        if np.isnan(self.low) or np.isnan(self.high):
-            raise ValueError(f"the interval [{self.low}, {self.high}] has a NaN bound; there is no verdict to read")
-        if not self.excludes_zero:
+        if np.isnan(self.low) or np.isnan(self.high) or np.isnan(against):
+            raise ValueError(f"cannot read the interval [{self.low}, {self.high}] against {against}: NaN")
+        if self.low <= against <= self.high:
             return "within noise"
-        return "better" if (self.high < 0) == (better == "lower") else "worse"
+        return "better" if (self.high < against) == (better == "lower") else "worse"
 
     def winner(self, a: str, b: str, *, better: Literal["lower", "higher"]) -> str | None:
         """Name of the side that is better beyond noise, for a sentence like "SMS calibration is better".

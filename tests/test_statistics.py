@@ -167,6 +167,16 @@ def test_verdict_reads_the_side_of_zero_in_the_metric_direction(interval, lower_
     assert ci.verdict(better="higher") == higher_is_better
 
 
+def test_verdict_against_a_fixed_level():
+    accuracy = ConfidenceInterval(0.9, 0.88, 0.93)  # one model's accuracy, read against a majority baseline
+    assert accuracy.verdict(better="higher", against=0.87) == "better"
+    assert accuracy.verdict(better="higher", against=0.88) == "within noise"  # the interval touches the level
+    assert accuracy.verdict(better="higher", against=0.95) == "worse"
+    assert accuracy.verdict(better="lower", against=0.87) == "worse"
+    with pytest.raises(ValueError, match="NaN"):
+        accuracy.verdict(better="higher", against=float("nan"))
+
+
 def test_winner_names_b_when_better_a_when_worse_none_within_noise():
     # Intervals of SMS-calibrated minus WikiText-calibrated: accuracy improves upwards, perplexity downwards.
     assert ConfidenceInterval(0.04, 0.01, 0.07).winner("WikiText", "SMS", better="higher") == "SMS"
