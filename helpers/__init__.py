@@ -1,8 +1,13 @@
 """Helpers for the depth-pruning course: load a model and data, remove blocks, analyse and evaluate them.
 
-Plots and widgets stay in their submodules (``helpers.plots``, ``helpers.widgets``) so that importing the
-package does not pull in seaborn and ipywidgets.
+``__all__`` is the public API, all of it reachable as ``helpers.<name>``, and holds everything the notebooks call.
+The plots, the widgets and LoRA healing are imported on first use (``helpers.plot_block_profiles``,
+``helpers.LivePanel``, ``helpers.heal_with_lora``), so that importing the package pulls in neither seaborn,
+ipywidgets nor peft.
 """
+
+import importlib
+from typing import Any
 
 from .benefits import (
     benefits_table,
@@ -13,14 +18,14 @@ from .benefits import (
     parameter_count,
     size_summary,
 )
-from .blocks import BLOCK_PATHS, get_blocks, num_blocks
+from .blocks import BLOCK_PATHS, check_block_indices, get_blocks, num_blocks
 from .classification import ClassificationResult, accuracy_ci, accuracy_difference, sms_accuracy, sms_prompt
 from .comparison import compare_variants
 from .data import calibration_batches, load_sms, load_wikitext, tokenize_batches
 from .display import configure_display, fmt, fmt_ci, fmt_interval, fmt_pct, format_columns
 from .data_criteria import ppl_scores, sleb_removal, taylor_scores
 from .generation import greedy_continuation
-from .hooks import BlockIO, block_hooks, record_block_io, run_model
+from .hooks import BlockIO, block_hooks, input_device, record_block_io, run_model
 from .model import load_model, save_pruned
 from .perplexity import PerplexityResult, perplexity, perplexity_ci, perplexity_difference
 from .pruning import prune_blocks, skip_blocks
@@ -31,3 +36,55 @@ from .similarity import SimilarityReport, block_similarity
 from .zero_shot import evaluate_zero_shot, zero_shot_difference, zero_shot_summary
 from .static_criteria import POSITION_STRATEGIES, magnitude_scores, position_blocks
 from .statistics import ConfidenceInterval, bootstrap_ci, paired_difference, rank_correlation
+
+# Names whose modules need a heavy dependency: {name: submodule}, imported by ``__getattr__`` when first used.
+_LAZY = {
+    "heal_with_lora": "healing",  # peft
+    **dict.fromkeys(
+        ["plot_angular_distance", "plot_before_after", "plot_block_heatmap", "plot_block_profiles",
+         "plot_depth_similarity", "plot_speedup", "plot_token_heatmap"],
+        "plots",  # seaborn
+    ),
+    **dict.fromkeys(["LivePanel", "block_explorer"], "widgets"),  # ipywidgets
+}
+
+__all__ = [
+    # model, blocks, pruning
+    "BLOCK_PATHS", "DEFAULT_MODEL", "check_block_indices", "get_blocks", "load_model", "num_blocks", "prune_blocks",
+    "save_pruned", "set_determinism", "skip_blocks",
+    # data
+    "calibration_batches", "load_sms", "load_wikitext", "tokenize_batches",
+    # hooks
+    "BlockIO", "block_hooks", "input_device", "record_block_io", "run_model",
+    # block selection and the criteria
+    "PLUS_HEURISTIC", "POSITION_STRATEGIES", "magnitude_scores", "position_blocks", "ppl_scores", "removable_blocks",
+    "resolve_k", "select_blocks", "sleb_removal", "taylor_scores",
+    "SimilarityReport", "block_similarity",
+    "TIE_RTOL", "first_minimum", "tie_groups", "tied_order", "tied_ranks",
+    # evaluation and statistics
+    "ClassificationResult", "PerplexityResult", "compare_variants", "perplexity", "sms_accuracy", "sms_prompt",
+    "evaluate_zero_shot", "zero_shot_difference", "zero_shot_summary", "greedy_continuation",
+    "ConfidenceInterval", "accuracy_ci", "accuracy_difference", "bootstrap_ci", "paired_difference", "perplexity_ci",
+    "perplexity_difference", "rank_correlation",
+    # benefits: size and speed
+    "benefits_table", "ideal_speedup", "kv_cache_bytes", "measure_latency", "model_bytes", "parameter_count",
+    "size_summary",
+    # display
+    "configure_display", "fmt", "fmt_ci", "fmt_interval", "fmt_pct", "format_columns",
+    # imported on first use
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the submodule behind a lazy name (``_LAZY``) on first use, and keep the name in the package."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The package's names with the lazy ones, so that tab completion offers ``helpers.plot_block_profiles``."""
+    return sorted(set(globals()) | set(_LAZY))

@@ -9,7 +9,8 @@ applied inside ``plt.rc_context`` so that importing or calling this module never
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from numbers import Real
 from typing import Any, Literal, get_args
 
 import matplotlib.pyplot as plt
@@ -18,6 +19,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator, MultipleLocator
 
 from .checks import check_choice
@@ -32,7 +34,9 @@ NORMALISATIONS: tuple[Normalisation, ...] = get_args(Normalisation)
 """Per-column rescalings offered to put criteria of different scales on one axis."""
 
 _STYLE = {"axes.spines.top": False, "axes.spines.right": False, "axes.titleweight": "bold"}
-_HIGHLIGHT_COLOUR = "#949494"
+_HIGHLIGHT_COLOUR = "#949494"  # the palette's grey (PALETTE[7])
+_PROTECTED_ALPHA = 0.15  # protected blocks are shaded more lightly than the highlighted ones (0.3)
+_REMOVED_COLOUR = PALETTE[3]  # vermillion: frames removed cells, visible on every viridis colour
 # Annotating cells is readable up to about this many blocks x rows at the default figure sizes.
 _ANNOTATE_MAX = (16, 10)
 _TICK_EVERY_BLOCK = 40
@@ -79,6 +83,15 @@ def _check_block_index(index: pd.Index, name: str) -> None:
         raise ValueError(f"{name} must be indexed by integer block indices, got an index of dtype {index.dtype}")
 
 
+def _known_blocks(blocks: Iterable[int], index: pd.Index, name: str) -> list[int]:
+    """``blocks`` sorted and deduplicated, or ValueError naming those that are not in the plotted ``index``."""
+    blocks = sorted(set(blocks))
+    unknown = [b for b in blocks if b not in index]
+    if unknown:
+        raise ValueError(f"{name} blocks {unknown} are not in the plotted blocks {list(index)}")
+    return blocks
+
+
 def normalise(frame: pd.DataFrame, how: Normalisation | None) -> pd.DataFrame:
     """Rescale each column so that criteria with different units can share an axis (NaN stays NaN).
 
@@ -110,6 +123,8 @@ def plot_block_profiles(
     highlight: Iterable[int] | None = None,
     highlight_label: str = "selected blocks",
     normalise_by: Normalisation | None = None,
+    logy: bool = False,
+    protected: Iterable[int] | None = None,
     xlabel: str = "block",
     figsize: tuple[float, float] = (9.0, 4.0),
 ) -> Figure:
@@ -117,16 +132,42 @@ def plot_block_profiles(
 
     ``profiles`` is indexed by block; ``normalise_by`` ("rank" or "minmax", per column) makes criteria of different
     scales comparable, and says so in the y label. NaN values are drawn as gaps, never as zeros.
+
+    Args:
+        profiles: scores indexed by block, one column per line (a Series draws one line).
+        title: the axes' title.
+        ylabel: what the scores are; the y label adds the normalisation and the log scale when used.
+        ax: the Axes to draw on; None draws on a new figure of ``figsize``.
+        highlight: blocks to shade (e.g. the selected ones), with the legend entry ``highlight_label``.
+        highlight_label: the legend entry of the highlighted blocks.
+        normalise_by: None, "rank" or "minmax" (see ``normalise``).
+        logy: a logarithmic y axis, for scores spanning orders of magnitude (a perplexity without block 0).
+        protected: blocks no selection may remove (e.g. the "+" heuristic's edges), shaded more lightly than
+            ``highlight``, with the legend entry "protected blocks".
+        xlabel: the x label.
+        figsize: the size of a new figure.
+
+    Returns:
+        The Figure drawn on.
+
+    Raises:
+        ValueError: for profiles that are empty, not numeric or not indexed by integer blocks; ``highlight`` or
+            ``protected`` blocks that are not in the index; ``logy`` with a value at or below 0.
     """
     frame = _numeric_frame(profiles, "profiles")
     _check_block_index(frame.index, "profiles")
     frame = normalise(frame.sort_index(), normalise_by)
-    highlight = sorted(set(highlight)) if highlight is not None else []
-    unknown = [b for b in highlight if b not in frame.index]
-    if unknown:
-        raise ValueError(f"highlight blocks {unknown} are not in the profiles' index {list(frame.index)}")
+    highlight = _known_blocks(highlight, frame.index, "highlight") if highlight is not None else []
+    protected = _known_blocks(protected, frame.index, "protected") if protected is not None else []
+    if logy and (frame <= 0).any().any():
+        lowest = frame.min().idxmin()
+        raise ValueError(f"logy needs positive values (a log axis cannot show 0 or below); column {lowest!r} goes "
+                         f"down to {frame[lowest].min()}")
 
     fig, ax = _figure_and_axes(ax, figsize)
+    for i, block in enumerate(protected):
+        ax.axvspan(block - 0.5, block + 0.5, color=_HIGHLIGHT_COLOUR, alpha=_PROTECTED_ALPHA, lw=0,
+                   label="protected blocks" if i == 0 else None)
     for i, block in enumerate(highlight):
         ax.axvspan(block - 0.5, block + 0.5, color=_HIGHLIGHT_COLOUR, alpha=0.3, lw=0,
                    label=highlight_label if i == 0 else None)
@@ -137,9 +178,12 @@ def plot_block_profiles(
     ax.xaxis.set_major_locator(MultipleLocator(1) if len(frame) <= _TICK_EVERY_BLOCK else MaxNLocator(integer=True))
     ax.tick_params(axis="x", labelsize="small")
     ax.set_xlim(frame.index.min() - 0.5, frame.index.max() + 0.5)
-    ax.set(title=title, xlabel=xlabel, ylabel=_NORMALISED_LABEL[normalise_by].format(ylabel))
+    if logy:
+        ax.set_yscale("log")
+    ylabel = _NORMALISED_LABEL[normalise_by].format(ylabel) + (" (log scale)" if logy else "")
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.grid(alpha=0.3)
-    if len(frame.columns) > 1 or highlight:
+    if len(frame.columns) > 1 or highlight or protected:
         ax.legend(fontsize="small")
     return fig
 
@@ -164,21 +208,65 @@ def plot_block_heatmap(
     xlabel: str = "block",
     ylabel: str = "",
     cmap: str = CMAP,
+    protected: Iterable[int] | None = None,
+    removed: Mapping[Hashable, Iterable[int]] | None = None,
     figsize: tuple[float, float] = (10.0, 3.5),
 ) -> Figure:
     """Blocks (the frame's index) along x against datasets or criteria (its columns) along y.
 
     ``normalise_by`` rescales each column (see ``normalise``) so that one colour scale fits all rows; cells are
     annotated with their value when the table is small (``annotate=None``) or when asked. NaN cells stay blank.
+
+    Args:
+        frame: scores indexed by block, one column per row of the heatmap.
+        title: the axes' title.
+        cbar_label: what the colour shows; the colorbar label adds the normalisation when used.
+        ax: the Axes to draw on; None draws on a new figure of ``figsize``.
+        normalise_by: None, "rank" or "minmax" (see ``normalise``).
+        annotate: write each cell's value; None does so when the table is small.
+        fmt: the format of the annotations.
+        xlabel: the x label.
+        ylabel: the y label; empty takes the name of the frame's columns.
+        cmap: the colormap.
+        protected: blocks no selection may remove (e.g. the "+" heuristic's edges); a dashed white line separates
+            them from the other blocks.
+        removed: ``{column of frame: blocks}``, the blocks each row's selection removes, framed, with the legend
+            entry "removed" (above the heatmap, on the right).
+        figsize: the size of a new figure.
+
+    Returns:
+        The Figure drawn on.
+
+    Raises:
+        ValueError: for a frame that is empty, not numeric or not indexed by integer blocks; ``protected`` or
+            ``removed`` blocks that are not in the index; ``removed`` rows that are not columns of the frame.
     """
     data = _numeric_frame(frame, "frame")
     _check_block_index(data.index, "frame")
     data = normalise(data.sort_index(), normalise_by)
     if annotate is None:
         annotate = data.shape[0] <= _ANNOTATE_MAX[0] and data.shape[1] <= _ANNOTATE_MAX[1]
+    protected = set(_known_blocks(protected, data.index, "protected")) if protected is not None else set()
+    removed = dict(removed) if removed is not None else {}
+    unknown_rows = [row for row in removed if row not in data.columns]
+    if unknown_rows:
+        raise ValueError(f"removed names rows {unknown_rows} that are not columns of the frame {list(data.columns)}")
+    removed = {row: _known_blocks(blocks, data.index, f"removed[{row!r}]") for row, blocks in removed.items()}
+
     fig, ax = _figure_and_axes(ax, figsize)
     _heatmap(ax, data.T, cmap=cmap, cbar_label=_NORMALISED_LABEL[normalise_by].format(cbar_label),
              annotate=annotate, fmt=fmt, yticklabels=True)
+    # Seaborn draws the cell of (row r, block position j) over [j, j + 1] x [r, r + 1].
+    blocks = list(data.index)
+    for j in range(1, len(blocks)):
+        if (blocks[j - 1] in protected) != (blocks[j] in protected):
+            ax.axvline(j, color="white", ls="--", lw=1.2)
+    framed = [(row, block) for row, row_blocks in removed.items() for block in row_blocks]
+    for i, (row, block) in enumerate(framed):
+        ax.add_patch(Rectangle((data.index.get_loc(block), data.columns.get_loc(row)), 1, 1, fill=False,
+                               edgecolor=_REMOVED_COLOUR, lw=1.5, label="removed" if i == 0 else None))
+    if framed:
+        ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize="small", frameon=False)
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel or data.columns.name or "")
     return fig
 
@@ -299,6 +387,9 @@ def plot_before_after(
     ax: Axes | Sequence[Axes] | None = None,
     xlabel: str = "model",
     value_format: str = "{:.3g}",
+    reference: Mapping[str, float] | None = None,
+    reference_label: str | None = None,
+    xtick_rotation: float = 0.0,
     panel_size: tuple[float, float] = (3.2, 3.6),
 ) -> Figure:
     """One small bar panel per metric (units differ: parameters, ms, tokens/s...), one bar per variant.
@@ -306,10 +397,38 @@ def plot_before_after(
     ``values``: a tidy frame with columns ``metric``, ``variant``, ``value`` and optionally ``low``/``high`` (a
     confidence interval, drawn as error bars), or a dict ``{variant: {metric: value}}``. Each bar carries its value.
     ``ax``: one Axes per metric (a single Axes when there is one metric), else a new row of panels.
+
+    Args:
+        values: the bars, as above.
+        title: the figure's title (on given axes: the start of each panel's title).
+        ax: as above; None draws a new row of panels of ``panel_size`` each.
+        xlabel: the x label of every panel.
+        value_format: the format of the value written on each bar.
+        reference: ``{metric: value}``, a dashed grey line across that metric's panel, for a level every bar is
+            read against (e.g. the majority-class accuracy).
+        reference_label: the reference lines' legend entry; None draws no legend.
+        xtick_rotation: degrees to turn the variant names by, when they are long or many.
+        panel_size: the size of each new panel.
+
+    Returns:
+        The Figure drawn on.
+
+    Raises:
+        ValueError: for malformed ``values`` (see ``_long_values``); an ``ax`` that does not hold one Axes per
+            metric; a ``reference`` metric that is not among the values, or a reference that is not a finite
+            number; a ``reference_label`` without a ``reference``.
     """
     long = _long_values(values)
     metrics = list(dict.fromkeys(long["metric"]))
     variants = list(dict.fromkeys(long["variant"]))
+    reference = dict(reference) if reference is not None else {}
+    unknown = [metric for metric in reference if metric not in metrics]
+    if unknown:
+        raise ValueError(f"reference names metrics {unknown} that are not among the values' metrics {metrics}")
+    if not all(isinstance(level, Real) and np.isfinite(level) for level in reference.values()):
+        raise ValueError(f"each reference must be a finite number; got {reference}")
+    if reference_label is not None and not reference:
+        raise ValueError("reference_label labels the reference lines, but no reference is given")
     if ax is None:
         fig, axes = plt.subplots(1, len(metrics), figsize=(panel_size[0] * len(metrics), panel_size[1]),
                                  squeeze=False)
@@ -330,6 +449,12 @@ def plot_before_after(
                         yerr=np.nan_to_num(error) if has_error else None, capsize=4 if has_error else 0)
         axis.bar_label(bars, labels=[value_format.format(v) for v in rows["value"]], fontsize="small",
                        padding=2)
+        if metric in reference:
+            axis.axhline(reference[metric], color=_HIGHLIGHT_COLOUR, ls="--", lw=1, label=reference_label)
+            if reference_label is not None:
+                axis.legend(fontsize="small")
+        if xtick_rotation:  # turned names end under their bar
+            plt.setp(axis.get_xticklabels(), rotation=xtick_rotation, ha="right", rotation_mode="anchor")
         axis.margins(y=0.15)
         axis.set(title=str(metric) if ax is None else f"{title}: {metric}", xlabel=xlabel, ylabel=str(metric))
     fig.tight_layout()

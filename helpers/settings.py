@@ -13,7 +13,6 @@ from typing import TypeVar
 
 import torch
 from tqdm.auto import tqdm
-from transformers import set_seed
 
 T = TypeVar("T")
 
@@ -47,6 +46,10 @@ def set_determinism(seed: int = 0, threads: int | None = 2) -> None:
 
     ``threads=None`` leaves the thread count alone (use it in Colab or on big machines when speed matters more).
     """
+    # Imported here: transformers.set_seed lives in trainer_utils, which imports peft (when installed) on the way,
+    # and ``import helpers`` should not pay for that.
+    from transformers import set_seed
+
     set_seed(seed)
     if threads is not None:
         torch.set_num_threads(threads)

@@ -14,7 +14,7 @@ This module knows arrays of units only; each result type turns itself into units
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,55 @@ class ConfidenceInterval(NamedTuple):
     def excludes_zero(self) -> bool:
         """True when 0 lies outside the interval: a difference this large is unlikely to be noise alone."""
         return self.low > 0 or self.high < 0
+
+    def verdict(
+        self, *, better: Literal["lower", "higher"], against: float = 0.0
+    ) -> Literal["better", "worse", "within noise"]:
+        """Better, worse or within noise: this interval read against a level, 0 for a difference b - a.
+
+        For an interval of b - a (as ``paired_difference`` returns it), "better" means b beats a beyond noise. The
+        course's one rule for "beyond noise": an interval that contains the level, even only at an end, is "within
+        noise"; otherwise the side of the level it lies on, read in the metric's direction, is the verdict.
+
+        Args:
+            better: which direction of the metric is an improvement: "lower" (perplexity, loss) or "higher"
+                (accuracy).
+            against: the level to read the interval against: 0 for a difference (the default), or a fixed level for
+                an interval of one model's score (e.g. the majority-class accuracy).
+
+        Returns:
+            "better" when the whole interval lies on the improving side of the level, "worse" when it lies on the
+            other side, "within noise" when it contains the level.
+
+        Raises:
+            ValueError: if ``better`` is neither "lower" nor "higher", or if a bound or ``against`` is NaN.
+        """
+        if better not in ("lower", "higher"):
+            raise ValueError(
+                f'better must be "lower" (e.g. perplexity) or "higher" (e.g. accuracy): the direction in which the '
+                f"metric improves; got {better!r}"
+            )
+        if np.isnan(self.low) or np.isnan(self.high) or np.isnan(against):
+            raise ValueError(f"cannot read the interval [{self.low}, {self.high}] against {against}: NaN")
+        if self.low <= against <= self.high:
+            return "within noise"
+        return "better" if (self.high < against) == (better == "lower") else "worse"
+
+    def winner(self, a: str, b: str, *, better: Literal["lower", "higher"]) -> str | None:
+        """Name of the side that is better beyond noise, for a sentence like "SMS calibration is better".
+
+        Args:
+            a: name of the model subtracted (this interval is of b - a).
+            b: name of the other model.
+            better: "lower" or "higher", as in ``verdict``.
+
+        Returns:
+            ``b`` when ``verdict(better=better)`` is "better", ``a`` when it is "worse", None when within noise.
+
+        Raises:
+            ValueError: as ``verdict``.
+        """
+        return {"better": b, "worse": a, "within noise": None}[self.verdict(better=better)]
 
 
 def _check_bootstrap(values: np.ndarray, n_boot: int, confidence: float) -> None:

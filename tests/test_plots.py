@@ -11,6 +11,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.collections import QuadMesh  # noqa: E402
+from matplotlib.colors import to_hex  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from helpers import plots  # noqa: E402
@@ -90,6 +91,35 @@ def test_profiles_reject_bad_input(profiles):
         plots.plot_block_profiles(profiles.assign(name="x"), title="t", ylabel="y")
 
 
+def spans(ax) -> list[tuple[float, float, str, float]]:
+    """(left, right, colour, alpha) of each shaded block span, left to right."""
+    return sorted((p.get_x(), p.get_x() + p.get_width(), to_hex(p.get_facecolor(), keep_alpha=False), p.get_alpha())
+                  for p in ax.patches)
+
+
+def test_profiles_by_default_linear_and_unshaded(profiles):
+    ax = plots.plot_block_profiles(profiles, title="t", ylabel="score").axes[0]
+    assert ax.get_yscale() == "linear" and ax.get_ylabel() == "score" and len(ax.patches) == 0
+
+
+def test_profiles_log_scale_and_lighter_protected_blocks(profiles):
+    fig = plots.plot_block_profiles(profiles, title="t", ylabel="score", logy=True, protected=[5, 0, 0],
+                                    highlight=[2])
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log" and ax.get_ylabel() == "score (log scale)"
+    # Protected blocks 0 and 5 in the palette's grey at alpha 0.15, the highlighted block 2 at 0.3.
+    assert spans(ax) == [(-0.5, 0.5, "#949494", 0.15), (1.5, 2.5, "#949494", 0.3), (4.5, 5.5, "#949494", 0.15)]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "protected blocks", "selected blocks", "taylor", "magnitude"]
+
+
+def test_profiles_log_scale_and_protected_refuse_what_they_cannot_show(profiles):
+    with pytest.raises(ValueError, match="logy needs positive values.*'taylor'"):
+        plots.plot_block_profiles(profiles, title="t", ylabel="y", logy=True, normalise_by="minmax")  # min -> 0
+    with pytest.raises(ValueError, match=r"protected blocks \[6\]"):
+        plots.plot_block_profiles(profiles, title="t", ylabel="y", protected=[1, 6])
+
+
 def test_block_heatmap_blocks_along_x_nan_masked_annotated(profiles):
     fig = plots.plot_block_heatmap(profiles, title="Scores", cbar_label="importance")
     ax, cbar = fig.axes
@@ -110,6 +140,35 @@ def test_block_heatmap_minmax_rows():
     np.testing.assert_allclose(cells.data, np.vstack([np.arange(20) / 19] * 2))
     assert len(fig.axes[0].texts) == 0  # 20 blocks: too many to annotate
     assert "min-max" in fig.axes[1].get_ylabel()
+
+
+def test_block_heatmap_by_default_has_no_frames_lines_or_legend(profiles):
+    ax = plots.plot_block_heatmap(profiles, title="t", cbar_label="c").axes[0]
+    assert len(ax.lines) == len(ax.patches) == 0 and ax.get_legend() is None
+
+
+def test_block_heatmap_frames_removed_cells_and_separates_protected_blocks(profiles):
+    # Blocks 10..15: the cells sit at positions 0..5 along x; row 0 is "taylor", row 1 "magnitude".
+    frame = profiles.set_axis(range(10, 16))
+    fig = plots.plot_block_heatmap(frame, title="t", cbar_label="c", protected=[10, 11, 15],
+                                   removed={"magnitude": [13, 12], "taylor": [14]})
+    ax = fig.axes[0]
+    # Protected 10, 11 | 12, 13, 14 | 15: lines between positions 1 and 2, and 4 and 5.
+    assert [(list(line.get_xdata()), to_hex(line.get_color()), line.get_linestyle()) for line in ax.lines] == [
+        ([2, 2], "#ffffff", "--"), ([5, 5], "#ffffff", "--")]
+    frames = [(p.get_x(), p.get_y(), p.get_width(), p.get_height(), to_hex(p.get_edgecolor()), p.get_fill())
+              for p in ax.patches]
+    assert frames == [(2, 1, 1, 1, "#d55e00", False), (3, 1, 1, 1, "#d55e00", False), (4, 0, 1, 1, "#d55e00", False)]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["removed"]
+
+
+def test_block_heatmap_refuses_unknown_rows_and_blocks(profiles):
+    with pytest.raises(ValueError, match=r"rows \['ppl'\]"):
+        plots.plot_block_heatmap(profiles, title="t", cbar_label="c", removed={"ppl": [1]})
+    with pytest.raises(ValueError, match=r"removed\['taylor'\] blocks \[9\]"):
+        plots.plot_block_heatmap(profiles, title="t", cbar_label="c", removed={"taylor": [1, 9]})
+    with pytest.raises(ValueError, match=r"protected blocks \[-1\]"):
+        plots.plot_block_heatmap(profiles, title="t", cbar_label="c", protected=[-1])
 
 
 def test_depth_similarity_square_and_labelled():
@@ -182,6 +241,44 @@ def test_before_after_dict_and_axes():
     assert "Speed" in ax.get_title()
     with pytest.raises(ValueError, match="one Axes per metric"):
         plots.plot_before_after({"a": {"x": 1.0, "y": 2.0}}, title="t", ax=ax)
+
+
+def dashed(ax) -> list:
+    return [line for line in ax.lines if line.get_linestyle() == "--"]  # error-bar caps are lines too, undashed
+
+
+def test_before_after_by_default_no_reference_and_level_names(before_after):
+    fig = plots.plot_before_after(before_after, title="t")
+    for ax in fig.axes:
+        assert dashed(ax) == [] and ax.get_legend() is None
+        assert [t.get_rotation() for t in ax.get_xticklabels()] == [0.0, 0.0]
+
+
+def test_before_after_reference_line_on_its_panel_and_turned_names(before_after):
+    fig = plots.plot_before_after(before_after, title="t", reference={"latency (ms)": 9.5},
+                                  reference_label="target", xtick_rotation=45)
+    latency, params = fig.axes
+    (line,) = dashed(latency)
+    assert list(line.get_ydata()) == [9.5, 9.5] and to_hex(line.get_color()) == "#949494"
+    assert [t.get_text() for t in latency.get_legend().get_texts()] == ["target"]
+    assert dashed(params) == [] and params.get_legend() is None
+    for ax in fig.axes:
+        assert [(t.get_rotation(), t.get_horizontalalignment()) for t in ax.get_xticklabels()] == [(45.0, "right")] * 2
+
+
+def test_before_after_reference_without_label_draws_no_legend(before_after):
+    fig = plots.plot_before_after(before_after, title="t", reference={"parameters (M)": 120})
+    (line,) = dashed(fig.axes[1])
+    assert list(line.get_ydata()) == [120, 120] and fig.axes[1].get_legend() is None
+
+
+def test_before_after_refuses_a_bad_reference(before_after):
+    with pytest.raises(ValueError, match=r"metrics \['accuracy'\]"):
+        plots.plot_before_after(before_after, title="t", reference={"accuracy": 0.5})
+    with pytest.raises(ValueError, match="finite number"):
+        plots.plot_before_after(before_after, title="t", reference={"latency (ms)": float("nan")})
+    with pytest.raises(ValueError, match="no reference"):
+        plots.plot_before_after(before_after, title="t", reference_label="majority class")
 
 
 def test_before_after_rejects_bad_tables(before_after):

@@ -10,7 +10,7 @@ import pytest
 
 from helpers.classification import ClassificationResult, accuracy_ci, accuracy_difference
 from helpers.perplexity import PerplexityResult, perplexity_ci, perplexity_difference
-from helpers.statistics import bootstrap_ci, paired_difference, rank_correlation
+from helpers.statistics import ConfidenceInterval, bootstrap_ci, paired_difference, rank_correlation
 
 
 def ppl_result(window_nll, window_tokens) -> PerplexityResult:
@@ -135,6 +135,66 @@ def test_differences_refuse_results_on_different_units():
         accuracy_difference(accuracy_result([1, 0], [0, 1]), accuracy_result([1, 0], [5, 6]))
     with pytest.raises(ValueError, match="same units"):
         paired_difference(np.ones(3), np.ones(4))
+
+
+# --- verdicts on an interval of b - a ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("interval", "lower_is_better", "higher_is_better"),
+    [
+        ((-3.0, -5.0, -1.0), "better", "worse"),  # wholly below 0: b lower than a beyond noise
+        ((2.0, 0.5, 4.0), "worse", "better"),  # wholly above 0
+        ((0.5, -1.0, 2.0), "within noise", "within noise"),  # straddles 0
+        ((1.0, 0.0, 2.0), "within noise", "within noise"),  # touches 0 from above: 0 is inside
+        ((-1.0, -2.0, 0.0), "within noise", "within noise"),  # touches 0 from below
+        ((0.0, 0.0, 0.0), "within noise", "within noise"),  # degenerate at 0: a model against itself
+        ((1e-9, 1e-9, 1e-9), "worse", "better"),  # degenerate beside 0: tiny, but never 0 in any resample
+    ],
+)
+def test_verdict_reads_the_side_of_zero_in_the_metric_direction(interval, lower_is_better, higher_is_better):
+    ci = ConfidenceInterval(*interval)
+    assert ci.verdict(better="lower") == lower_is_better
+    assert ci.verdict(better="higher") == higher_is_better
+
+
+def test_verdict_against_a_fixed_level():
+    accuracy = ConfidenceInterval(0.9, 0.88, 0.93)  # one model's accuracy, read against a majority baseline
+    assert accuracy.verdict(better="higher", against=0.87) == "better"
+    assert accuracy.verdict(better="higher", against=0.88) == "within noise"  # the interval touches the level
+    assert accuracy.verdict(better="higher", against=0.95) == "worse"
+    assert accuracy.verdict(better="lower", against=0.87) == "worse"
+    with pytest.raises(ValueError, match="NaN"):
+        accuracy.verdict(better="higher", against=float("nan"))
+
+
+def test_winner_names_b_when_better_a_when_worse_none_within_noise():
+    # Intervals of SMS-calibrated minus WikiText-calibrated: accuracy improves upwards, perplexity downwards.
+    assert ConfidenceInterval(0.04, 0.01, 0.07).winner("WikiText", "SMS", better="higher") == "SMS"
+    assert ConfidenceInterval(0.04, 0.01, 0.07).winner("WikiText", "SMS", better="lower") == "WikiText"
+    assert ConfidenceInterval(-2.0, -3.0, -1.0).winner("WikiText", "SMS", better="lower") == "SMS"
+    assert ConfidenceInterval(0.01, -0.02, 0.04).winner("WikiText", "SMS", better="higher") is None
+
+
+@pytest.mark.parametrize("better", ["low", "Lower", None, True])
+def test_verdict_rejects_an_unknown_direction(better):
+    with pytest.raises(ValueError, match='"lower".*"higher"'):
+        ConfidenceInterval(1.0, 0.5, 1.5).verdict(better=better)
+    with pytest.raises(ValueError, match="better must be"):
+        ConfidenceInterval(1.0, 0.5, 1.5).winner("a", "b", better=better)
+
+
+def test_verdict_refuses_a_nan_bound():
+    with pytest.raises(ValueError, match="NaN"):
+        ConfidenceInterval(1.0, float("nan"), 2.0).verdict(better="lower")
+
+
+def test_verdict_of_a_measured_difference_agrees_with_its_construction():
+    tokens = np.full(60, 15)
+    a = ppl_result(np.random.default_rng(10).uniform(30, 45, size=60), tokens)
+    worse_b = ppl_result(a.window_nll + 3.0, tokens)  # higher NLL on every window: B is worse
+    assert perplexity_difference(a, worse_b).verdict(better="lower") == "worse"
+    assert perplexity_difference(worse_b, a).verdict(better="lower") == "better"
 
 
 # --- rank correlation -----------------------------------------------------------------------------------------------
