@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 import pandas as pd
 import torch
@@ -19,7 +19,7 @@ from .blocks import check_block_indices, get_blocks
 from .checks import check_int
 from .generation import cache_argument_name
 from .hooks import input_device
-from .pruning import decoder_config, skip_blocks
+from .pruning import decoder_config
 
 LATENCY_TEXT = (
     "Depth pruning removes whole transformer blocks from a language model. Each block holds an attention layer and "
@@ -216,35 +216,3 @@ def measure_latency(
         },
         name="latency",
     )
-
-
-def benefits_table(
-    model: PreTrainedModel,
-    variants: Mapping[str, Iterable[int]],
-    *,
-    tokenizer: PreTrainedTokenizerBase | None = None,
-    seq_len: int | None = None,
-    **latency: int,
-) -> pd.DataFrame:
-    """One row per variant (name -> blocks to remove) plus a first row "full": size and ideal speedup, and with a
-    ``tokenizer`` also measured latency (keyword arguments go to ``measure_latency``) and the measured speedup.
-
-    Variants are evaluated with ``skip_blocks``, which runs exactly what ``prune_blocks`` would return, no copy.
-    """
-    if "full" in variants:
-        raise ValueError("'full' names the unpruned model, which the table always includes; rename that variant")
-    rows = {}
-    for name, blocks in {"full": [], **variants}.items():
-        blocks = list(blocks)
-        speedup = ideal_speedup(model, blocks, seq_len=seq_len)
-        with skip_blocks(model, blocks) as variant:
-            size = size_summary(variant)[["blocks", "parameters", "MiB"]]
-            row = {"removed": blocks, **size, "ideal_speedup": speedup}
-            if tokenizer is not None:
-                row.update(measure_latency(variant, tokenizer, **latency))
-        rows[name] = row
-    table = pd.DataFrame.from_dict(rows, orient="index")
-    table.index.name = "variant"
-    if tokenizer is not None:
-        table["measured_speedup"] = table["decode_tokens_per_s"] / table.loc["full", "decode_tokens_per_s"]
-    return table

@@ -174,9 +174,9 @@ def perplexity(
     )
 
 
-def _window_ppl(windows: np.ndarray) -> float:
-    """Perplexity of a set of windows given as rows (NLL sum, scored tokens): exp(total NLL / total tokens)."""
-    return float(np.exp(windows[:, 0].sum() / windows[:, 1].sum()))
+def _window_ppl(nll: np.ndarray, tokens: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Perplexity of a set of windows (their NLL sums and scored-token counts): exp(total NLL / total tokens)."""
+    return np.exp(nll.sum(axis=axis) / tokens.sum(axis=axis))
 
 
 def _windows(result: PerplexityResult) -> np.ndarray:

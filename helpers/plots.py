@@ -9,7 +9,7 @@ applied inside ``plt.rc_context`` so that importing or calling this module never
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 from numbers import Real
 from typing import Any, Literal, get_args
 
@@ -23,6 +23,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator, MultipleLocator
 
 from .checks import check_choice
+from .evaluation import VariantResults
 from .ties import tied_ranks
 
 PALETTE: list[str] = sns.color_palette("colorblind").as_hex()
@@ -354,8 +355,10 @@ def plot_token_heatmap(
     return fig
 
 
-def _long_values(values: pd.DataFrame | Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
+def _long_values(values: VariantResults | pd.DataFrame | Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
     """Bring ``plot_before_after`` input to columns metric, variant, value, low, high (low/high may be NaN)."""
+    if isinstance(values, VariantResults):
+        values = values.long()
     if isinstance(values, Mapping):
         values = pd.DataFrame(values).rename_axis(index="metric", columns="variant").stack().rename("value")
         values = values.reset_index()
@@ -381,7 +384,7 @@ def _long_values(values: pd.DataFrame | Mapping[str, Mapping[str, float]]) -> pd
 
 @_styled
 def plot_before_after(
-    values: pd.DataFrame | Mapping[str, Mapping[str, float]],
+    values: VariantResults | pd.DataFrame | Mapping[str, Mapping[str, float]],
     *,
     title: str,
     ax: Axes | Sequence[Axes] | None = None,
@@ -390,12 +393,14 @@ def plot_before_after(
     reference: Mapping[str, float] | None = None,
     reference_label: str | None = None,
     xtick_rotation: float = 0.0,
+    logy: Collection[str] = (),
     panel_size: tuple[float, float] = (3.2, 3.6),
 ) -> Figure:
     """One small bar panel per metric (units differ: parameters, ms, tokens/s...), one bar per variant.
 
-    ``values``: a tidy frame with columns ``metric``, ``variant``, ``value`` and optionally ``low``/``high`` (a
-    confidence interval, drawn as error bars), or a dict ``{variant: {metric: value}}``. Each bar carries its value.
+    ``values``: a ``VariantResults`` (its ``long`` view), a tidy frame with columns ``metric``, ``variant``, ``value``
+    and optionally ``low``/``high`` (a confidence interval, drawn as error bars), or a dict
+    ``{variant: {metric: value}}``. Each bar carries its value.
     ``ax``: one Axes per metric (a single Axes when there is one metric), else a new row of panels.
 
     Args:
@@ -408,6 +413,7 @@ def plot_before_after(
             read against (e.g. the majority-class accuracy).
         reference_label: the reference lines' legend entry; None draws no legend.
         xtick_rotation: degrees to turn the variant names by, when they are long or many.
+        logy: metrics drawn on a log axis (perplexities that span orders of magnitude).
         panel_size: the size of each new panel.
 
     Returns:
@@ -415,11 +421,13 @@ def plot_before_after(
 
     Raises:
         ValueError: for malformed ``values`` (see ``_long_values``); an ``ax`` that does not hold one Axes per
-            metric; a ``reference`` metric that is not among the values, or a reference that is not a finite
-            number; a ``reference_label`` without a ``reference``.
+            metric; a ``reference`` or ``logy`` metric that is not among the values, or a reference that is not a
+            finite number; a ``reference_label`` without a ``reference``.
     """
     long = _long_values(values)
     metrics = list(dict.fromkeys(long["metric"]))
+    if isinstance(logy, str) or not set(logy) <= set(metrics):
+        raise ValueError(f"logy must be a collection of metrics among {metrics}; got {logy!r}")
     variants = list(dict.fromkeys(long["variant"]))
     reference = dict(reference) if reference is not None else {}
     unknown = [metric for metric in reference if metric not in metrics]
@@ -455,6 +463,8 @@ def plot_before_after(
                 axis.legend(fontsize="small")
         if xtick_rotation:  # turned names end under their bar
             plt.setp(axis.get_xticklabels(), rotation=xtick_rotation, ha="right", rotation_mode="anchor")
+        if metric in logy:
+            axis.set_yscale("log")
         axis.margins(y=0.15)
         axis.set(title=str(metric) if ax is None else f"{title}: {metric}", xlabel=xlabel, ylabel=str(metric))
     fig.tight_layout()

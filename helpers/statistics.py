@@ -1,4 +1,4 @@
-"""Error bars and agreement measures: percentile-bootstrap confidence intervals and rank correlations.
+"""Error bars and agreement measures: percentile-bootstrap confidence intervals (scipy) and rank correlations.
 
 A perplexity or an accuracy measured on a finite sample is noisy: on a few hundred SMS messages one point of
 accuracy is within noise. The bootstrap resamples the evaluation units (perplexity windows, messages) with
@@ -23,7 +23,8 @@ from scipy import stats
 from .checks import check_int
 from .ties import TIE_RTOL, tie_groups
 
-Statistic = Callable[[np.ndarray], float]
+Statistic = Callable[..., np.ndarray]
+"""``statistic(*columns, axis=-1)``: vectorised over resamples, as ``scipy.stats.bootstrap`` calls it."""
 
 
 class ConfidenceInterval(NamedTuple):
@@ -88,23 +89,29 @@ class ConfidenceInterval(NamedTuple):
         return {"better": b, "worse": a, "within noise": None}[self.verdict(better=better)]
 
 
-def _check_bootstrap(values: np.ndarray, n_boot: int, confidence: float) -> None:
-    if values.ndim == 0 or len(values) == 0:
-        raise ValueError("values must hold at least one unit to resample (an array with a first axis)")
+def _columns(values: np.ndarray, n_boot: int, confidence: float) -> tuple[np.ndarray, ...]:
+    """The units' columns (one for 1-D values), checked: scipy's bootstrap takes each column as a paired sample."""
+    values = np.asarray(values, dtype=float)
+    if values.ndim not in (1, 2) or len(values) == 0:
+        raise ValueError("values must hold at least one unit to resample: a 1-D array, or 2-D with one row per unit")
     check_int("n_boot", n_boot)
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be between 0 and 1 (e.g. 0.95); got {confidence}")
+    return (values,) if values.ndim == 1 else tuple(values.T)
 
 
-def _interval(estimate: float, replicates: np.ndarray, confidence: float) -> ConfidenceInterval:
-    alpha = 1 - confidence
-    low, high = np.quantile(replicates, [alpha / 2, 1 - alpha / 2])
-    return ConfidenceInterval(float(estimate), float(low), float(high))
-
-
-def _resamples(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, n) row indices, each row a resample with replacement; the same for a given seed and n."""
-    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+def _bootstrap(
+    columns: tuple[np.ndarray, ...], statistic: Statistic, n_boot: int, confidence: float, seed: int
+) -> ConfidenceInterval:
+    """scipy's percentile bootstrap, all columns resampled with the same rows (``paired=True``), vectorised."""
+    estimate = float(statistic(*columns, axis=-1))
+    if len(columns[0]) == 1:  # one unit: every resample is that unit (scipy refuses a single observation)
+        return ConfidenceInterval(estimate, estimate, estimate)
+    result = stats.bootstrap(
+        columns, statistic, paired=True, vectorized=True, n_resamples=n_boot, confidence_level=confidence,
+        method="percentile", rng=np.random.default_rng(seed),
+    )
+    return ConfidenceInterval(estimate, float(result.confidence_interval.low), float(result.confidence_interval.high))
 
 
 def bootstrap_ci(
@@ -115,15 +122,28 @@ def bootstrap_ci(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> ConfidenceInterval:
-    """Percentile-bootstrap interval of ``statistic(values)``, resampling ``values`` along its first axis.
+    """Percentile-bootstrap interval of a statistic of ``values``, resampling its units (rows) with replacement.
 
-    Rows are the units that were sampled (messages, windows); give a 2-D array when a unit carries several numbers
-    (e.g. a window's NLL sum and token count) and a ``statistic`` that combines them.
+    Runs ``scipy.stats.bootstrap`` (percentile method, vectorised). A unit may carry several numbers (e.g. a
+    window's NLL sum and token count): give a 2-D array, one row per unit, and a statistic of its columns.
+
+    Args:
+        values: the units that were sampled (messages, windows): a 1-D array, or 2-D with one row per unit.
+        statistic: ``statistic(*columns, axis)``: the statistic of each resample along ``axis`` of the columns
+            (one column for 1-D values), vectorised as scipy calls it; ``np.mean`` for a 1-D mean.
+        n_boot: number of resamples.
+        confidence: the interval's coverage, between 0 and 1.
+        seed: seed of the resampling, so that the same values give the same interval everywhere.
+
+    Returns:
+        The statistic of ``values`` with its interval.
+
+    Raises:
+        ValueError: for empty values, values of more than 2 dimensions, ``n_boot`` < 1 or a confidence outside
+            (0, 1).
+        TypeError: for an ``n_boot`` that is not an integer.
     """
-    values = np.asarray(values)
-    _check_bootstrap(values, n_boot, confidence)
-    replicates = np.array([statistic(values[rows]) for rows in _resamples(len(values), n_boot, seed)])
-    return _interval(statistic(values), replicates, confidence)
+    return _bootstrap(_columns(values, n_boot, confidence), statistic, n_boot, confidence, seed)
 
 
 def paired_difference(
@@ -137,18 +157,36 @@ def paired_difference(
 ) -> ConfidenceInterval:
     """Interval of ``statistic(values_b) - statistic(values_a)``, resampling both with the same row indices.
 
-    Row ``i`` of both arrays must be the same unit (message, window) evaluated by model A and model B.
+    Pairing removes the noise the two models share on each unit, so the interval of the difference is much
+    tighter than two separate intervals suggest.
+
+    Args:
+        values_a: model A's units, as for ``bootstrap_ci``.
+        values_b: model B's units; row ``i`` must be the same unit (message, window) as row ``i`` of ``values_a``.
+        statistic: as for ``bootstrap_ci``.
+        n_boot: number of resamples.
+        confidence: the interval's coverage, between 0 and 1.
+        seed: seed of the resampling.
+
+    Returns:
+        The difference b - a with its interval.
+
+    Raises:
+        ValueError: for arrays of different shapes, or as ``bootstrap_ci``.
+        TypeError: as ``bootstrap_ci``.
     """
-    values_a, values_b = np.asarray(values_a), np.asarray(values_b)
-    _check_bootstrap(values_a, n_boot, confidence)
-    if values_a.shape != values_b.shape:
+    columns_a = _columns(values_a, n_boot, confidence)
+    columns_b = _columns(values_b, n_boot, confidence)
+    if np.shape(values_a) != np.shape(values_b):
         raise ValueError(
-            f"paired values must describe the same units: shapes {values_a.shape} and {values_b.shape} differ"
+            f"paired values must describe the same units: shapes {np.shape(values_a)} and {np.shape(values_b)} differ"
         )
-    replicates = np.array(
-        [statistic(values_b[rows]) - statistic(values_a[rows]) for rows in _resamples(len(values_a), n_boot, seed)]
-    )
-    return _interval(statistic(values_b) - statistic(values_a), replicates, confidence)
+    k = len(columns_a)
+
+    def difference(*columns: np.ndarray, axis: int = -1) -> np.ndarray:
+        return statistic(*columns[k:], axis=axis) - statistic(*columns[:k], axis=axis)
+
+    return _bootstrap(columns_a + columns_b, difference, n_boot, confidence, seed)
 
 
 def rank_correlation(a: pd.Series, b: pd.Series, rtol: float = TIE_RTOL) -> pd.Series:

@@ -23,6 +23,8 @@ from matplotlib.colors import to_hex, to_rgb
 from transformers import PreTrainedModel
 
 from .blocks import check_block_indices, num_blocks
+from .display import fmt
+from .evaluation import FULL, INFO_COLUMNS, Measure, VariantResults, evaluate_variants
 from .generation import greedy_continuation
 from .pruning import skip_blocks
 
@@ -223,50 +225,46 @@ class BlockChooser(widgets.VBox):
         )
 
 
-Metric = Callable[[PreTrainedModel], float]
-
-
 class LivePanel(widgets.VBox):
     """Evaluate the model with the chosen blocks skipped and show the results beside those of the full model.
 
-    ``metrics``: ``{name: f(model) -> float}``, each called inside ``skip_blocks`` (so on the shallower model).
-    ``generate``: ``f(model) -> str``, a short continuation of a fixed prompt, also called inside ``skip_blocks``.
-    ``parameter_count``: ``f(model) -> int`` (inside ``skip_blocks``), giving parameters left and removed.
-    ``ideal_speedup``: ``f(model, removed_blocks) -> float`` (on the full model). Omitted callables omit their rows.
+    A preset of ``evaluate_variants``: each measure (``{name: f(model) -> result}``, see ``helpers.evaluation.Measure``)
+    runs on the full model once and on every new choice inside ``skip_blocks``; perplexity and accuracy results come
+    with their 95% bootstrap intervals and the paired difference to the full model with its verdict, so the panel
+    says whether a change is beyond noise. ``generate``: ``f(model) -> str``, a short continuation of a fixed prompt.
     The blocks come from ``chooser`` (its ``selected``) or from ``evaluate(blocks)``. With ``auto_update`` a change
-    of the chooser's selection re-evaluates after ``debounce_s`` seconds of quiet (on the kernel's event loop;
-    where none runs, at once). The last results are in ``results``, the full model's in ``baseline``.
+    of the chooser's selection re-evaluates after ``debounce_s`` seconds of quiet (on the kernel's event loop; where
+    none runs, at once). ``evaluation`` holds the last ``VariantResults``; ``results`` and ``baseline`` its numbers
+    for the chosen blocks and for the full model.
     """
+
+    CHOSEN = "chosen"
+    """The variant name of the chosen blocks in ``evaluation``."""
 
     def __init__(
         self,
         model: PreTrainedModel,
-        metrics: Mapping[str, Metric],
+        measures: Mapping[str, Measure],
         *,
         generate: Callable[[PreTrainedModel], str] | None = None,
-        parameter_count: Callable[[PreTrainedModel], int] | None = None,
-        ideal_speedup: Callable[[PreTrainedModel, list[int]], float] | None = None,
         chooser: BlockChooser | None = None,
         auto_update: bool = False,
         debounce_s: float = 1.0,
-        compare_to_full: bool = True,
     ) -> None:
-        reserved = {"removed", "blocks_left", "parameters", "parameters_removed", "parameters_removed_pct",
-                    "ideal_speedup", "generation"}
-        if set(metrics) & reserved:
-            raise ValueError(f"metric names {sorted(set(metrics) & reserved)} are reserved; rename them")
+        reserved = {*INFO_COLUMNS, "parameters_removed", "generation"}
+        if set(measures) & reserved:
+            raise ValueError(f"measure names {sorted(set(measures) & reserved)} are reserved; rename them")
         if debounce_s < 0:
             raise ValueError(f"debounce_s must be >= 0 seconds, got {debounce_s}")
         self.model = model
-        self.metrics = dict(metrics)
+        self.measures = dict(measures)
         self._generate = generate
-        self._parameter_count = parameter_count
-        self._ideal_speedup = ideal_speedup
         self.chooser = chooser
         self.debounce_s = debounce_s
-        self.compare_to_full = compare_to_full
+        self.evaluation: VariantResults | None = None
         self.results: dict[str, Any] = {}
         self.baseline: dict[str, Any] | None = None
+        self._full_generation: str | None = None
         self.error: BaseException | None = None
         self._pending: asyncio.TimerHandle | None = None
 
@@ -299,57 +297,56 @@ class LivePanel(widgets.VBox):
         max_new_tokens: int = 16,
         **kwargs: Any,
     ) -> LivePanel:
-        """A panel with the course's measurements: WikiText perplexity, SMS accuracy, parameters removed, ideal
-        speedup, and a greedy continuation of ``prompt``. Sizes are kept small so that one evaluation takes seconds;
-        the same fixed texts are used every time, so numbers differ only because the blocks differ.
+        """A panel with the course's measurements: WikiText perplexity and SMS accuracy (with intervals), parameters
+        removed, ideal speedup, and a greedy continuation of ``prompt``. Sizes are kept small so that one evaluation
+        takes seconds; the same fixed texts are used every time, so numbers differ only because the blocks differ.
 
         ``sms_examples`` is how many messages of ``sms_frame`` are scored; ``shots``, ``examples`` (the frame the
         solved shots are drawn from) and ``decision`` go to ``sms_accuracy``. Zero-shot "argmax" (the default) has
         no signal on SmolLM2-135M; the course passes ``shots=4, examples=load_sms("calibration"), decision="prior"``.
         """
-        # Lazy: the chooser and a panel with custom metrics need none of these modules.
-        from .benefits import ideal_speedup, parameter_count
+        # Lazy: the chooser and a panel with custom measures need none of these modules.
         from .classification import sms_accuracy
         from .perplexity import perplexity
 
-        metrics = {
+        measures = {
             "perplexity": lambda m: perplexity(m, tokenizer, eval_texts, seq_len=seq_len, max_windows=max_windows,
-                                               progress=False).ppl,
+                                               progress=False),
             "SMS accuracy": lambda m: sms_accuracy(m, tokenizer, sms_frame, shots=shots, examples=examples,
-                                                   max_examples=sms_examples, decision=decision,
-                                                   progress=False).accuracy,
+                                                   max_examples=sms_examples, decision=decision, progress=False),
         }
-        return cls(model, metrics, generate=lambda m: greedy_continuation(m, tokenizer, prompt, max_new_tokens),
-                   parameter_count=parameter_count, ideal_speedup=ideal_speedup, **kwargs)
+        return cls(model, measures, generate=lambda m: greedy_continuation(m, tokenizer, prompt, max_new_tokens),
+                   **kwargs)
 
     def evaluate(self, blocks: Iterable[int] | None = None) -> dict[str, Any]:
         """Measure the model with ``blocks`` (default: the chooser's selection, else none) skipped; show and return
-        the results. Raises what a callable raises; the model is restored either way (``skip_blocks``)."""
+        the numbers. Raises what a measure raises; the model is restored either way (``skip_blocks``)."""
         if blocks is None:
             blocks = self.chooser.selected if self.chooser is not None else []
         removed = check_block_indices(blocks, num_blocks(self.model), allow_empty=True)
-        if self.compare_to_full and self.baseline is None:
-            self.baseline = self._measure([])
-        self.results = self._measure(removed)
+        self.evaluation = evaluate_variants(self.model, {self.CHOSEN: removed}, self.measures, reuse=self.evaluation,
+                                            progress=False)
+        self.baseline, self.results = self._numbers(FULL), self._numbers(self.CHOSEN)
+        if self._generate is not None:
+            if self._full_generation is None:
+                self._full_generation = self._generate(self.model)
+            self.baseline["generation"] = self._full_generation
+            with skip_blocks(self.model, removed) as model:
+                self.results["generation"] = self._generate(model)
         self._show()
         return self.results
 
-    def _measure(self, removed: list[int]) -> dict[str, Any]:
-        results: dict[str, Any] = {"removed": removed}
-        total = self._parameter_count(self.model) if self._parameter_count is not None else None
-        with skip_blocks(self.model, removed) as model:
-            results["blocks_left"] = num_blocks(model)
-            for name, metric in self.metrics.items():
-                results[name] = float(metric(model))
-            if total is not None:
-                left = int(self._parameter_count(model))
-                results.update(parameters=left, parameters_removed=total - left,
-                               parameters_removed_pct=100.0 * (total - left) / total)
-            if self._generate is not None:
-                results["generation"] = self._generate(model)
-        if self._ideal_speedup is not None:
-            results["ideal_speedup"] = float(self._ideal_speedup(self.model, removed))
-        return results
+    def _numbers(self, variant: str) -> dict[str, Any]:
+        """The point values of ``variant``: its info row and each metric's estimate."""
+        info = self.evaluation.info.loc[variant]
+        numbers: dict[str, Any] = {"removed": list(info["removed"]), "blocks_left": int(info["blocks_left"]),
+                                   "parameters": int(info["parameters"]),
+                                   "parameters_removed": int(self.evaluation.info.loc[FULL, "parameters"])
+                                   - int(info["parameters"]),
+                                   "params_removed_pct": float(info["params_removed_pct"]),
+                                   "ideal_speedup": float(info["ideal_speedup"])}
+        return numbers | {metric: self.evaluation.interval(variant, metric).estimate
+                          for metric in self.evaluation.metrics}
 
     def _evaluate_and_show(self) -> None:
         """Button and auto-update handler: evaluate, and show any error in the panel instead of losing it."""
@@ -377,40 +374,30 @@ class LivePanel(widgets.VBox):
             return
         self._pending = loop.call_later(self.debounce_s, self._evaluate_and_show)
 
-    def _rows(self) -> list[tuple[str, str, str]]:
-        """(label, full model, blocks skipped) for each shown number."""
-        full = self.baseline or {}
-        rows = [("blocks removed", "0", str(len(self.results["removed"])) + f" {self.results['removed']}"),
-                ("blocks left", _fmt(full.get("blocks_left")), _fmt(self.results["blocks_left"]))]
-        rows += [(name, _fmt(full.get(name)), _fmt(self.results[name])) for name in self.metrics]
-        if "parameters" in self.results:
-            rows += [("parameters", _fmt(full.get("parameters")), _fmt(self.results["parameters"])),
-                     ("parameters removed", "0", f"{self.results['parameters_removed']:,} "
-                                                 f"({self.results['parameters_removed_pct']:.1f}%)")]
-        if "ideal_speedup" in self.results:
-            rows.append(("ideal speedup", _fmt(full.get("ideal_speedup")), f"{self.results['ideal_speedup']:.3f}x"))
+    def _rows(self) -> list[tuple[str, str, str, str]]:
+        """(label, full model, blocks skipped, change vs the full model) for each shown number."""
+        evaluation, chosen = self.evaluation, self.results
+        rows = [("blocks removed", "0", f"{len(chosen['removed'])} {chosen['removed']}", ""),
+                ("blocks left", f"{self.baseline['blocks_left']}", f"{chosen['blocks_left']}", "")]
+        rows += [(metric, evaluation.formatted(FULL, metric), evaluation.formatted(self.CHOSEN, metric),
+                  evaluation.formatted_difference(FULL, self.CHOSEN, metric)) for metric in evaluation.metrics]
+        rows += [("parameters", f"{self.baseline['parameters']:,}", f"{chosen['parameters']:,}",
+                  f"-{chosen['parameters_removed']:,} ({fmt(chosen['params_removed_pct'], decimals=1)}%)"),
+                 ("ideal speedup", "1x", f"{fmt(chosen['ideal_speedup'])}x", "")]
         return rows
 
     def _show(self) -> None:
-        header = "<th></th><th>full model</th><th>blocks skipped</th>" if self.compare_to_full else \
-            "<th></th><th></th><th>blocks skipped</th>"
+        header = "<th></th><th>full model</th><th>blocks skipped</th><th>change (95% CI)</th>"
         body = "".join(f"<tr><th style='text-align:left'>{html.escape(label)}</th><td>{html.escape(full)}</td>"
-                       f"<td data-name='{html.escape(label)}'>{html.escape(value)}</td></tr>"
-                       for label, full, value in self._rows())
-        self.table.value = f"<table class='live-panel-results'><tr>{header}</tr>{body}</table>"
+                       f"<td data-name='{html.escape(label)}'>{html.escape(value)}</td><td>{html.escape(change)}</td>"
+                       "</tr>" for label, full, value, change in self._rows())
+        self.table.value = (f"<table class='live-panel-results'><tr>{header}</tr>{body}</table>"
+                            "<small>Intervals: 95% bootstrap over the same windows and messages; the change is "
+                            "paired, and a verdict is only given beyond noise.</small>")
         if "generation" in self.results:
             self.generation.value = (f"<b>greedy continuation</b> (full model / blocks skipped):<pre>"
-                                     f"{html.escape((self.baseline or {}).get('generation', ''))}\n"
+                                     f"{html.escape(self.baseline['generation'])}\n"
                                      f"{html.escape(self.results['generation'])}</pre>")
-
-
-def _fmt(value: Any) -> str:
-    """Numbers as shown in the panel: integers with thousands separators, floats with 4 significant digits."""
-    if value is None:
-        return ""
-    if isinstance(value, int):
-        return f"{value:,}"
-    return f"{value:.4g}"
 
 
 def block_explorer(

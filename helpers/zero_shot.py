@@ -50,7 +50,7 @@ from .generation import cache_argument_name
 from .hooks import eval_mode, input_device
 from .pruning import decoder_config
 from .settings import data_dir, progress_bar
-from .statistics import bootstrap_ci, paired_difference
+from .statistics import Statistic, bootstrap_ci, paired_difference
 
 BENCHMARK_DIR = Path("benchmarks")
 """Offline benchmark copies, relative to ``data_dir()`` (see their README.md)."""
@@ -499,8 +499,11 @@ def _metric_values(items: pd.DataFrame, task: str, metric: str) -> np.ndarray:
     return rows[metric].to_numpy(dtype=float)
 
 
-def _statistic(metric: str) -> Callable[[np.ndarray], float]:
-    return (lambda ll: float(np.exp(-np.mean(ll)))) if metric == "perplexity" else np.mean
+def _statistic(metric: str) -> Statistic:
+    """The statistic of a metric's per-item values: their mean, or for LAMBADA's perplexity exp(-mean loglik)."""
+    if metric == "perplexity":
+        return lambda loglik, axis=-1: np.exp(-np.mean(loglik, axis=axis))
+    return np.mean
 
 
 def _check_items(items: pd.DataFrame) -> None:

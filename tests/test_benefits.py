@@ -7,7 +7,6 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from helpers.benefits import (
-    benefits_table,
     greedy_decode,
     ideal_speedup,
     kv_cache_bytes,
@@ -103,28 +102,6 @@ def test_measure_latency_reports_medians_and_rejects_bad_arguments():
     assert latency["decode_tokens_per_s"] == pytest.approx(1000 / latency["decode_ms_per_token"])
     with pytest.raises(ValueError, match="new_tokens must be at least 2"):
         measure_latency(model, tok, new_tokens=1)
-
-
-def test_benefits_table_matches_pruned_copies():
-    model, tok = llama(tied=True), tiny_tokenizer()
-    variants = {"two middle": [2, 3], "last": [5]}
-    table = benefits_table(model, variants, tokenizer=tok, prompt_tokens=8, new_tokens=3, repetitions=1)
-
-    assert list(table.index) == ["full", "two middle", "last"]
-    assert num_blocks(model) == N_LAYERS  # nothing was removed for real
-    for name, blocks in variants.items():
-        pruned = prune_blocks(model, blocks)
-        assert table.loc[name, "parameters"] == parameter_count(pruned)
-        assert table.loc[name, "MiB"] == pytest.approx(model_bytes(pruned) / 2**20)
-        assert table.loc[name, "blocks"] == N_LAYERS - len(blocks)
-        assert table.loc[name, "ideal_speedup"] == pytest.approx(ideal_speedup(model, blocks))
-    assert table.loc["full", "measured_speedup"] == 1.0
-    assert (table["decode_tokens_per_s"] > 0).all()
-
-    without_latency = benefits_table(model, variants)
-    assert "decode_tokens_per_s" not in without_latency.columns
-    with pytest.raises(ValueError, match="'full'"):
-        benefits_table(model, {"full": [1]})
 
 
 @pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "gemma2", "gemma3_text", "gpt2"])

@@ -244,3 +244,36 @@ def test_rank_correlation_ranks_near_ties_as_ties():
     expected = np.corrcoef(ranks_a, ranks_b)[0, 1]
     assert rank_correlation(a, nudged)["spearman"] == pytest.approx(expected, abs=1e-12)
     assert rank_correlation(a, nudged, rtol=0)["spearman"] == pytest.approx(0.9, abs=1e-12)  # 1 - 6*2/(5*24)
+
+
+# --- scipy's vectorised bootstrap against a naive resampling loop ---------------------------------------------------
+
+
+def _naive_interval(columns, statistic, n_boot=20000, seed=123):
+    """Percentile interval from a plain Python loop over resampled row indices: an independent second code path."""
+    n = len(columns[0])
+    rows = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    replicates = [statistic(*(c[r] for c in columns)) for r in rows]
+    return np.quantile(replicates, [0.025, 0.975])
+
+
+def test_ratio_and_paired_intervals_agree_with_a_naive_loop():
+    rng = np.random.default_rng(11)
+    tokens = rng.integers(5, 30, size=80).astype(float)
+    nll = tokens * rng.uniform(2.5, 4.0, size=80)
+    ci = perplexity_ci(ppl_result(nll, tokens))
+    low, high = _naive_interval((nll, tokens), lambda n, t: np.exp(n.sum() / t.sum()))
+    width = high - low
+    assert abs(ci.low - low) < 0.05 * width and abs(ci.high - high) < 0.05 * width
+
+    worse = nll + rng.normal(0.5, 1.0, size=80)
+    diff = perplexity_difference(ppl_result(nll, tokens), ppl_result(worse, tokens))
+    low, high = _naive_interval((nll, worse, tokens),
+                                lambda a, b, t: np.exp(b.sum() / t.sum()) - np.exp(a.sum() / t.sum()))
+    width = high - low
+    assert diff.estimate == pytest.approx(np.exp(worse.sum() / tokens.sum()) - np.exp(nll.sum() / tokens.sum()))
+    assert abs(diff.low - low) < 0.05 * width and abs(diff.high - high) < 0.05 * width
+
+
+def test_a_single_unit_gives_a_point_interval():
+    assert tuple(bootstrap_ci(np.array([0.25]))) == (0.25, 0.25, 0.25)

@@ -12,6 +12,7 @@ import pytest
 import torch
 from matplotlib.colors import to_hex
 
+from helpers.display import fmt
 from helpers.blocks import get_blocks, num_blocks
 from helpers.pruning import prune_blocks
 from helpers.widgets import REMOVED_STYLE, BlockChooser, LivePanel, block_explorer
@@ -175,22 +176,22 @@ def test_panel_measures_inside_skip_blocks(model):
     def count(m):  # independent of helpers.benefits: distinct parameters of the model as it is now
         return sum(p.numel() for p in {id(p): p for p in m.parameters()}.values())
 
-    speedups = []
     chooser = BlockChooser(SCORES)
-    panel = LivePanel(model, {"depth": depth}, parameter_count=count, chooser=chooser,
-                      ideal_speedup=lambda m, removed: speedups.append((num_blocks(m), removed)) or 1.5)
+    panel = LivePanel(model, {"depth": depth}, chooser=chooser)
     chooser.block_buttons[1].click()
     chooser.block_buttons[4].click()
     assert seen == []  # auto-update is off by default
     panel.evaluate_button.click()
     assert seen == [(N_LAYERS, N_LAYERS), (N_LAYERS - 2, N_LAYERS - 2)]  # full model first, then blocks 1, 4 skipped
-    assert speedups == [(N_LAYERS, []), (N_LAYERS, [1, 4])]  # ideal speedup is asked of the full model
     removed = sum(p.numel() for b in (1, 4) for p in get_blocks(model)[b].parameters())
     total = count(model)
     assert panel.results["parameters_removed"] == removed and panel.results["parameters"] == total - removed
-    assert panel.results["parameters_removed_pct"] == pytest.approx(100 * removed / total)
+    assert panel.results["params_removed_pct"] == pytest.approx(100 * removed / total)
     assert panel.results["depth"] == N_LAYERS - 2 and panel.baseline["depth"] == N_LAYERS
-    assert f"{removed:,}" in panel.table.value and "1.500x" in panel.table.value
+    assert f"{removed:,}" in panel.table.value and f"{fmt(panel.results['ideal_speedup'])}x" in panel.table.value
+    chooser.block_buttons[2].click()
+    panel.evaluate_button.click()
+    assert seen[2:] == [(N_LAYERS - 3, N_LAYERS - 3)]  # the full model's numbers are kept, not measured again
     assert panel.error is None and panel.status.value == ""
     assert_restored(model, reference)
 
@@ -229,24 +230,23 @@ def test_panel_ppl_equals_pruned_copy(model):
     assert results["ppl"] == pytest.approx(expected, rel=1e-6)
     assert panel.baseline["ppl"] == pytest.approx(naive_perplexity(model, ids), rel=1e-6)
     assert results["ppl"] != pytest.approx(panel.baseline["ppl"])
-    assert f"{results['ppl']:.4g}" in panel.table.value
+    assert fmt(results["ppl"]) in panel.table.value
 
 
 def test_auto_update_without_event_loop_evaluates_each_change(model):
     calls = []
     chooser = BlockChooser(SCORES)
-    LivePanel(model, {"depth": lambda m: calls.append(num_blocks(m)) or 0.0}, chooser=chooser,
-              auto_update=True, compare_to_full=False)
+    LivePanel(model, {"depth": lambda m: calls.append(num_blocks(m)) or 0.0}, chooser=chooser, auto_update=True)
     chooser.block_buttons[1].click()
     chooser.block_buttons[2].click()
-    assert calls == [N_LAYERS - 1, N_LAYERS - 2]
+    assert calls == [N_LAYERS, N_LAYERS - 1, N_LAYERS - 2]  # the full model once, then each choice
 
 
 def test_auto_update_debounced_on_event_loop(model):
     calls = []
     chooser = BlockChooser(SCORES)
     panel = LivePanel(model, {"depth": lambda m: calls.append(num_blocks(m)) or 0.0}, chooser=chooser,
-                      auto_update=True, debounce_s=0.05, compare_to_full=False)
+                      auto_update=True, debounce_s=0.05)
 
     async def burst_of_clicks():
         for block in (1, 2, 5):
@@ -255,7 +255,7 @@ def test_auto_update_debounced_on_event_loop(model):
         await asyncio.sleep(0.3)
 
     asyncio.run(burst_of_clicks())
-    assert calls == [N_LAYERS - 3] and panel.results["removed"] == [1, 2, 5]
+    assert calls == [N_LAYERS, N_LAYERS - 3] and panel.results["removed"] == [1, 2, 5]
 
 
 def test_panel_rejects_reserved_metric_names(model):
@@ -295,7 +295,9 @@ def test_for_course_numbers_equal_direct_calls_on_pruned_copy(model):
     continuation = pruned.generate(**prompt, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     assert results["generation"] == tokenizer.decode(continuation[0, prompt["input_ids"].shape[1]:],
                                                      skip_special_tokens=True)
-    assert f"{results['perplexity']:.4g}" in panel.table.value
+    for metric in ("perplexity", "SMS accuracy"):  # each with its interval, and the paired change with a verdict
+        assert panel.evaluation.formatted("chosen", metric) in panel.table.value
+        assert panel.evaluation.formatted_difference("full", "chosen", metric) in panel.table.value
     assert_restored(model, reference)
 
 

@@ -45,12 +45,12 @@ def report(selections: list[list[int]]) -> dict:
     perplexities = []
     for blocks in selections:
         pruned = prune_blocks(panel.model, blocks)
-        perplexities.append(float(panel.metrics["perplexity"](pruned)))
+        perplexities.append(float(panel.measures["perplexity"](pruned).ppl))
         del pruned  # one model copy at a time
     return {
         "selected": panel.chooser.selected,
         "least_important": least_important(panel.chooser),
-        "metrics": list(panel.metrics),
+        "metrics": list(panel.measures),
         "results": panel.results,
         "error": None if panel.error is None else repr(panel.error),
         "perplexity": perplexities,

@@ -88,14 +88,21 @@ def check_block_explorer(lab_page: LabPage, path: str, screenshots: Path) -> Non
     assert probe["error"] is None
     assert least == probe["least_important"], "the browser's k least important differ from the scores' k smallest"
     assert probe["selected"] == both
+    # Each metric row shows "value [low, high]" with 3 significant digits (accuracies: 3 decimals), so a shown value
+    # is within half a unit of its third digit: 0.5% of it.
     for blocks, shown, expected in zip([least, both], [shown_least, shown_both], probe["perplexity"]):
-        assert math.isclose(float(shown["perplexity"]), expected, rel_tol=1e-3), (
+        assert math.isclose(_value(shown["perplexity"]), expected, rel_tol=5e-3), (
             f"perplexity shown for blocks {blocks}: {shown['perplexity']}, on a pruned copy: {expected}")
     assert shown_least["perplexity"] != shown_both["perplexity"], "removing one more block changed nothing shown"
-    for metric in probe["metrics"]:  # every metric row shows the kernel's value (4 significant digits)
-        assert math.isclose(float(shown_both[metric]), probe["results"][metric], rel_tol=1e-3), metric
+    for metric in probe["metrics"]:  # every metric row shows the kernel's value
+        assert math.isclose(_value(shown_both[metric]), probe["results"][metric], rel_tol=5e-3), metric
     assert int(shown_both["blocks left"].replace(",", "")) == n_blocks - len(both)
     assert lab_page.problems() == []
+
+
+def _value(shown: str) -> float:
+    """The number before a shown interval: "168 [160, 177]" -> 168.0."""
+    return float(shown.split()[0].replace(",", ""))
 
 
 def _wait_for_selection(lab_page: LabPage, explorer: Locator, accept: Callable[[list[int]], bool]) -> list[int]:

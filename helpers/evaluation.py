@@ -1,0 +1,396 @@
+"""One evaluation core for every comparison of pruned variants: the full model first, then each variant, the same way.
+
+Every chapter compares selections (static, by weights, from data), and they only mean something when all of them are
+measured on the same texts, windows and messages with the same statistics. ``evaluate_variants`` runs each measure
+on the full model and on every variant inside ``skip_blocks`` (no copy, exact restore) and returns a
+``VariantResults``: the raw results, their bootstrap intervals, paired differences between any two variants (the
+same windows or messages, resampled together), verdicts in the metric's direction, a long and a wide table, and a
+figure. ``compare_variants`` (perplexity and SMS accuracy), ``benefits_table`` (sizes and latency) and the live panel
+(``helpers.widgets.LivePanel``) are presets of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from numbers import Real
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .benefits import ideal_speedup, measure_latency, model_bytes, parameter_count
+from .blocks import check_block_indices, get_blocks
+from .classification import ClassificationResult, accuracy_ci, accuracy_difference, sms_accuracy
+from .display import fmt, fmt_ci
+from .perplexity import PerplexityResult, perplexity, perplexity_ci, perplexity_difference
+from .pruning import skip_blocks
+from .settings import progress_bar
+from .statistics import ConfidenceInterval
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+FULL = "full"
+"""Name of the variant with no block removed: always evaluated first, and the default reference."""
+
+Measure = Callable[[PreTrainedModel], Any]
+"""``f(model) -> result``, called on each variant inside ``skip_blocks``. A result is a ``PerplexityResult`` or a
+``ClassificationResult`` (they carry their units, so they get bootstrap intervals and paired differences), a number
+(shown without an interval), or a mapping ``{metric: number}`` for several numbers measured together (latency)."""
+
+Better = Literal["lower", "higher"]
+_UNIT_RESULTS: dict[type, tuple[Better, Callable[[Any], ConfidenceInterval], Callable[[Any, Any], ConfidenceInterval]]]
+_UNIT_RESULTS = {
+    PerplexityResult: ("lower", perplexity_ci, perplexity_difference),
+    ClassificationResult: ("higher", accuracy_ci, accuracy_difference),
+}
+INFO_COLUMNS = ["removed", "n_removed", "blocks_left", "parameters", "params_removed_pct", "MiB", "ideal_speedup"]
+"""What ``VariantResults.wide`` shows about each variant before its metrics; all exact counts, nothing measured."""
+
+
+def _flatten(name: str, result: Any) -> dict[str, Any]:
+    """A measure's result as ``{metric: unit result or number}``; a mapping gives one metric per key."""
+    if isinstance(result, Mapping) or isinstance(result, pd.Series):
+        items = dict(result.items())
+    else:
+        items = {name: result}
+    for metric, value in items.items():
+        if not (isinstance(value, (PerplexityResult, ClassificationResult)) or
+                (isinstance(value, (Real, np.number)) and not isinstance(value, bool))):
+            raise TypeError(
+                f"measure {name!r} returned {type(value).__name__} for metric {metric!r}; a measure must return a "
+                "PerplexityResult, a ClassificationResult, a number, or a mapping {metric: number}"
+            )
+    return items
+
+
+@dataclass(frozen=True)
+class VariantResults:
+    """Results of ``evaluate_variants``: every measure on the full model and on each variant.
+
+    Attributes:
+        variants: ``{name: removed blocks}``, the full model first (``[]``).
+        results: ``{variant: {metric: result}}``: ``PerplexityResult``/``ClassificationResult`` objects (with the
+            windows or messages behind their intervals) or plain numbers.
+        info: one row per variant with ``INFO_COLUMNS`` (removed blocks, parameters, ideal speedup...).
+        reference: the variant that differences and verdicts are read against by default.
+    """
+
+    variants: dict[str, list[int]]
+    results: dict[str, dict[str, Any]]
+    info: pd.DataFrame
+    reference: str = FULL
+
+    @property
+    def metrics(self) -> list[str]:
+        """The metric names, in measure order (empty when only sizes were compared)."""
+        return list(self.results[self.reference])
+
+    def _check(self, variant: str, metric: str) -> Any:
+        if variant not in self.results:
+            raise KeyError(f"no variant {variant!r}; the variants are {list(self.results)}")
+        if metric not in self.results[variant]:
+            raise KeyError(f"no metric {metric!r}; the metrics are {self.metrics}")
+        return self.results[variant][metric]
+
+    def better(self, metric: str) -> Better | None:
+        """The direction in which ``metric`` improves ("lower" for perplexity, "higher" for accuracy), or None for a
+        plain number, whose direction the results cannot know."""
+        result = self._check(next(iter(self.results)), metric)
+        return _UNIT_RESULTS[type(result)][0] if type(result) in _UNIT_RESULTS else None
+
+    def interval(self, variant: str, metric: str) -> ConfidenceInterval:
+        """``metric`` of ``variant`` with its 95% bootstrap interval (NaN bounds for a plain number).
+
+        Raises:
+            KeyError: for an unknown variant or metric.
+        """
+        result = self._check(variant, metric)
+        if type(result) in _UNIT_RESULTS:
+            return _UNIT_RESULTS[type(result)][1](result)
+        return ConfidenceInterval(float(result), np.nan, np.nan)
+
+    def difference(self, a: str, b: str, metric: str) -> ConfidenceInterval:
+        """``metric`` of ``b`` minus that of ``a``, with the paired 95% bootstrap interval (same units resampled
+        together; NaN bounds for plain numbers).
+
+        Raises:
+            KeyError: for an unknown variant or metric.
+        """
+        first, second = self._check(a, metric), self._check(b, metric)
+        if type(first) in _UNIT_RESULTS:
+            return _UNIT_RESULTS[type(first)][2](first, second)
+        return ConfidenceInterval(float(second) - float(first), np.nan, np.nan)
+
+    def verdict(self, a: str, b: str, metric: str) -> str:
+        """"better", "worse" or "within noise": ``b`` against ``a`` on ``metric``, in the metric's direction.
+
+        Raises:
+            KeyError: for an unknown variant or metric.
+            ValueError: for a plain-number metric, which has neither an interval nor a known direction.
+        """
+        better = self.better(metric)
+        if better is None:
+            raise ValueError(f"metric {metric!r} is a plain number: it has no interval to read a verdict from")
+        return self.difference(a, b, metric).verdict(better=better)
+
+    def long(self) -> pd.DataFrame:
+        """The tidy view: one row per (variant, metric) with ``value``, ``low``, ``high``, the paired difference to
+        the reference (``diff``, ``diff_low``, ``diff_high``), its ``verdict`` and the metric's ``better``
+        direction. ``plot_before_after`` draws this frame."""
+        rows = []
+        for variant in self.results:
+            for metric in self.metrics:
+                ci = self.interval(variant, metric)
+                diff = self.difference(self.reference, variant, metric)
+                better = self.better(metric)
+                verdict = "reference" if variant == self.reference else (
+                    diff.verdict(better=better) if better is not None else None)
+                rows.append({"variant": variant, "metric": metric, "value": ci.estimate, "low": ci.low,
+                             "high": ci.high, "diff": diff.estimate, "diff_low": diff.low, "diff_high": diff.high,
+                             "verdict": verdict, "better": better})
+        return pd.DataFrame(rows)
+
+    def wide(self) -> pd.DataFrame:
+        """One row per variant: ``INFO_COLUMNS``, then each metric's value (intervals: ``long`` or ``table``)."""
+        values = pd.DataFrame({metric: [self.interval(v, metric).estimate for v in self.results]
+                               for metric in self.metrics}, index=self.info.index)
+        return pd.concat([self.info, values], axis=1)
+
+    def table(
+        self,
+        *,
+        info: Sequence[str] = ("removed", "params_removed_pct", "ideal_speedup"),
+        differences: bool = False,
+        styles: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> pd.DataFrame:
+        """A table to show: per variant the ``info`` columns, then each metric as "value [low, high]" and, with
+        ``differences``, its paired difference to the reference with the verdict.
+
+        Numbers are formatted by ``helpers.fmt`` (3 significant digits); accuracies get 3 decimals (they are
+        fractions of a count); ``styles`` (``{metric: fmt options}``) overrides either.
+        """
+        unknown = [column for column in info if column not in INFO_COLUMNS]
+        if unknown:
+            raise ValueError(f"info columns {unknown} do not exist; choose among {INFO_COLUMNS}")
+        shown = self.info[list(info)].copy()
+        if "removed" in shown:
+            shown["removed"] = shown["removed"].map(lambda blocks: ",".join(map(str, blocks)) or "-")
+        if "params_removed_pct" in shown:
+            shown["params_removed_pct"] = shown["params_removed_pct"].map(lambda v: fmt(v, decimals=1))
+        for metric in self.metrics:
+            style = (styles or {}).get(metric)
+            shown[metric] = [self.formatted(v, metric, style) for v in self.results]
+            if differences:
+                shown[f"{metric} vs {self.reference}"] = [
+                    "" if v == self.reference else self.formatted_difference(self.reference, v, metric, style)
+                    for v in self.results
+                ]
+        return shown
+
+    def _style(self, metric: str, style: Mapping[str, Any] | None) -> dict[str, Any]:
+        """How a metric's numbers are shown: ``style`` if given, else 3 decimals for an accuracy (a fraction of a
+        count), else ``fmt``'s 3 significant digits."""
+        if style is not None:
+            return dict(style)
+        return {"decimals": 3} if isinstance(self.results[self.reference][metric], ClassificationResult) else {}
+
+    def formatted(self, variant: str, metric: str, style: Mapping[str, Any] | None = None) -> str:
+        """``metric`` of ``variant`` as text, "value [low, high]" (just the value for a plain number).
+
+        Args:
+            variant: a variant name.
+            metric: a metric name.
+            style: ``helpers.fmt`` options; None: 3 decimals for accuracies, 3 significant digits otherwise.
+        """
+        ci = self.interval(variant, metric)
+        style = self._style(metric, style)
+        return fmt(ci.estimate, **style) if np.isnan(ci.low) else fmt_ci(ci, **style)
+
+    def formatted_difference(self, a: str, b: str, metric: str, style: Mapping[str, Any] | None = None) -> str:
+        """``b`` minus ``a`` on ``metric`` as text with its paired interval and verdict, e.g. "+12.1 [+5.3, +19]
+        worse" (no interval and no verdict for a plain number)."""
+        ci = self.difference(a, b, metric)
+        style = {**self._style(metric, style), "sign": True}
+        if np.isnan(ci.low):
+            return fmt(ci.estimate, **style)
+        return f"{fmt_ci(ci, **style)} {ci.verdict(better=self.better(metric))}"
+
+    def majority_baselines(self) -> dict[str, float]:
+        """``{metric: accuracy of always answering the commonest label}`` for the classification metrics, on the
+        reference's messages (every variant sees the same ones): the level an accuracy must beat to carry signal."""
+        return {metric: result.baseline for metric, result in self.results[self.reference].items()
+                if isinstance(result, ClassificationResult)}
+
+    def plot(self, *, title: str, metrics: Sequence[str] | None = None, **options: Any) -> Figure:
+        """``plot_before_after`` of these results: one panel per metric with 95% intervals, the majority-class
+        baseline drawn on accuracy panels. ``metrics`` picks panels; ``options`` go to ``plot_before_after``."""
+        from .plots import plot_before_after  # lazy: matplotlib only when drawing
+
+        long = self.long()
+        if metrics is not None:
+            missing = [m for m in metrics if m not in self.metrics]
+            if missing:
+                raise ValueError(f"metrics {missing} were not measured; the metrics are {self.metrics}")
+            long = long[long["metric"].isin(metrics)]
+        baselines = {m: level for m, level in self.majority_baselines().items() if m in set(long["metric"])}
+        if baselines and "reference" not in options:
+            options = {"reference": baselines, "reference_label": "majority class", **options}
+        return plot_before_after(long, title=title, **options)
+
+
+def evaluate_variants(
+    model: PreTrainedModel,
+    variants: Mapping[str, Iterable[int]],
+    measures: Mapping[str, Measure],
+    *,
+    reference: str = FULL,
+    seq_len: int | None = None,
+    reuse: VariantResults | None = None,
+    progress: bool = True,
+) -> VariantResults:
+    """Run every measure on the full model and on each variant (``skip_blocks``: what ``prune_blocks`` would return).
+
+    Args:
+        model: the full model; it is restored after each variant, also when a measure raises.
+        variants: ``{name: blocks to remove}``; the full model is added first under the name ``FULL``.
+        measures: ``{name: f(model) -> result}`` (see ``Measure``), each called once per variant; none gives the
+            sizes and ideal speedups only.
+        reference: the variant that ``VariantResults`` reads differences and verdicts against.
+        seq_len: context length for the ideal speedup's attention term (``ideal_speedup``); None leaves it out.
+        reuse: earlier results with the same measures: variants found there (same blocks) are not measured again
+            (the live panel keeps the full model's this way).
+        progress: show a progress bar over the variants.
+
+    Returns:
+        A ``VariantResults``.
+
+    Raises:
+        ValueError: for a variant named ``FULL`` with blocks, invalid block indices, an unknown reference, or
+            ``reuse`` results with other metrics.
+        TypeError: when a measure returns something that is not a result, a number or a mapping of numbers.
+    """
+    blocks = get_blocks(model)
+    if FULL in variants and check_block_indices(variants[FULL], len(blocks), allow_empty=True):
+        raise ValueError(
+            f"the variant name {FULL!r} is reserved for the model with no block removed (always evaluated), but it is "
+            f"given blocks {list(variants[FULL])}; give that variant another name"
+        )
+    plan = {FULL: []} | {name: check_block_indices(removed, len(blocks)) for name, removed in variants.items()
+                         if name != FULL}
+    if reference not in plan:
+        raise ValueError(f"reference {reference!r} is not a variant; choose one of {list(plan)}")
+
+    total = parameter_count(model)
+    results: dict[str, dict[str, Any]] = {}
+    info: dict[str, dict[str, Any]] = {}
+    for name, removed in progress_bar(plan.items(), "variants", progress):
+        if reuse is not None and name in reuse.variants and reuse.variants[name] == removed:
+            results[name], info[name] = reuse.results[name], reuse.info.loc[name].to_dict()
+            continue
+        with skip_blocks(model, removed) as variant:
+            found: dict[str, Any] = {}
+            for measure_name, measure in measures.items():
+                found |= _flatten(measure_name, measure(variant))
+            left, left_bytes = parameter_count(variant), model_bytes(variant)
+        results[name] = found
+        info[name] = {"removed": removed, "n_removed": len(removed), "blocks_left": len(blocks) - len(removed),
+                      "parameters": left, "params_removed_pct": 100 * (total - left) / total,
+                      "MiB": left_bytes / 2**20, "ideal_speedup": ideal_speedup(model, removed, seq_len=seq_len)}
+    metric_sets = {tuple(found) for found in results.values()}
+    if len(metric_sets) != 1:
+        raise ValueError(f"the variants' results hold different metrics {sorted(metric_sets)}; reuse only results "
+                         "of the same measures")
+    frame = pd.DataFrame.from_dict(info, orient="index").astype({"n_removed": int, "blocks_left": int,
+                                                                 "parameters": int})
+    frame.index.name = "variant"
+    return VariantResults(variants=plan, results=results, info=frame, reference=reference)
+
+
+def compare_variants(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    variants: Mapping[str, Sequence[int]],
+    *,
+    texts: Mapping[str, Sequence[str]],
+    sms: pd.DataFrame | None = None,
+    sms_examples: pd.DataFrame | None = None,
+    shots: int = 4,
+    seq_len: int = 128,
+    max_windows: int | None = 32,
+    max_sms: int | None = 200,
+    reference: str = FULL,
+    progress: bool = True,
+) -> VariantResults:
+    """The course's quality comparison: perplexity on each text set and few-shot SMS accuracy, for every variant.
+
+    Args:
+        model: the full model.
+        tokenizer: its tokenizer.
+        variants: ``{name: blocks to remove}``.
+        texts: ``{label: texts}``; each gives a metric ``ppl_<label>`` (windows of ``seq_len``, at most
+            ``max_windows``).
+        sms: labelled messages; gives the metric ``sms_acc`` (at most ``max_sms`` messages, the "prior" rule).
+        sms_examples: the frame the ``shots`` solved examples are drawn from (never the evaluated messages).
+        shots: solved examples in each SMS prompt.
+        seq_len: perplexity window length.
+        max_windows: perplexity windows per text set (None: all).
+        max_sms: messages scored (None: all).
+        reference: the variant differences are read against.
+        progress: show a progress bar over the variants.
+
+    Returns:
+        A ``VariantResults`` with metrics ``ppl_<label>`` and ``sms_acc``.
+
+    Raises:
+        ValueError: when there is nothing to evaluate, few-shot SMS without ``sms_examples``, or as
+            ``evaluate_variants``.
+    """
+    if not texts and sms is None:
+        raise ValueError("nothing to evaluate: give at least one text set in `texts` or an `sms` frame")
+    if sms is not None and shots and sms_examples is None:
+        raise ValueError("few-shot SMS needs `sms_examples` (e.g. load_sms('calibration')); or pass shots=0")
+    measures: dict[str, Measure] = {
+        f"ppl_{label}": (lambda m, t=text_set: perplexity(m, tokenizer, t, seq_len=seq_len, max_windows=max_windows,
+                                                          progress=False))
+        for label, text_set in texts.items()
+    }
+    if sms is not None:
+        measures["sms_acc"] = lambda m: sms_accuracy(m, tokenizer, sms, shots=shots, examples=sms_examples,
+                                                     max_examples=max_sms, decision="prior", progress=False)
+    return evaluate_variants(model, variants, measures, reference=reference, progress=progress)
+
+
+def benefits_table(
+    model: PreTrainedModel,
+    variants: Mapping[str, Iterable[int]],
+    *,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    seq_len: int | None = None,
+    **latency: int,
+) -> pd.DataFrame:
+    """What each variant saves: sizes and the ideal speedup, and with a ``tokenizer`` the measured latency.
+
+    Args:
+        model: the full model.
+        variants: ``{name: blocks to remove}``; a first row ``FULL`` is added.
+        tokenizer: with one, each variant's latency is measured (``measure_latency``) and ``measured_speedup`` (its
+            decoding speed over the full model's) added; without, nothing is timed.
+        seq_len: context length for the ideal speedup's attention term.
+        **latency: options of ``measure_latency`` (``prompt_tokens``, ``new_tokens``, ``repetitions``...).
+
+    Returns:
+        ``VariantResults.wide()``: one row per variant with ``INFO_COLUMNS`` and the latency columns.
+
+    Raises:
+        ValueError: as ``evaluate_variants`` or ``measure_latency``.
+    """
+    measures: dict[str, Measure] = {}
+    if tokenizer is not None:
+        measures["latency"] = lambda m: measure_latency(m, tokenizer, **latency)
+    table = evaluate_variants(model, variants, measures, seq_len=seq_len, progress=False).wide()
+    if tokenizer is not None:
+        table["measured_speedup"] = table["decode_tokens_per_s"] / table.loc[FULL, "decode_tokens_per_s"]
+    return table
