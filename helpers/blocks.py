@@ -26,7 +26,17 @@ DECODER_SEGMENTS = {"decoder", "language_model", "text_model"}
 
 
 def layer_count(model: PreTrainedModel) -> int:
-    """The layer count of the model's (text) config: how many blocks the forward pass runs."""
+    """The layer count of the model's (text) config: how many blocks the forward pass runs.
+
+    Args:
+        model: a transformers model (the causal-LM class or the bare backbone).
+
+    Returns:
+        The first int among the config's ``LAYER_COUNT_NAMES``.
+
+    Raises:
+        ValueError: if the model has no config, or its config states no layer count.
+    """
     config = getattr(model, "config", None)
     if config is None:
         raise ValueError(f"{type(model).__name__} has no config; depth pruning needs a transformers model")
@@ -59,6 +69,16 @@ def block_path(model: PreTrainedModel) -> str:
     length is the config's layer count; of several, those on the decoder path (``DECODER_SEGMENTS``). A list edited by
     hand (a block deleted without updating the config) no longer has that length; it is still found when it is the
     only list whose blocks carry a ``layer_idx``. ``BLOCK_PATHS`` overrides all of this for its families.
+
+    Args:
+        model: a transformers model.
+
+    Returns:
+        The path, for ``model.get_submodule``.
+
+    Raises:
+        ValueError: if no single block list can be told apart (the message names the candidates), if the
+            ``BLOCK_PATHS`` override names no ``nn.ModuleList``, or as ``layer_count``.
     """
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     override = BLOCK_PATHS.get(model_type)
@@ -98,12 +118,32 @@ def block_path(model: PreTrainedModel) -> str:
 
 
 def get_blocks(model: PreTrainedModel) -> torch.nn.ModuleList:
-    """Return the model's list of transformer blocks (the modules depth pruning removes); see ``block_path``."""
+    """Return the model's list of transformer blocks (the modules depth pruning removes); see ``block_path``.
+
+    Args:
+        model: a transformers model.
+
+    Returns:
+        The ``nn.ModuleList`` itself (not a copy): changing it changes the model.
+
+    Raises:
+        ValueError: as ``block_path``.
+    """
     return model.get_submodule(block_path(model))
 
 
 def num_blocks(model: PreTrainedModel) -> int:
-    """How many transformer blocks the model has now."""
+    """How many transformer blocks the model has now.
+
+    Args:
+        model: a transformers model.
+
+    Returns:
+        The length of its block list (which can differ from the config's layer count after a deletion by hand).
+
+    Raises:
+        ValueError: as ``block_path``.
+    """
     return len(get_blocks(model))
 
 
@@ -112,10 +152,22 @@ def check_block_indices(
 ) -> list[int]:
     """Validate 0-based block indices against a model of ``n_blocks`` blocks and return them sorted.
 
-    ``allow_all`` accepts every block at once (fine for watching blocks, not for removing them).
-
     Negative indices are rejected rather than counted from the end: after a first pruning step "-1" would name a
     different block than before, and an index list that silently means two things is a bug waiting to happen.
+
+    Args:
+        blocks: the block indices.
+        n_blocks: how many blocks the model has.
+        allow_empty: accept an empty list.
+        allow_all: accept every block at once (fine for watching blocks, not for removing them).
+
+    Returns:
+        The indices as sorted Python ints.
+
+    Raises:
+        ValueError: if ``blocks`` is a string or not iterable, holds something other than an integer (a bool
+            included), an index outside 0..n_blocks-1 or an index twice; if it is empty without ``allow_empty``, or
+            names every block without ``allow_all``.
     """
     valid = f"valid indices are 0..{n_blocks - 1} (0-based; negative indices are not accepted)"
     if isinstance(blocks, (str, bytes)) or not isinstance(blocks, Iterable):

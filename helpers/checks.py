@@ -13,9 +13,18 @@ from numbers import Integral
 def check_int(
     name: str, value: object, *, minimum: int = 1, maximum: int | None = None, none_means: str | None = None
 ) -> None:
-    """Check that ``value`` is an integer (not a bool) between ``minimum`` and ``maximum`` (None: no upper bound).
+    """Check that ``value`` is an integer (not a bool) between ``minimum`` and ``maximum``.
 
-    ``none_means``: what ``None`` stands for when it is allowed (e.g. "all texts"); by default None is refused.
+    Args:
+        name: the argument's name, for the error message.
+        value: the value to check.
+        minimum: the smallest valid value.
+        maximum: the largest valid value; None for no upper bound.
+        none_means: what ``None`` stands for when it is allowed (e.g. "all texts"); by default None is refused.
+
+    Raises:
+        TypeError: if ``value`` is not an integer (a bool, a float, None when it is not allowed...).
+        ValueError: if ``value`` lies outside ``minimum``..``maximum``.
     """
     if value is None and none_means is not None:
         return
@@ -30,7 +39,15 @@ def check_int(
 def check_choice(name: str, value: object, choices: Sequence[str], *, none_means: str | None = None) -> None:
     """Check that ``value`` is one of the strings ``choices``.
 
-    ``none_means``: what ``None`` stands for when it is allowed (e.g. "no normalisation"); by default it is refused.
+    Args:
+        name: the argument's name, for the error message.
+        value: the value to check.
+        choices: the valid strings.
+        none_means: what ``None`` stands for when it is allowed (e.g. "no normalisation"); by default it is refused.
+
+    Raises:
+        TypeError: if ``value`` is not a string (None included, when it is not allowed).
+        ValueError: if ``value`` is a string that is not among ``choices``.
     """
     if value is None and none_means is not None:
         return
@@ -43,8 +60,19 @@ def check_choice(name: str, value: object, choices: Sequence[str], *, none_means
 
 
 def check_texts(texts: object) -> list[str]:
-    """Check that ``texts`` holds strings (a list, a pandas Series...) and return them as a list; a single string is
-    refused, since it would be read character by character."""
+    """Check that ``texts`` holds strings (a list, a pandas Series...) and return them as a list.
+
+    A single string is refused, since it would be read character by character.
+
+    Args:
+        texts: the texts to check.
+
+    Returns:
+        The texts as a new list of strings.
+
+    Raises:
+        TypeError: if ``texts`` is a single string, is not iterable, or holds something that is not a string.
+    """
     if isinstance(texts, str):
         raise TypeError("texts must be a list of strings, not one string (it would be read character by character)")
     try:

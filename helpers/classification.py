@@ -46,12 +46,12 @@ DECISIONS: tuple[Decision, ...] = get_args(Decision)
 class ClassificationResult:
     """Accuracy on the evaluated messages, with everything needed to resample or inspect it.
 
-    ``correct``: one boolean per message, in frame order (the bootstrap resamples it). ``predictions``: predicted
-    label per message, indexed like the evaluated frame. ``scores``: log-likelihood of each label's continuation
-    (columns ``ham``, ``spam``). ``baseline``: accuracy of always answering ``majority_label``, the commonest label
-    among the same messages. ``auc``: probability that a random spam message gets a larger spam-ham score
-    difference than a random ham message (0.5 = no signal; NaN when only one label is present). ``shots``: the
-    solved examples in the prompt (empty for zero-shot).
+    ``accuracy``: share of the evaluated messages classified correctly. ``correct``: one boolean per message, in
+    frame order (the bootstrap resamples it). ``predictions``: predicted label per message, indexed like the evaluated
+    frame. ``scores``: log-likelihood of each label's continuation (columns ``ham``, ``spam``). ``baseline``: accuracy
+    of always answering ``majority_label``, the commonest label among the same messages. ``auc``: probability that a
+    random spam message gets a larger spam-ham score difference than a random ham message (0.5 = no signal; NaN when
+    only one label is present). ``shots``: the solved examples in the prompt (empty for zero-shot).
     """
 
     accuracy: float
@@ -65,7 +65,15 @@ class ClassificationResult:
 
 
 def sms_prompt(text: str, shots: pd.DataFrame | None = None) -> str:
-    """The prompt for one message, ending in "Answer:"; ``shots`` (text, label rows) come first, solved."""
+    """The prompt for one message, ending in "Answer:".
+
+    Args:
+        text: the message.
+        shots: solved examples (columns ``text`` and ``label``) put first, each with its answer; None for zero-shot.
+
+    Returns:
+        The prompt text.
+    """
     pairs = [] if shots is None else zip(shots["text"], shots["label"])
     solved = "".join(f"Message: {t}\n{QUESTION}\nAnswer: {y}\n\n" for t, y in pairs)
     return solved + f"Message: {text}\n{QUESTION}\nAnswer:"
@@ -82,10 +90,22 @@ def _check_frame(frame: pd.DataFrame, name: str) -> None:
 def draw_shots(examples: pd.DataFrame, shots: int, *, exclude: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """``shots`` rows of ``examples``, balanced between ham and spam (ham gets the odd one), in a seeded order.
 
-    Messages whose text also occurs in ``exclude`` (the evaluated frame) are never drawn: a shot identical to an
-    evaluated message would hand the model that message's answer. The SMS collection repeats many messages, so
-    disjoint splits still share some texts; those are skipped. Raises when too few messages of a label remain
-    (as when ``examples`` is the evaluated frame).
+    Messages whose text also occurs in ``exclude`` are never drawn: a shot identical to an evaluated message would
+    hand the model that message's answer. The SMS collection repeats many messages, so disjoint splits still share
+    some texts; those are skipped.
+
+    Args:
+        examples: the frame to draw from (columns ``text``, ``label``), e.g. ``load_sms("calibration")``.
+        shots: how many rows to draw.
+        exclude: the evaluated frame (column ``text``).
+        seed: seeds the draw and the order.
+
+    Returns:
+        The drawn rows of ``examples`` (their original index kept), shuffled so the last shot's label varies.
+
+    Raises:
+        ValueError: if ``examples`` is not a frame with columns ``text`` and ``label`` or has labels other than
+            ham/spam, or too few messages of a label remain (as when ``examples`` is the evaluated frame).
     """
     _check_frame(examples, "examples")
     pool = examples[~examples["text"].isin(set(exclude["text"]))]
@@ -207,17 +227,39 @@ def sms_accuracy(
     reuse_prefix: bool = True,
     progress: bool = True,
 ) -> ClassificationResult:
-    """Zero- or few-shot accuracy of ``model`` on the SMS messages of ``frame`` (columns text, label).
+    """Zero- or few-shot accuracy of ``model`` on the SMS messages of ``frame``.
 
     The prediction is the label whose continuation (" ham" / " spam") is likelier after ``sms_prompt`` (ties go to
-    ham). ``shots > 0`` puts that many solved messages from ``examples`` (e.g. ``load_sms("calibration")``) in front
-    of every prompt, the same ones for every message and every model (``draw_shots``, seeded by ``seed``), so two
-    models are compared on identical prompts. ``max_examples`` evaluates the first rows of ``frame`` only.
-    ``decision="prior"`` predicts spam for the ``round(share * n)`` messages with the largest spam-ham score
-    difference, ``share`` being the spam share of ``examples`` (see the module docstring).
-    ``reuse_prefix=True`` runs the shots once and reuses their KV cache for every message; ``False`` runs every full
-    prompt (slower, same scores up to float rounding; kept to time and check the cached path).
+    ham). The shots are the same for every message and every model, so two models are compared on identical prompts.
     Call it on a model in eval mode (``load_model`` returns one).
+
+    Args:
+        model: the causal LM to evaluate.
+        tokenizer: its tokenizer.
+        frame: the messages (columns ``text``, ``label``), e.g. ``load_sms("evaluation")``.
+        shots: how many solved messages from ``examples`` to put in front of every prompt (``draw_shots``); 0 for
+            zero-shot.
+        examples: the frame the shots (and the spam share for ``decision="prior"``) come from, e.g.
+            ``load_sms("calibration")``.
+        max_examples: evaluate the first rows of ``frame`` only; None evaluates all.
+        batch_size: rows per forward pass.
+        seed: seeds ``draw_shots``.
+        decision: "argmax" (the likelier label), or "prior": spam for the ``round(share * n)`` messages with the
+            largest spam-ham score difference, ``share`` being the spam share of ``examples`` (see the module
+            docstring).
+        reuse_prefix: run the shots once and reuse their KV cache for every message; False runs every full prompt
+            (slower, same scores up to float rounding; kept to time and check the cached path).
+        progress: show a progress bar.
+
+    Returns:
+        A ``ClassificationResult``.
+
+    Raises:
+        ValueError: if ``frame`` or ``examples`` is not a frame with columns ``text`` and ``label`` and labels
+            ham/spam; ``shots > 0`` or ``decision="prior"`` without ``examples``; ``decision`` is unknown; ``shots``
+            is negative or ``max_examples``/``batch_size`` below 1; nothing is left to evaluate; or as ``draw_shots``.
+        TypeError: if ``shots``, ``max_examples`` or ``batch_size`` is not an integer or ``decision`` not a string.
+        FloatingPointError: if the label scores are NaN or inf (``raise_non_finite`` names where they start).
     """
     _check_frame(frame, "frame")
     check_int("shots", shots, minimum=0)
@@ -271,14 +313,39 @@ def _correct(result: ClassificationResult | np.ndarray) -> np.ndarray:
 
 
 def accuracy_ci(result: ClassificationResult | np.ndarray, **bootstrap: object) -> ConfidenceInterval:
-    """Bootstrap interval of an accuracy (a result or a boolean array of correct answers), resampling messages."""
+    """Bootstrap interval of an accuracy, resampling messages.
+
+    Args:
+        result: a ``ClassificationResult``, or a boolean array of correct answers.
+        **bootstrap: keyword arguments of ``bootstrap_ci`` (``n_boot``, ``confidence``, ``seed``).
+
+    Returns:
+        The accuracy with its interval.
+
+    Raises:
+        TypeError, ValueError: as ``bootstrap_ci``, for its arguments (a ValueError also for no message).
+    """
     return bootstrap_ci(_correct(result), **bootstrap)
 
 
 def accuracy_difference(
     a: ClassificationResult | np.ndarray, b: ClassificationResult | np.ndarray, **bootstrap: object
 ) -> ConfidenceInterval:
-    """Paired interval of accuracy(b) − accuracy(a) for two models evaluated on the same messages."""
+    """Paired interval of accuracy(b) − accuracy(a) for two models evaluated on the same messages.
+
+    Args:
+        a: the first model's ``ClassificationResult`` (the one subtracted), or its boolean array of correct answers.
+        b: the second model's, likewise.
+        **bootstrap: keyword arguments of ``paired_difference`` (``n_boot``, ``confidence``, ``seed``).
+
+    Returns:
+        The difference with its interval; above 0 means ``b`` is more accurate.
+
+    Raises:
+        ValueError: if two results cover different messages, or the two arrays differ in shape; as
+            ``paired_difference``, for its arguments.
+        TypeError: as ``paired_difference``, for its arguments.
+    """
     if isinstance(a, ClassificationResult) and isinstance(b, ClassificationResult):
         if not a.predictions.index.equals(b.predictions.index):
             raise ValueError("the two results cover different messages; evaluate both models on the same frame")

@@ -137,10 +137,21 @@ def _is_article_title(row: str) -> bool:
 def load_wikitext(split: Split = "evaluation", *, source: Source = "auto") -> list[str]:
     """Non-empty rows of the WikiText-2 (raw) test split, whitespace-normalised, for perplexity and calibration.
 
-    ``split``: "calibration" holds every fourth article (index % 4 == 3, in file order; an article starts at its
-    top-level heading), "evaluation" the others, "all" both; whole articles, so no text leaks across the two.
-    ``source``: "hub" (``Salesforce/wikitext``), "local" (``<data_dir()>/wikitext-2-raw/wiki.test.raw``) or "auto"
-    (hub, then local; local only when ``HF_DATASETS_OFFLINE`` or ``HF_HUB_OFFLINE`` is set).
+    Args:
+        split: "calibration" holds every fourth article (index % 4 == 3, in file order; an article starts at its
+            top-level heading), "evaluation" the others, "all" both; whole articles, so no text leaks across the two.
+        source: "hub" (``Salesforce/wikitext``), "local" (``<data_dir()>/wikitext-2-raw/wiki.test.raw``) or "auto"
+            (hub, then local; local only when ``HF_DATASETS_OFFLINE`` or ``HF_HUB_OFFLINE`` is set).
+
+    Returns:
+        The rows of the split, in file order (headings included).
+
+    Raises:
+        TypeError: if ``split`` or ``source`` is not a string.
+        ValueError: if ``split`` or ``source`` is not a valid choice; if the offline copy is empty or not UTF-8; if
+            the split comes out empty (a truncated copy).
+        FileNotFoundError: if the offline copy is needed and missing (the message says what to put where).
+        Exception: with ``source="hub"``, whatever the hub load raised.
     """
     check_choice("split", split, SPLITS)
     local = data_dir() / WIKITEXT_FILE
@@ -177,13 +188,27 @@ def _read_sms_file(path: Path) -> tuple[list[str], list[str]]:
 def load_sms(
     split: Split = "evaluation", *, source: Source = "auto", calibration_fraction: float = 0.2, seed: int = 0
 ) -> pd.DataFrame:
-    """SMS Spam Collection messages as a frame with columns ``text`` (whitespace-normalised) and ``label`` (ham/spam).
+    """SMS Spam Collection messages, stratified into a calibration and an evaluation split.
 
-    ``split``: "calibration" takes ``round(calibration_fraction * n)`` messages of each label, picked by shuffling
-    that label's row positions with ``random.Random(seed)``; "evaluation" the rest; "all" every message. Both keep
-    file order, and the stratification keeps the spam share equal in both, so the two can be compared.
-    ``source``: "hub" (``ucirvine/sms_spam``), "local" (``<data_dir()>/sms_spam/SMSSpamCollection``) or "auto",
-    as in ``load_wikitext``.
+    Args:
+        split: "calibration" takes ``round(calibration_fraction * n)`` messages of each label, picked by shuffling
+            that label's row positions with ``random.Random(seed)``; "evaluation" the rest; "all" every message. Both
+            keep file order, and the stratification keeps the spam share equal in both, so the two can be compared.
+        source: "hub" (``ucirvine/sms_spam``), "local" (``<data_dir()>/sms_spam/SMSSpamCollection``) or "auto", as in
+            ``load_wikitext``.
+        calibration_fraction: the share of each label that goes to calibration, in [0, 1].
+        seed: the seed of the calibration draw.
+
+    Returns:
+        A frame with columns ``text`` (whitespace-normalised) and ``label`` ("ham"/"spam") and a fresh RangeIndex.
+
+    Raises:
+        TypeError: if ``split`` or ``source`` is not a string.
+        ValueError: if ``split`` or ``source`` is not a valid choice, or ``calibration_fraction`` is outside [0, 1];
+            if the offline copy is empty, not UTF-8 or has a line that is not ``ham|spam<TAB>message``; if the split
+            comes out empty.
+        FileNotFoundError: if the offline copy is needed and missing (the message says what to put where).
+        Exception: with ``source="hub"``, whatever the hub load raised.
     """
     check_choice("split", split, SPLITS)
     if not 0 <= calibration_fraction <= 1:
@@ -210,8 +235,17 @@ def load_sms(
 
 
 def right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Token rows of different lengths as one batch padded on the right: ``input_ids`` (``pad_id`` after each row)
-    and ``attention_mask`` (1 on real tokens), so every row's real tokens keep positions 0..n-1."""
+    """Token rows of different lengths as one batch padded on the right, so every row's real tokens keep positions
+    0..n-1.
+
+    Args:
+        rows: the token ids of each row.
+        pad_id: the id written after each row's tokens.
+
+    Returns:
+        ``{"input_ids": ..., "attention_mask": ...}``: long tensors of shape (len(rows), longest row), the mask 1 on
+        real tokens.
+    """
     ids = [torch.tensor(row, dtype=torch.long) for row in rows]
     return {
         "input_ids": pad_sequence(ids, batch_first=True, padding_value=pad_id),
@@ -231,14 +265,32 @@ def tokenize_batches(
 ) -> list[dict[str, torch.Tensor]]:
     """Tokenise texts into right-padded batches (``input_ids``, ``attention_mask``) to feed a model.
 
-    ``n_samples`` texts are picked by shuffling positions with ``random.Random(seed)`` and kept in that order (the
-    picks for a smaller ``n_samples`` are a prefix of those for a larger one); None takes all texts in order. Each
-    text is truncated to ``seq_len`` tokens; texts with no tokens (empty, whitespace) are skipped and the next pick
-    is taken. Rows are padded on the right whatever the tokenizer's ``padding_side``, so every mask is a prefix of
-    ones and real tokens keep positions 0..n-1; the pad id is the tokenizer's pad token, else its eos token. The
-    tokenizer is not modified. ``by_length=True`` batches the same rows shortest first (ties in pick order), so a
-    short text is not padded to a long one's length: for SMS messages that removes most of the padded positions a
-    model would otherwise compute on.
+    Texts with no tokens (empty, whitespace) are skipped and the next pick is taken. Rows are padded on the right
+    whatever the tokenizer's ``padding_side``, so every mask is a prefix of ones and real tokens keep positions
+    0..n-1; the pad id is the tokenizer's pad token, else its eos token. The tokenizer is not modified.
+
+    Args:
+        tokenizer: the model's tokenizer.
+        texts: the texts to pick from.
+        n_samples: how many texts to take, picked by shuffling positions with ``random.Random(seed)`` and kept in
+            that order (the picks for a smaller ``n_samples`` are a prefix of those for a larger one); None takes all
+            texts in order.
+        seq_len: each text is truncated to this many tokens.
+        batch_size: rows per batch (the last batch may hold fewer).
+        seed: the seed of the pick.
+        by_length: batch the same rows shortest first (ties in pick order), so a short text is not padded to a long
+            one's length: for SMS messages that removes most of the padded positions a model would otherwise
+            compute on.
+
+    Returns:
+        A list of ``right_pad`` batches.
+
+    Raises:
+        TypeError: if ``texts`` is not a list of strings (``check_texts``), or ``n_samples``, ``seq_len`` or
+            ``batch_size`` is not an integer.
+        ValueError: if ``texts`` is empty, ``n_samples`` is outside 1..len(texts), ``seq_len`` or ``batch_size`` is
+            below 1, the tokenizer has neither a pad nor an eos token, or fewer texts than ``n_samples`` (or none)
+            have any token.
     """
     texts = check_texts(texts)
     if not texts:
@@ -284,6 +336,25 @@ def calibration_batches(
 
     For WikiText, headings and rows shorter than ``MIN_PARAGRAPH_CHARS`` characters are left out, so every sample is
     a real paragraph that fills most of ``seq_len`` tokens rather than a title or a one-line caption.
+
+    Args:
+        tokenizer: the model's tokenizer.
+        dataset: "wikitext" (``load_wikitext("calibration")``) or "sms" (``load_sms("calibration")``).
+        n_samples: how many texts to take, as in ``tokenize_batches``.
+        seq_len: each text is truncated to this many tokens.
+        batch_size: rows per batch.
+        seed: the seed of the pick.
+        by_length: batch shortest rows first, as in ``tokenize_batches``.
+        source: where the data comes from, as in ``load_wikitext``.
+
+    Returns:
+        A list of batches, as ``tokenize_batches`` returns them.
+
+    Raises:
+        TypeError: if ``dataset`` is not a string; as ``load_wikitext``/``load_sms`` and ``tokenize_batches``.
+        ValueError: if ``dataset`` is not "wikitext" or "sms", or no WikiText calibration row is a paragraph; as
+            ``load_wikitext``/``load_sms`` and ``tokenize_batches``.
+        FileNotFoundError: as ``load_wikitext``/``load_sms``.
     """
     check_choice("dataset", dataset, CALIBRATION_DATASETS)
     if dataset == "wikitext":

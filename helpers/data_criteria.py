@@ -72,10 +72,26 @@ def taylor_scores(
 
     L is the mean next-token loss over all real tokens of all batches; its gradient is accumulated batch by batch
     (one forward and backward pass each) and |W ⊙ g| is taken once at the end, as the official code does (it sums
-    W ⊙ g over batches of per-batch mean losses; with its one batch of 10 samples that is the same). ``weights``:
-    "all" parameters of the block (the official code takes every weight, norm scales included) or "matrices".
-    Gradients are taken with ``torch.autograd.grad``, so no ``.grad`` is written; ``requires_grad`` flags and the
-    training flag are restored. "Taylor+" is this score with ``select_blocks(..., **PLUS_HEURISTIC)``.
+    W ⊙ g over batches of per-batch mean losses; with its one batch of 10 samples that is the same). Gradients are
+    taken with ``torch.autograd.grad``, so no ``.grad`` is written; ``requires_grad`` flags and the training flag are
+    restored. "Taylor+" is this score with ``select_blocks(..., **PLUS_HEURISTIC)``.
+
+    Args:
+        model: the model to score.
+        batches: calibration batches (dicts with 2-D ``input_ids`` and optionally ``attention_mask``).
+        weights: "all" parameters of the block (the official code takes every weight, norm scales included) or
+            "matrices".
+        progress: show a progress bar.
+
+    Returns:
+        A Series named "taylor", indexed by ``block``.
+
+    Raises:
+        RuntimeError: if called inside ``torch.inference_mode()``, which turns gradients off.
+        ValueError: if ``batches`` is one dict or empty, a batch has no 2-D ``input_ids`` tensor, there is no token to
+            predict, ``weights`` is not a valid choice, or a score is not finite.
+        TypeError: if ``weights`` is not a string.
+        FloatingPointError: if the model's logits are NaN or inf (``raise_non_finite`` names where they start).
     """
     if torch.is_inference_mode_enabled():
         raise RuntimeError(
@@ -224,8 +240,22 @@ def ppl_scores(
     """Shortened LLaMA's PPL criterion: the perplexity of the model without each block, named "ppl".
 
     Higher perplexity without block i = block i is more important. Perplexity = exp(mean NLL over all real tokens
-    of all batches). ``cached=True`` computes it from cached block inputs (see the module docstring) in a little over
-    half the time of ``cached=False``, the paper's loop of L pruned copies, kept as the reference.
+    of all batches).
+
+    Args:
+        model: the model to score; it is only skipped through, never modified.
+        batches: calibration batches (dicts with 2-D ``input_ids`` and optionally ``attention_mask``).
+        cached: compute it from cached block inputs (see the module docstring) in a little over half the time of
+            ``cached=False``, the paper's loop of L pruned copies, kept as the reference.
+        progress: show a progress bar.
+
+    Returns:
+        A Series named "ppl", indexed by ``block``.
+
+    Raises:
+        ValueError: if the model has fewer than 2 blocks, ``batches`` is invalid (as ``taylor_scores``), or the
+            perplexity without some block is not finite while the full model's is.
+        FloatingPointError: if the full model's logits are NaN or inf (``raise_non_finite`` names where they start).
     """
     n_blocks = len(get_blocks(model))
     if n_blocks < 2:
@@ -252,11 +282,27 @@ def sleb_removal(
 ) -> pd.DataFrame:
     """SLEB: remove the block whose removal raises perplexity least, re-score the rest on the pruned model, k times.
 
-    Returns a frame indexed by ``step`` (1..k) with ``block`` (original index removed at that step) and ``ppl``
-    (calibration perplexity once the blocks of steps 1..step are removed); ``frame["block"].tolist()`` are the
-    blocks to remove. ``protect_first`` / ``protect_last`` original blocks are never candidates (the "+" heuristic).
     Near-ties (``ties.TIE_RTOL``) go to the lower block index. The model is only skipped through (``skip_blocks``),
     never modified.
+
+    Args:
+        model: the model to prune.
+        batches: calibration batches (dicts with 2-D ``input_ids`` and optionally ``attention_mask``).
+        k: a block count (int) or a fraction of the blocks (float in (0, 1), see ``resolve_k``).
+        protect_first: original blocks at the start that are never candidates (the "+" heuristic).
+        protect_last: original blocks at the end that are never candidates.
+        progress: show a progress bar.
+
+    Returns:
+        A frame indexed by ``step`` (1..k) with ``block`` (original index removed at that step) and ``ppl``
+        (calibration perplexity once the blocks of steps 1..step are removed); ``frame["block"].tolist()`` are the
+        blocks to remove.
+
+    Raises:
+        TypeError: if ``protect_first`` or ``protect_last`` is not an integer.
+        ValueError: if ``k`` is invalid (``resolve_k``), the protected blocks leave fewer than k candidates,
+            ``batches`` is invalid (as ``taylor_scores``), or a perplexity is not finite while the model's is.
+        FloatingPointError: if the model's logits (with the blocks removed so far) are NaN or inf.
     """
     n_blocks = len(get_blocks(model))
     count = resolve_k(k, n_blocks)

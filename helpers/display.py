@@ -31,9 +31,22 @@ def fmt(value: float, digits: int = SIGNIFICANT_DIGITS, *, decimals: int | None 
     """``value`` rounded for display: ``digits`` significant digits, or ``decimals`` fixed decimals when given.
 
     Fixed notation with thousands separators between 1e-3 and 1e5 (``1,120``, ``48.8``, ``0.0214``), scientific
-    outside (``3.02e+05``). ``sign=True`` always shows the sign (for differences). A value that rounds to zero is
-    shown without a minus sign, so ``-1e-9`` and ``0.0`` print alike. NaN and infinities print as ``nan``/``inf``.
-    Integers (Python or NumPy) print exactly.
+    outside (``3.02e+05``). A value that rounds to zero is shown without a minus sign, so ``-1e-9`` and ``0.0`` print
+    alike. NaN and infinities print as ``nan``/``inf``. Integers (Python or NumPy) print exactly.
+
+    Args:
+        value: the number to show.
+        digits: significant digits (at least 1).
+        decimals: fixed decimals (at least 0) instead of significant digits; None uses ``digits``.
+        sign: always show the sign (for differences).
+
+    Returns:
+        The formatted text.
+
+    Raises:
+        TypeError: if ``value`` is not a real number (a bool included), or the ``digits``/``decimals`` used for a
+            finite float is not an integer.
+        ValueError: if the ``digits`` used is below 1 or the ``decimals`` used below 0.
     """
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"fmt takes a real number; got {type(value).__name__} {value!r}")
@@ -72,18 +85,54 @@ def _without_negative_zero(text: str, plus: str) -> str:
 
 
 def fmt_pct(value: float, decimals: int = 1, *, sign: bool = False) -> str:
-    """A share (0.933) as a percentage with fixed decimals (``93.3%``)."""
+    """A share (0.933) as a percentage with fixed decimals (``93.3%``).
+
+    Args:
+        value: the share (1.0 = 100%).
+        decimals: fixed decimals of the percentage.
+        sign: always show the sign (for differences of shares).
+
+    Returns:
+        The formatted text, ending in ``%``.
+
+    Raises:
+        TypeError: if ``decimals`` is not an integer.
+        ValueError: if ``decimals`` is negative.
+    """
     return fmt(100 * float(value), decimals=decimals, sign=sign) + "%"
 
 
 def fmt_interval(low: float, high: float, **style: Any) -> str:
-    """``[low, high]`` with both ends formatted by ``fmt(..., **style)``."""
+    """``[low, high]`` with both ends formatted by ``fmt(..., **style)``.
+
+    Args:
+        low: the lower end.
+        high: the upper end.
+        **style: keyword arguments of ``fmt`` (``digits``, ``decimals``, ``sign``).
+
+    Returns:
+        The formatted text.
+
+    Raises:
+        TypeError, ValueError: as ``fmt``.
+    """
     return f"[{fmt(low, **style)}, {fmt(high, **style)}]"
 
 
 def fmt_ci(interval: Any, **style: Any) -> str:
-    """A point estimate with its interval, ``48.8 [39.1, 60.7]``, from anything with ``estimate``, ``low`` and
-    ``high`` (a ``ConfidenceInterval``) or a (estimate, low, high) triple."""
+    """A point estimate with its interval, ``48.8 [39.1, 60.7]``.
+
+    Args:
+        interval: anything with ``estimate``, ``low`` and ``high`` (a ``ConfidenceInterval``), or an
+            (estimate, low, high) triple.
+        **style: keyword arguments of ``fmt`` (``digits``, ``decimals``, ``sign``).
+
+    Returns:
+        The formatted text.
+
+    Raises:
+        TypeError, ValueError: as ``fmt``; a ValueError also for a sequence that does not hold exactly three values.
+    """
     estimate, low, high = (
         (interval.estimate, interval.low, interval.high) if hasattr(interval, "estimate") else tuple(interval)
     )
@@ -105,9 +154,20 @@ def configure_display() -> None:
 def format_columns(frame: pd.DataFrame, styles: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     """A copy of ``frame`` whose named columns are turned into strings by ``fmt(value, **style)``.
 
-    ``styles`` maps a column name to the keyword arguments of ``fmt``, e.g. ``{"sms_acc": {"decimals": 3}}``; the
-    other columns are left to the table-wide formatter. Unknown column names raise, so a renamed column cannot
-    silently fall back to the default.
+    The other columns are left to the table-wide formatter. Values that are not real numbers (or are bools) are kept
+    as they are.
+
+    Args:
+        frame: the table.
+        styles: maps a column name to the keyword arguments of ``fmt``, e.g. ``{"sms_acc": {"decimals": 3}}``.
+
+    Returns:
+        The formatted copy; ``frame`` is not changed.
+
+    Raises:
+        KeyError: if ``styles`` names a column that ``frame`` lacks, so a renamed column cannot silently fall back to
+            the default.
+        TypeError, ValueError: as ``fmt``, for a style it does not accept.
     """
     missing = [name for name in styles if name not in frame.columns]
     if missing:

@@ -16,7 +16,14 @@ from .hooks import input_device
 
 def cache_argument_name(model: PreTrainedModel) -> str:
     """Name of the KV-cache argument of ``model.forward`` and of its output: transformers renamed
-    ``past_key_values`` to ``cache`` in 5.x; reading the signature works with either version."""
+    ``past_key_values`` to ``cache`` in 5.x; reading the signature works with either version.
+
+    Args:
+        model: the model whose ``forward`` signature is read.
+
+    Returns:
+        ``"cache"`` or ``"past_key_values"``.
+    """
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
@@ -25,7 +32,16 @@ def greedy_continuation(
 ) -> str:
     """The model's greedy (deterministic) continuation of ``prompt``, without the prompt.
 
-    ``generate()`` with sampling off: at most ``max_new_tokens`` tokens, fewer when the model writes its EOS token.
+    ``generate()`` with sampling off; the pad token is the tokenizer's, else its EOS token.
+
+    Args:
+        model: the causal LM to decode with.
+        tokenizer: its tokenizer.
+        prompt: the text to continue.
+        max_new_tokens: the most tokens to generate; fewer when the model writes its EOS token.
+
+    Returns:
+        The decoded new tokens, special tokens skipped.
     """
     inputs = tokenizer(prompt, return_tensors="pt").to(input_device(model))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

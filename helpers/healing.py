@@ -37,9 +37,21 @@ LINEAR_LAYERS = (torch.nn.Linear, Conv1D)
 def lora_targets(model: PreTrainedModel, target_modules: Sequence[str] | None = None) -> str | list[str]:
     """What LoRA adapts, as ``LoraConfig(target_modules=...)`` takes it.
 
-    ``None``: ``ALL_LINEAR``. Otherwise the full names of the blocks' linear layers whose name ends with one of
-    ``target_modules`` (e.g. ``["q_proj", "v_proj"]``, or ``["c_attn"]`` for GPT-2); a name that matches nothing
-    is an error rather than a silently smaller adapter.
+    A name that matches nothing is an error rather than a silently smaller adapter.
+
+    Args:
+        model: the model to adapt.
+        target_modules: endings of the blocks' linear layer names (e.g. ``["q_proj", "v_proj"]``, or ``["c_attn"]``
+            for GPT-2); None for ``ALL_LINEAR``.
+
+    Returns:
+        ``ALL_LINEAR`` for None, else the full names of the blocks' linear layers whose name ends with one of
+        ``target_modules``.
+
+    Raises:
+        TypeError: if ``target_modules`` is a single string or holds something that is not a string.
+        ValueError: if ``target_modules`` is empty, a name matches no linear layer in the blocks (the message lists
+            the available ones), or the model's block list cannot be found (``block_path``).
     """
     if target_modules is None:
         return ALL_LINEAR
@@ -63,10 +75,22 @@ def lora_targets(model: PreTrainedModel, target_modules: Sequence[str] | None = 
 
 
 def training_windows(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], seq_len: int) -> torch.Tensor:
-    """Token windows (n_windows, seq_len) of the joined texts, cut as ``helpers.perplexity`` cuts them.
+    """Token windows of the joined texts, cut as ``helpers.perplexity`` cuts them.
 
-    Texts are joined with blank lines and tokenized once; every window holds ``seq_len`` tokens (BOS first when the
-    tokenizer adds one) and a ragged tail is dropped, so no window is padded.
+    Texts are joined with blank lines and tokenized once; a ragged tail is dropped, so no window is padded.
+
+    Args:
+        tokenizer: the model's tokenizer.
+        texts: the training texts.
+        seq_len: tokens per window, BOS first when the tokenizer adds one.
+
+    Returns:
+        A long tensor of shape (n_windows, seq_len).
+
+    Raises:
+        TypeError: if ``texts`` is not a list of strings or ``seq_len`` not an integer.
+        ValueError: if ``seq_len`` is too short for a window (``window_layout``), or the texts give fewer tokens than
+            one window.
     """
     prefix, span = window_layout(tokenizer, texts, seq_len)
     ids = tokenizer("\n\n".join(texts), add_special_tokens=False, verbose=False)["input_ids"]
@@ -103,17 +127,41 @@ def heal_with_lora(
 ) -> tuple[PreTrainedModel | PeftModel, pd.Series]:
     """Train LoRA adapters on a copy of ``model`` without the blocks ``remove``; return it (merged) and its losses.
 
-    ``model`` is left exactly as it was; the adapters are trained on ``prune_blocks(model, remove)`` (a plain copy
-    when ``remove`` is empty, e.g. for a model pruned already). ``texts``: training text, cut into ``seq_len``-token
-    windows (``training_windows``); use calibration texts, never the evaluation ones. Each of ``steps`` steps is one
-    AdamW update (constant ``lr``) on ``batch_size`` windows drawn in a seeded order that covers every window before
-    repeating one; the default ``lr`` is five times the paper's 1e-4, because a healing run here lasts a few dozen
-    steps, not two epochs. ``rank``, ``alpha``, ``dropout``: LoRA's r, lora_alpha and lora_dropout (paper: 8, 16, 0.05);
-    ``target_modules``: see ``lora_targets`` (default: peft's "all-linear", every projection of the blocks, also
-    GPT-2's ``Conv1D``). Runs are repeatable for a given ``seed`` (the global random state is left alone).
-    ``merge=True`` folds the adapters into the weights (``merge_and_unload``): an ordinary transformers model in eval
-    mode; ``merge=False`` returns the ``PeftModel``.
-    ``losses``: the training loss of each step (index ``step`` from 1), measured before that step's update.
+    ``model`` is left exactly as it was. Each step is one AdamW update (constant ``lr``) on ``batch_size`` windows
+    drawn in a seeded order that covers every window before repeating one. Runs are repeatable for a given ``seed``
+    (the global random state is left alone).
+
+    Args:
+        model: the model to heal; the adapters are trained on ``prune_blocks(model, remove)``.
+        tokenizer: its tokenizer.
+        texts: training text, cut into ``seq_len``-token windows (``training_windows``); use calibration texts, never
+            the evaluation ones.
+        remove: 0-based indices of the blocks to remove first; empty (default) trains on a plain copy, e.g. of a
+            model pruned already.
+        steps: how many optimiser steps.
+        seq_len: tokens per training window.
+        batch_size: windows per step.
+        lr: the learning rate; the default is five times the paper's 1e-4, because a healing run here lasts a few
+            dozen steps, not two epochs.
+        rank: LoRA's r (paper: 8).
+        alpha: LoRA's lora_alpha (paper: 16).
+        dropout: LoRA's lora_dropout (paper: 0.05), in [0, 1).
+        target_modules: see ``lora_targets`` (default: peft's "all-linear", every projection of the blocks, also
+            GPT-2's ``Conv1D``).
+        seed: seeds the window order, LoRA's initialisation and the dropout masks.
+        merge: fold the adapters into the weights (``merge_and_unload``); False returns the ``PeftModel``.
+        progress: show a progress bar.
+
+    Returns:
+        ``(healed, losses)``: an ordinary transformers model in eval mode (or the ``PeftModel`` in eval mode when
+        ``merge=False``), and the training loss of each step (a Series named "loss", index ``step`` from 1), measured
+        before that step's update.
+
+    Raises:
+        TypeError: if ``steps``, ``batch_size``, ``rank`` or ``seq_len`` is not an integer; as ``training_windows``
+            and ``lora_targets``.
+        ValueError: if ``steps``, ``batch_size`` or ``rank`` is below 1, ``lr`` is not positive, ``dropout`` is not
+            in [0, 1); as ``training_windows``, ``lora_targets`` and ``prune_blocks`` (for ``remove``).
     """
     for name, value in (("steps", steps), ("batch_size", batch_size), ("rank", rank)):
         check_int(name, value)

@@ -24,7 +24,18 @@ BlockFn = Callable[[int, torch.Tensor, torch.Tensor], None]
 
 
 def hidden_input(args: tuple, kwargs: Mapping) -> torch.Tensor:
-    """The hidden state a block received: its first positional argument, else the ``hidden_states`` keyword."""
+    """The hidden state a block received: its first positional argument, else the ``hidden_states`` keyword.
+
+    Args:
+        args: the block's positional arguments, as a forward hook receives them.
+        kwargs: its keyword arguments.
+
+    Returns:
+        The hidden-state tensor.
+
+    Raises:
+        TypeError: if that argument is missing or not a tensor.
+    """
     state = args[0] if args else kwargs.get("hidden_states")
     if not isinstance(state, torch.Tensor):
         raise TypeError(
@@ -35,7 +46,17 @@ def hidden_input(args: tuple, kwargs: Mapping) -> torch.Tensor:
 
 
 def hidden_output(output: object) -> torch.Tensor:
-    """The hidden state a block returned: the output itself, or element 0 of a tuple (older and some families)."""
+    """The hidden state a block returned: the output itself, or element 0 of a tuple (older and some families).
+
+    Args:
+        output: the block's output, as a forward hook receives it.
+
+    Returns:
+        The hidden-state tensor.
+
+    Raises:
+        TypeError: if no tensor is found there.
+    """
     state = output if isinstance(output, torch.Tensor) else output[0]
     if not isinstance(state, torch.Tensor):
         raise TypeError(f"cannot find the hidden state in the block's output of type {type(output).__name__}")
@@ -50,11 +71,21 @@ def _check_blocks(blocks: Iterable[int] | None, n_blocks: int) -> list[int]:
 def block_hooks(model: PreTrainedModel, fn: BlockFn, blocks: Iterable[int] | None = None) -> Iterator[None]:
     """Inside the ``with``, every forward pass calls ``fn(index, block_input, block_output)`` for each hooked block.
 
-    ``blocks``: 0-based indices to hook (None = all). The tensors are the live ones, on the block's own device,
-    possibly with gradients: reduce them there and keep only small results (``.detach()`` what you keep). The hooks
-    observe only (``fn``'s return value is ignored) and are removed on exit, also when the forward pass raises.
-    With ``accelerate``'s ``device_map`` the input of a block can still sit on the previous block's device (hooks
-    see the arguments before accelerate moves them); the output is always on the block's device.
+    The tensors are the live ones, on the block's own device, possibly with gradients: reduce them there and keep
+    only small results (``.detach()`` what you keep). The hooks observe only (``fn``'s return value is ignored) and are
+    removed on exit, also when the forward pass raises. With ``accelerate``'s ``device_map`` the input of a block can
+    still sit on the previous block's device (hooks see the arguments before accelerate moves them); the output is
+    always on the block's device. A forward pass inside the ``with`` raises TypeError when a block's hidden state
+    cannot be found (``hidden_input``, ``hidden_output``).
+
+    Args:
+        model: the model whose blocks are hooked.
+        fn: called as ``fn(index, block_input, block_output)``; ``index`` is the block's position in the block list.
+        blocks: 0-based indices of the blocks to hook; None hooks all.
+
+    Raises:
+        ValueError: for invalid ``blocks`` (``check_block_indices``; all blocks are allowed) or a model whose block
+            list cannot be found (``block_path``).
     """
     block_list = get_blocks(model)
     indices = _check_blocks(blocks, len(block_list))
@@ -77,7 +108,11 @@ def block_hooks(model: PreTrainedModel, fn: BlockFn, blocks: Iterable[int] | Non
 
 @contextmanager
 def eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Eval mode (no dropout) for the duration; every module's own training flag is restored on exit."""
+    """Eval mode (no dropout) for the duration; every module's own training flag is restored on exit.
+
+    Args:
+        model: the module to put in eval mode.
+    """
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
@@ -88,14 +123,29 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
 
 
 def input_device(model: PreTrainedModel) -> torch.device:
-    """Where the token ids must go: the device of the input embedding (the first device under a ``device_map``)."""
+    """Where the token ids must go: the device of the input embedding (the first device under a ``device_map``).
+
+    Args:
+        model: a transformers model.
+
+    Returns:
+        The device of its input embedding weights.
+    """
     return model.get_input_embeddings().weight.device
 
 
 def run_model(model: PreTrainedModel, batch: Mapping[str, torch.Tensor]) -> object:
     """One analysis forward pass: eval mode, no gradients, no KV cache; the batch is moved to the input device.
 
-    The model's training flags are restored afterwards. Returns the model's output (logits etc.).
+    The model's training flags are restored afterwards.
+
+    Args:
+        model: the model to run.
+        batch: its keyword inputs (``input_ids``, ``attention_mask``...); tensors are moved, other values passed as
+            they are.
+
+    Returns:
+        The model's output (logits etc.).
     """
     device = input_device(model)
     inputs = {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
@@ -104,7 +154,12 @@ def run_model(model: PreTrainedModel, batch: Mapping[str, torch.Tensor]) -> obje
 
 
 class BlockIO(NamedTuple):
-    """What one block received and returned in a recorded forward pass (on the CPU, detached)."""
+    """What one block received and returned in a recorded forward pass (on the CPU, detached).
+
+    Attributes:
+        input: the hidden state entering the block (reduced, when ``record_block_io`` was given ``reduce``).
+        output: the hidden state it returned (likewise).
+    """
 
     input: torch.Tensor
     output: torch.Tensor
@@ -117,11 +172,24 @@ def record_block_io(
     blocks: Iterable[int] | None = None,
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[int, BlockIO]:
-    """Run one forward pass on ``batch`` and return ``{block index: BlockIO(input, output)}`` for the hooked blocks.
+    """Run one forward pass on ``batch`` and return what each hooked block received and returned.
 
-    ``reduce`` (e.g. ``lambda h: h[:, -1]`` for the last position) is applied on the block's device before the
-    result is copied to the CPU, so only what you ask for is kept. Meant for small, teaching-sized looks inside a
-    model: for statistics over many batches, reduce inside ``block_hooks`` instead of recording everything.
+    Meant for small, teaching-sized looks inside a model: for statistics over many batches, reduce inside
+    ``block_hooks`` instead of recording everything.
+
+    Args:
+        model: the model to run (``run_model``: eval mode, no gradients).
+        batch: its keyword inputs.
+        blocks: 0-based indices of the blocks to record; None records all.
+        reduce: applied to each state on the block's device before it is copied to the CPU (e.g. ``lambda h: h[:, -1]``
+            for the last position), so only what you ask for is kept; None keeps whole states.
+
+    Returns:
+        ``{block index: BlockIO(input, output)}`` in block order, tensors detached and on the CPU.
+
+    Raises:
+        ValueError: as ``block_hooks``.
+        TypeError: if a block's hidden state cannot be found (``hidden_input``, ``hidden_output``).
     """
     records: dict[int, BlockIO] = {}
 
@@ -140,9 +208,20 @@ def non_finite_origin(model: PreTrainedModel, batch: Mapping[str, torch.Tensor])
     """Where a forward pass on ``batch`` first produces NaN or inf, or None when its logits are all finite.
 
     One hooked pass (``run_model``) checks the real tokens (``attention_mask``) entering block 0 and leaving every
-    block, so the answer is "the embeddings", "block i" (its index in the current block list) or "the final norm or
-    LM head" (every block finite, the logits not). A NaN then propagates to everything after it, which is why the
-    first place matters: the criteria that remove one block at a time would otherwise blame every other block.
+    block. A NaN then propagates to everything after it, which is why the first place matters: the criteria that remove
+    one block at a time would otherwise blame every other block.
+
+    Args:
+        model: the model to run.
+        batch: its keyword inputs; an ``attention_mask`` restricts the check to real tokens.
+
+    Returns:
+        "the embeddings (the input of block 0)"; "block i" (its index in the current block list); "the final norm or
+        the LM head (every block's output is finite)"; or None when the logits are finite.
+
+    Raises:
+        ValueError: as ``block_hooks``.
+        TypeError: if a block's hidden state cannot be found (``hidden_input``, ``hidden_output``).
     """
     mask = batch.get("attention_mask")
     origins: list[str] = []
@@ -165,8 +244,17 @@ def non_finite_origin(model: PreTrainedModel, batch: Mapping[str, torch.Tensor])
 
 
 def raise_non_finite(model: PreTrainedModel, batch: Mapping[str, torch.Tensor], what: str) -> NoReturn:
-    """Raise FloatingPointError for ``what`` (e.g. "perplexity") that came out NaN or inf on ``batch``, naming where
-    the model first produces a non-finite value (``non_finite_origin``). Called once a result is found non-finite."""
+    """Raise for ``what`` that came out NaN or inf on ``batch``, naming where the model first produces a non-finite
+    value (``non_finite_origin``). Called once a result is found non-finite.
+
+    Args:
+        model: the model that gave the non-finite result.
+        batch: the inputs it gave it on.
+        what: the result's name for the message (e.g. "perplexity").
+
+    Raises:
+        FloatingPointError: always; the message names the origin, or says that a second pass was finite.
+    """
     origin = non_finite_origin(model, batch)
     where = f"first produced by {origin}" if origin else "although a second pass on the same batch was finite"
     raise FloatingPointError(

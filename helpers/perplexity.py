@@ -32,9 +32,14 @@ IGNORE = -100
 class PerplexityResult:
     """Perplexity of a model on a text, with the per-window numbers the bootstrap resamples.
 
-    ``ppl = exp(nll)``, ``nll`` = mean negative log-likelihood (nats) per scored token = ``window_nll.sum() /
-    window_tokens.sum()``; ``n_tokens`` = scored tokens; ``window_nll[i]`` / ``window_tokens[i]`` = NLL sum and
-    scored-token count of window ``i`` (in text order).
+    Attributes:
+        ppl: the perplexity, ``exp(nll)``.
+        nll: mean negative log-likelihood (nats) per scored token, ``window_nll.sum() / window_tokens.sum()``.
+        n_tokens: how many tokens were scored.
+        window_nll: NLL sum of each window, in text order.
+        window_tokens: scored-token count of each window, in text order.
+        seq_len: the window length in tokens.
+        stride: how many tokens each window moved on from the previous one.
     """
 
     ppl: float
@@ -52,10 +57,17 @@ Reduction = Literal["none", "sum", "mean"]
 def token_nll(logits: torch.Tensor, targets: torch.Tensor, reduction: Reduction = "none") -> torch.Tensor:
     """Negative log-likelihood (nats, float32) of each target token under the logits at the same place.
 
-    The package's one cross-entropy: ``logits`` (..., vocab) and ``targets`` (...) line up; ``IGNORE`` targets give
-    0. ``reduction``: "none" (one value per target, shaped like ``targets``), or the "sum" or "mean" over the scored
-    targets, added up inside the loss kernel. Targets are moved to the logits' device (the output head's, under an
-    accelerate ``device_map``).
+    The package's one cross-entropy. Targets are moved to the logits' device (the output head's, under an accelerate
+    ``device_map``).
+
+    Args:
+        logits: shape (..., vocab).
+        targets: token ids, shape (...) lined up with ``logits``; ``IGNORE`` targets give 0.
+        reduction: "none" (one value per target), or the "sum" or "mean" over the scored targets, added up inside the
+            loss kernel.
+
+    Returns:
+        A float32 tensor shaped like ``targets`` for "none", else a scalar.
     """
     targets = targets.to(logits.device)
     nll = F.cross_entropy(logits.flatten(0, -2).float(), targets.flatten(), ignore_index=IGNORE, reduction=reduction)
@@ -63,8 +75,15 @@ def token_nll(logits: torch.Tensor, targets: torch.Tensor, reduction: Reduction 
 
 
 def next_token_nll(logits: torch.Tensor, labels: torch.Tensor, reduction: Reduction = "none") -> torch.Tensor:
-    """``token_nll`` of the next token: ``logits[:, p]`` scores ``labels[:, p + 1]``; "none" gives shape
-    (batch, seq_len - 1). ``labels`` are the input ids with ``IGNORE`` where a token is not scored (padding, context).
+    """``token_nll`` of the next token: ``logits[:, p]`` scores ``labels[:, p + 1]``.
+
+    Args:
+        logits: shape (batch, seq_len, vocab).
+        labels: the input ids, shape (batch, seq_len), with ``IGNORE`` where a token is not scored (padding, context).
+        reduction: "none", "sum" or "mean", as in ``token_nll``.
+
+    Returns:
+        Shape (batch, seq_len - 1) for "none", else a scalar.
     """
     return token_nll(logits[:, :-1], labels[:, 1:], reduction)
 
@@ -73,6 +92,12 @@ def adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
     """True when the tokenizer puts its BOS token in front of a text (SmolLM2's does not, Llama-2's does).
 
     Found by tokenizing one character with and without special tokens, so it follows the tokenizer's own setting.
+
+    Args:
+        tokenizer: the tokenizer to probe.
+
+    Returns:
+        Whether a BOS token is prepended.
     """
     bos = tokenizer.bos_token_id
     with_special = tokenizer("a")["input_ids"]
@@ -100,8 +125,23 @@ def _window_rows(
 
 
 def window_layout(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], seq_len: int) -> tuple[list[int], int]:
-    """Check ``texts`` and ``seq_len``; return what every window starts with (``[BOS]`` when the tokenizer adds one,
-    else nothing) and how many text tokens follow it. Shared with ``helpers.healing``, which trains on such windows."""
+    """Check ``texts`` and ``seq_len``; return how every window starts and how many text tokens follow.
+
+    Shared with ``helpers.healing``, which trains on such windows.
+
+    Args:
+        tokenizer: the model's tokenizer.
+        texts: the texts the windows are cut from (only checked here).
+        seq_len: tokens per window, BOS included.
+
+    Returns:
+        ``(prefix, span)``: what every window starts with (``[BOS]`` when the tokenizer adds one, else nothing) and
+        how many text tokens follow it.
+
+    Raises:
+        TypeError: if ``texts`` is not a list of strings or ``seq_len`` not an integer.
+        ValueError: if ``seq_len`` is below 2, or leaves no text token after the BOS.
+    """
     check_texts(texts)
     prefix = [tokenizer.bos_token_id] if adds_bos(tokenizer) else []
     check_int("seq_len", seq_len, minimum=max(2, len(prefix) + 1))
@@ -121,15 +161,36 @@ def perplexity(
 ) -> PerplexityResult:
     """Perplexity of ``model`` on ``texts`` (joined with blank lines), over windows of ``seq_len`` tokens.
 
-    ``stride`` (default: the window's text length, i.e. non-overlapping windows) moves each window on by that many
-    tokens; with a smaller stride only the last ``stride`` tokens of a window are scored, each with up to
-    ``seq_len - stride`` tokens of extra context (the classic sliding-window evaluation; the first window scores
-    all its tokens). If the tokenizer adds a BOS token to a text (``adds_bos``), every window is BOS + ``seq_len - 1``
-    text tokens, as the model saw in training; otherwise a window is ``seq_len`` text tokens and its first token is
-    not scored. Tokens after the last full window are dropped. ``max_windows`` keeps the first windows only.
-    Call it on a model in eval mode (``load_model`` returns one): dropout would make the result random.
-    Follows the transformers guide "Perplexity of fixed-length models" (strided windows, context labelled -100),
-    keeping per-window sums for the bootstrap, a BOS prefix where the tokenizer adds one, and full windows only.
+    If the tokenizer adds a BOS token to a text (``adds_bos``), every window is BOS + ``seq_len - 1`` text tokens,
+    as the model saw in training; otherwise a window is ``seq_len`` text tokens and its first token is not scored.
+    Tokens after the last full window are dropped. Call it on a model in eval mode (``load_model`` returns one):
+    dropout would make the result random. Follows the transformers guide "Perplexity of fixed-length models" (strided
+    windows, context labelled -100), keeping per-window sums for the bootstrap, a BOS prefix where the tokenizer adds
+    one, and full windows only.
+
+    Args:
+        model: the causal LM to evaluate.
+        tokenizer: its tokenizer.
+        texts: the evaluation texts.
+        seq_len: tokens per window, at most the model's ``max_position_embeddings``.
+        stride: how many tokens each window moves on; None (default) = the window's text length, i.e.
+            non-overlapping windows. With a smaller stride only the last ``stride`` tokens of a window are scored,
+            each with up to ``seq_len - stride`` tokens of extra context (the classic sliding-window evaluation; the
+            first window scores all its tokens).
+        max_windows: keep the first windows only; None keeps all.
+        batch_size: windows per forward pass.
+        progress: show a progress bar.
+
+    Returns:
+        A ``PerplexityResult`` with the per-window sums.
+
+    Raises:
+        TypeError: if ``texts`` is not a list of strings, or ``seq_len``, ``stride``, ``max_windows`` or
+            ``batch_size`` is not an integer (None where allowed).
+        ValueError: if ``seq_len`` is too short for a window or longer than the model's positions, ``stride`` is
+            outside 1..text tokens per window, ``max_windows`` or ``batch_size`` is below 1, or the texts give fewer
+            tokens than one window.
+        FloatingPointError: if the model's logits are NaN or inf (``raise_non_finite`` names where they start).
     """
     prefix, span = window_layout(tokenizer, texts, seq_len)
     check_int("stride", stride, maximum=span, none_means=f"{span}, the text tokens in a window")
@@ -185,12 +246,37 @@ def _windows(result: PerplexityResult) -> np.ndarray:
 
 
 def perplexity_ci(result: PerplexityResult, **bootstrap: object) -> ConfidenceInterval:
-    """Bootstrap interval of a perplexity, resampling its windows (keyword arguments go to ``bootstrap_ci``)."""
+    """Bootstrap interval of a perplexity, resampling its windows.
+
+    Args:
+        result: what ``perplexity`` returned.
+        **bootstrap: keyword arguments of ``bootstrap_ci`` (``n_boot``, ``confidence``, ``seed``).
+
+    Returns:
+        The perplexity with its interval.
+
+    Raises:
+        TypeError, ValueError: as ``bootstrap_ci``, for its arguments.
+    """
     return bootstrap_ci(_windows(result), statistic=_window_ppl, **bootstrap)
 
 
 def perplexity_difference(a: PerplexityResult, b: PerplexityResult, **bootstrap: object) -> ConfidenceInterval:
-    """Paired interval of ``b.ppl - a.ppl`` for two models evaluated on the same text and windows."""
+    """Paired interval of ``b.ppl - a.ppl`` for two models evaluated on the same text and windows.
+
+    Args:
+        a: the first model's result (the one subtracted).
+        b: the second model's result.
+        **bootstrap: keyword arguments of ``paired_difference`` (``n_boot``, ``confidence``, ``seed``).
+
+    Returns:
+        The difference with its interval; below 0 means ``b`` has the lower perplexity.
+
+    Raises:
+        ValueError: if the two results do not cover the same windows (texts, tokenizer, ``seq_len``, ``stride``,
+            ``max_windows``); as ``paired_difference``, for its arguments.
+        TypeError: as ``paired_difference``, for its arguments.
+    """
     same = (a.seq_len, a.stride, len(a.window_tokens)) == (b.seq_len, b.stride, len(b.window_tokens))
     if not same or not np.array_equal(a.window_tokens, b.window_tokens):
         raise ValueError(

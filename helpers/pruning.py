@@ -26,7 +26,14 @@ _NOT_PER_LAYER = {"architectures", "eos_token_id", "bad_words_ids", "suppress_to
 
 
 def decoder_config(model: PreTrainedModel) -> PretrainedConfig:
-    """The config that owns the layer count (the text config of a multimodal model, else the model's config)."""
+    """The config that owns the layer count (the text config of a multimodal model, else the model's config).
+
+    Args:
+        model: a transformers model.
+
+    Returns:
+        That config object itself (not a copy).
+    """
     return model.config.get_text_config(decoder=True)
 
 
@@ -112,8 +119,21 @@ def prune_blocks(model: PreTrainedModel, blocks: Iterable[int], *, inplace: bool
 
     The result is an ordinary transformers model: its config states the new layer count, its per-layer lists and
     which original blocks it kept (``config.depth_pruning``), so ``save_pretrained`` -> ``from_pretrained`` gives the
-    same model, and ``generate()`` with the KV cache works. ``inplace=False`` (default) leaves ``model`` untouched
-    and copies only the blocks that stay; ``inplace=True`` copies nothing. Negative indices are rejected.
+    same model, and ``generate()`` with the KV cache works.
+
+    Args:
+        model: the model to prune.
+        blocks: 0-based indices of the blocks to remove (negative indices are rejected).
+        inplace: False (default) leaves ``model`` untouched and copies only the blocks that stay; True prunes
+            ``model`` itself and copies nothing.
+
+    Returns:
+        The pruned model: a new one, or ``model`` itself when ``inplace``.
+
+    Raises:
+        ValueError: for invalid ``blocks`` (``check_block_indices``: none, all, duplicates, out of range...), a
+            config whose blocks depend on their position (``_BUILT_BY_INDEX``; use ``skip_blocks`` there), or a model
+            whose block list cannot be found (``block_path``).
     """
     path = block_path(model)
     block_list = model.get_submodule(path)
@@ -142,7 +162,19 @@ def skip_blocks(model: PreTrainedModel, blocks: Iterable[int]) -> Iterator[PreTr
 
     Inside the ``with`` the model computes exactly what ``prune_blocks`` would return (same mechanism), and
     ``generate()`` works. On exit, also after an exception, the block list, every ``layer_idx`` and the config are
-    restored exactly. An empty list is allowed and changes nothing (handy for "no block removed" baselines).
+    restored exactly.
+
+    Args:
+        model: the model to run without the blocks.
+        blocks: 0-based indices of the blocks to skip; an empty list is allowed and changes nothing (handy for "no
+            block removed" baselines).
+
+    Yields:
+        ``model`` itself, without those blocks until the ``with`` ends.
+
+    Raises:
+        ValueError: for invalid ``blocks`` (``check_block_indices``; every block at once is refused) or a model whose
+            block list cannot be found (``block_path``).
     """
     block_list = get_blocks(model)
     skipped = check_block_indices(blocks, len(block_list), allow_empty=True)

@@ -27,8 +27,18 @@ Counted from each end, so it means the same on a model of any depth."""
 def resolve_k(k: int | float, n_blocks: int) -> int:
     """How many blocks ``k`` asks for: an int as is, a float in (0, 1) as ``round(k * n_blocks)``.
 
-    ``round`` is Python's (halves go to the even integer: 0.25 of 10 blocks is 2). At least one block must result
-    and at least one must stay.
+    ``round`` is Python's (halves go to the even integer: 0.25 of 10 blocks is 2).
+
+    Args:
+        k: a block count (int) or a fraction of the blocks (float strictly between 0 and 1).
+        n_blocks: how many blocks the model has.
+
+    Returns:
+        The block count, between 1 and ``n_blocks - 1`` (at least one block must result and one must stay).
+
+    Raises:
+        ValueError: if ``k`` is not a number (a bool included), a fraction outside (0, 1) or one that rounds to 0,
+            or the count is outside 1..n_blocks-1.
     """
     if isinstance(k, bool) or not isinstance(k, Real):
         raise ValueError(f"k must be a number of blocks (int) or a fraction of the blocks (float in (0, 1)); got {k!r}")
@@ -61,7 +71,21 @@ def _check_scores(scores: pd.Series) -> int:
 
 
 def removable_blocks(n_blocks: int, count: int, *, protect_first: int = 0, protect_last: int = 0) -> list[int]:
-    """The blocks not protected at either end, checking that ``count`` blocks can be removed from them."""
+    """The blocks not protected at either end, checking that ``count`` blocks can be removed from them.
+
+    Args:
+        n_blocks: how many blocks the model has.
+        count: how many blocks are to be removed.
+        protect_first: blocks never removed at the start.
+        protect_last: blocks never removed at the end.
+
+    Returns:
+        The indices ``protect_first``..``n_blocks - protect_last - 1``, ascending.
+
+    Raises:
+        TypeError: if ``protect_first`` or ``protect_last`` is not an integer.
+        ValueError: if either is negative, or fewer than ``count`` blocks are left unprotected.
+    """
     check_int("protect_first", protect_first, minimum=0)
     check_int("protect_last", protect_last, minimum=0)
     allowed = list(range(protect_first, n_blocks - protect_last))
@@ -119,14 +143,28 @@ def select_blocks(
 ) -> list[int]:
     """The ``k`` least important blocks to remove (sorted indices), by one criterion's ``scores``.
 
-    ``k``: a block count (int) or a fraction of all blocks (float in (0, 1), see ``resolve_k``).
-    ``higher_is_important``: False for scores where high means removable (e.g. cosine similarity of input/output).
-    ``protect_first`` / ``protect_last``: never remove that many blocks at either end (``**PLUS_HEURISTIC`` = 4, 2).
-    ``no_adjacent``: no two removed blocks are neighbours (see ``_no_adjacent``: rank-based, least important first,
-    always finds a valid set when one exists). ``contiguous``: remove one run of k consecutive blocks, the one with
-    the lowest total importance; this sums the scores, so it depends on their scale (pass ``scores.rank()`` for a
-    scale-free choice). Scores within ``ties.TIE_RTOL`` (0.1%) of each other count as tied, and ties go to the lower
-    block index, so the choice does not depend on float rounding (see ``ties.tied_order``).
+    Scores within ``ties.TIE_RTOL`` (0.1%) of each other count as tied, and ties go to the lower block index, so the
+    choice does not depend on float rounding (see ``ties.tied_order``).
+
+    Args:
+        scores: one finite score per block, a Series indexed by the blocks 0..L-1 (any order).
+        k: a block count (int) or a fraction of all blocks (float in (0, 1), see ``resolve_k``).
+        higher_is_important: False for scores where high means removable (e.g. cosine similarity of input/output).
+        protect_first: never remove that many blocks at the start (``**PLUS_HEURISTIC``: 4).
+        protect_last: never remove that many blocks at the end (``**PLUS_HEURISTIC``: 2).
+        no_adjacent: no two removed blocks are neighbours (see ``_no_adjacent``: rank-based, least important first,
+            always finds a valid set when one exists).
+        contiguous: remove one run of k consecutive blocks, the one with the lowest total importance; this sums the
+            scores, so it depends on their scale (pass ``scores.rank()`` for a scale-free choice).
+
+    Returns:
+        The block indices to remove, ascending.
+
+    Raises:
+        ValueError: if ``scores`` is not a Series indexed by 0..L-1 or holds a NaN, infinite or non-numeric value;
+            ``k`` is invalid (``resolve_k``); the protected blocks leave fewer than k; ``no_adjacent`` and
+            ``contiguous`` are both set; or k non-adjacent blocks do not fit among the removable ones.
+        TypeError: if ``protect_first`` or ``protect_last`` is not an integer.
     """
     n_blocks = _check_scores(scores)
     count = resolve_k(k, n_blocks)

@@ -26,17 +26,29 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def cache_dir() -> Path:
-    """Folder for converted model checkpoints (``$DEPTH_PRUNING_CACHE``, default ``~/.cache/depth-pruning-course``)."""
+    """Folder for converted model checkpoints (``$DEPTH_PRUNING_CACHE``, default ``~/.cache/depth-pruning-course``).
+
+    Returns:
+        The folder's path, ``~`` expanded; it may not exist yet.
+    """
     return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "depth-pruning-course")).expanduser()
 
 
 def data_dir() -> Path:
-    """Folder with offline dataset copies (``$DEPTH_PRUNING_DATA``, default the repository's ``data/``)."""
+    """Folder with offline dataset copies (``$DEPTH_PRUNING_DATA``, default the repository's ``data/``).
+
+    Returns:
+        The folder's path, ``~`` expanded.
+    """
     return Path(os.environ.get(DATA_ENV, REPO_ROOT / "data")).expanduser()
 
 
 def default_device() -> torch.device:
-    """cuda when available, else cpu."""
+    """cuda when available, else cpu.
+
+    Returns:
+        ``torch.device("cuda")`` or ``torch.device("cpu")``.
+    """
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -44,7 +56,10 @@ def set_determinism(seed: int = 0, threads: int | None = 2) -> None:
     """Seed Python, NumPy and torch (``transformers.set_seed``) and fix torch's CPU thread count, so that runs repeat
     bit for bit on one machine.
 
-    ``threads=None`` leaves the thread count alone (use it in Colab or on big machines when speed matters more).
+    Args:
+        seed: the seed for every random number generator.
+        threads: torch's CPU thread count; None leaves it alone (use it in Colab or on big machines when speed matters
+            more).
     """
     # Imported here: transformers.set_seed lives in trainer_utils, which imports peft (when installed) on the way,
     # and ``import helpers`` should not pay for that.
@@ -61,6 +76,14 @@ def progress_bar(iterable: Iterable[T], desc: str, enabled: bool) -> Iterable[T]
 
     The variable is checked here because tqdm's notebook bar ignores it (it sets ``disable`` itself), and the
     course's nbval kernels rely on it to keep progress widgets out of the compared outputs.
+
+    Args:
+        iterable: what to iterate over.
+        desc: the bar's label.
+        enabled: False returns ``iterable`` unchanged.
+
+    Returns:
+        A tqdm bar wrapping ``iterable``, or ``iterable`` itself.
     """
     if not enabled or os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false"):
         return iterable

@@ -171,13 +171,26 @@ def block_similarity(
 ) -> SimilarityReport:
     """Cosine similarity between block inputs and outputs, depth-to-depth, and angular distance; see SimilarityReport.
 
-    ``batches``: dicts with ``input_ids`` and optionally ``attention_mask`` (padded positions are left out of every
-    statistic; any padding side). One forward pass of the backbone (no LM head) per batch, in eval mode, without
-    gradients or KV cache; the model is left as it was. ``sample``: (batch index, row) whose per-token values go
-    into ``token_cosine``, labelled with token strings when a ``tokenizer`` is given, else with ids. Cosines are
-    computed in float32 whatever the model's dtype. A hidden state that is zero or not finite at a real token makes
-    its cosine undefined: this raises a ValueError naming the block, rather than reporting a number that would
-    rank the block.
+    One forward pass of the backbone (no LM head) per batch, in eval mode, without gradients or KV cache; the model
+    is left as it was. Cosines are computed in float32 whatever the model's dtype.
+
+    Args:
+        model: the model to measure.
+        batches: dicts with ``input_ids`` and optionally ``attention_mask`` (padded positions are left out of every
+            statistic; any padding side).
+        sample: (batch index, row) whose per-token values go into ``token_cosine``.
+        tokenizer: labels ``token_cosine`` with token strings; None labels it with ids.
+        progress: show a progress bar.
+
+    Returns:
+        A ``SimilarityReport``.
+
+    Raises:
+        ValueError: if ``batches`` is one dict or empty, a batch has no 2-D ``input_ids`` or a mask of another shape
+            or a row without a real token, ``sample`` does not exist, a block's state is not laid out (batch, length,
+            hidden), or a hidden state is zero or not finite at a real token (its cosine would be undefined; the
+            message names the block rather than reporting a number that would rank it).
+        TypeError: if a block's hidden state cannot be found (``hidden_input``, ``hidden_output``).
     """
     batches = _check_batches(batches, sample)
     n_blocks = len(get_blocks(model))

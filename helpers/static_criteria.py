@@ -33,6 +33,18 @@ def block_scores(values: Sequence[float], name: str, blocks: Sequence[int] | Non
     """The criterion Series: ``values[j]`` for block ``blocks[j]`` (default 0..L-1), refusing non-finite values.
 
     A NaN or infinite score is an error, never a 0: read as "unimportant", it would get a broken block removed first.
+
+    Args:
+        values: one score per block.
+        name: the criterion's name, used as the Series name.
+        blocks: the block index of each value; None for 0..len(values)-1.
+
+    Returns:
+        A float Series named ``name``, indexed by ``block``.
+
+    Raises:
+        ValueError: if a value is NaN or infinite (the message names the blocks), or ``blocks`` and ``values`` differ
+            in length.
     """
     index = pd.RangeIndex(len(values), name="block") if blocks is None else pd.Index(blocks, name="block")
     scores = pd.Series([float(v) for v in values], index=index, name=name)
@@ -46,7 +58,19 @@ def block_scores(values: Sequence[float], name: str, blocks: Sequence[int] | Non
 
 
 def block_weights(block: torch.nn.Module, weights: WeightSet = "all") -> list[torch.nn.Parameter]:
-    """The parameters of one block that a weight-based criterion sums over (see ``WEIGHT_SETS``)."""
+    """The parameters of one block that a weight-based criterion sums over (see ``WEIGHT_SETS``).
+
+    Args:
+        block: one transformer block.
+        weights: "all" (matrices, norm scales, biases) or "matrices" (parameters with 2 or more dimensions).
+
+    Returns:
+        The selected parameters, in ``block.parameters()`` order.
+
+    Raises:
+        TypeError: if ``weights`` is not a string.
+        ValueError: if ``weights`` is not "all" or "matrices".
+    """
     check_choice("weights", weights, WEIGHT_SETS)
     return [p for p in block.parameters() if weights == "all" or p.ndim >= 2]
 
@@ -56,12 +80,28 @@ def position_blocks(
 ) -> list[int]:
     """The ``k`` blocks (or fraction ``k`` of ``n_blocks``) a position strategy removes, sorted.
 
-    "first": blocks 0..k-1. "last": the final k blocks. "middle": the k blocks centred in the stack (when the
-    margins cannot be equal, the extra block is left at the end: start = (n_blocks - k) // 2).
-    "keep_edges": keep the first ``protect_first`` and the last ``protect_last`` blocks (only this strategy reads
-    them) and remove the k blocks just before the last ones, i.e. the deepest blocks that are not protected. That is
-    where ShortGPT, Gromov et al. and Shortened LLaMA's Taylor+ find the most removable blocks, and with
-    ``protect_last=2`` it is Taylor+'s choice on LLaMA-1-7B (blocks 24-29 of 32).
+    "keep_edges" removes the deepest blocks that are not protected. That is where ShortGPT, Gromov et al. and
+    Shortened LLaMA's Taylor+ find the most removable blocks, and with ``protect_last=2`` it is Taylor+'s choice on
+    LLaMA-1-7B (blocks 24-29 of 32).
+
+    Args:
+        n_blocks: how many blocks the model has (at least 2: one must stay).
+        k: a block count (int) or a fraction of ``n_blocks`` (float in (0, 1), see ``resolve_k``).
+        strategy: "first" (blocks 0..k-1), "last" (the final k blocks), "middle" (the k blocks centred in the stack;
+            when the margins cannot be equal, the extra block is left at the end: start = (n_blocks - k) // 2) or
+            "keep_edges" (keep the first ``protect_first`` and the last ``protect_last`` blocks and remove the k blocks
+            just before the last ones).
+        protect_first: blocks kept at the start; only "keep_edges" reads it.
+        protect_last: blocks kept at the end; only "keep_edges" reads it.
+
+    Returns:
+        The k block indices, ascending and consecutive.
+
+    Raises:
+        TypeError: if ``strategy`` is not a string or ``n_blocks`` not an integer; for "keep_edges", if a
+            ``protect_*`` is not an integer.
+        ValueError: if ``strategy`` is unknown, ``n_blocks`` is below 2, or ``k`` is invalid (``resolve_k``); for
+            "keep_edges", if a ``protect_*`` is negative or the protected blocks leave fewer than k to remove.
     """
     check_choice("strategy", strategy, POSITION_STRATEGIES)
     check_int("n_blocks", n_blocks, minimum=2)  # one block must stay
@@ -83,11 +123,22 @@ def magnitude_scores(
 ) -> pd.Series:
     """Weight magnitude of every block: the higher, the more important (Shortened LLaMA's "Magnitude" criterion).
 
-    ``norm``: "l1" = sum of |w| (the paper's criterion), "l2" = sqrt(sum of w²). ``weights``: "all" (every
-    parameter of the block, as the paper sums all of a block's weights; the official code has no biases to skip on
-    LLaMA) or "matrices" (only the 2-D projection weights; norm scales are ~1 each and can dominate in tiny
-    blocks). ``per_parameter=True`` divides by the number of parameters counted (mean |w|, or the RMS for "l2"),
-    so blocks of different sizes compare fairly. Named "magnitude_l1" or "magnitude_l2".
+    Args:
+        model: the model whose blocks are scored; its weights are only read.
+        norm: "l1" = sum of |w| (the paper's criterion), "l2" = sqrt(sum of w²).
+        weights: "all" (every parameter of the block, as the paper sums all of a block's weights; the official code
+            has no biases to skip on LLaMA) or "matrices" (only the 2-D projection weights; norm scales are ~1 each and
+            can dominate in tiny blocks).
+        per_parameter: divide by the number of parameters counted (mean |w|, or the RMS for "l2"), so blocks of
+            different sizes compare fairly.
+
+    Returns:
+        A Series named "magnitude_l1" or "magnitude_l2", indexed by ``block``.
+
+    Raises:
+        TypeError: if ``norm`` or ``weights`` is not a string.
+        ValueError: if ``norm`` or ``weights`` is not a valid choice, a score is not finite (NaN/inf weights), or the
+            model's block list cannot be found (``block_path``).
     """
     check_choice("norm", norm, MAGNITUDE_NORMS)
     values = []

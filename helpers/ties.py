@@ -24,6 +24,16 @@ def tie_groups(values: pd.Series, rtol: float = TIE_RTOL) -> pd.Series:
 
     Sorted by value, neighbours closer than ``rtol`` (relative to the larger magnitude) share a group, so a chain of
     near-equal values forms one group. The grouping only changes when a gap sits right at ``rtol``.
+
+    Args:
+        values: the scores, indexed by label (e.g. block index).
+        rtol: the relative distance below which two neighbouring values are tied.
+
+    Returns:
+        A Series named "tie_group" with ``values``' index (and order) and one int group number per label.
+
+    Raises:
+        ValueError: if ``rtol`` is not in [0, 1) or a value is NaN.
     """
     if not 0 <= rtol < 1:
         raise ValueError(f"rtol must be in [0, 1) (e.g. {TIE_RTOL}); got {rtol}")
@@ -42,7 +52,18 @@ def tie_groups(values: pd.Series, rtol: float = TIE_RTOL) -> pd.Series:
 
 
 def tied_order(values: pd.Series, rtol: float = TIE_RTOL) -> list:
-    """The labels of ``values``, smallest value first, near-ties (``tie_groups``) in label order."""
+    """The labels of ``values``, smallest value first, near-ties (``tie_groups``) in label order.
+
+    Args:
+        values: the scores, indexed by label.
+        rtol: the relative tie tolerance, as in ``tie_groups``.
+
+    Returns:
+        The list of labels, in that order.
+
+    Raises:
+        ValueError: as ``tie_groups``.
+    """
     groups = tie_groups(values, rtol)
     return sorted(values.index, key=lambda label: (groups[label], label))
 
@@ -54,15 +75,36 @@ RANK_METHODS: tuple[RankMethod, ...] = get_args(RankMethod)
 def tied_ranks(values: pd.Series, rtol: float = TIE_RTOL, method: RankMethod = "average") -> pd.Series:
     """Rank of each value, 1 = smallest, with near-ties (``tie_groups``) sharing a rank.
 
-    ``method`` is pandas' rule for a tied group: ``"average"`` (the mean of the places it spans) or ``"min"`` (its
-    first place, as in a competition: 1, 2, 2, 4).
+    Args:
+        values: the scores, indexed by label.
+        rtol: the relative tie tolerance, as in ``tie_groups``.
+        method: pandas' rule for a tied group: ``"average"`` (the mean of the places it spans) or ``"min"`` (its first
+            place, as in a competition: 1, 2, 2, 4).
+
+    Returns:
+        A float Series of ranks with ``values``' index and name.
+
+    Raises:
+        TypeError: if ``method`` is not a string.
+        ValueError: if ``method`` is not one of ``RANK_METHODS``; as ``tie_groups``.
     """
     check_choice("method", method, RANK_METHODS)
     return tie_groups(values, rtol).rank(method=method).rename(values.name)
 
 
 def first_minimum(values: pd.Series, rtol: float = TIE_RTOL) -> object:
-    """The label of the smallest value (NaN skipped), the lowest label among values tied with it."""
+    """The label of the smallest value (NaN skipped), the lowest label among values tied with it.
+
+    Args:
+        values: the scores, indexed by label.
+        rtol: the relative tie tolerance, as in ``tie_groups``.
+
+    Returns:
+        The chosen label.
+
+    Raises:
+        ValueError: if every value is NaN (or there is none), or ``rtol`` is not in [0, 1).
+    """
     values = values.dropna()
     if len(values) == 0:
         raise ValueError("first_minimum needs at least one value that is not NaN")

@@ -76,7 +76,11 @@ LM_EVAL_YAMLS = {
 class Item(NamedTuple):
     """One scored item: lm-eval's (context, continuation) requests, the gold index and the choices for acc_norm.
 
-    ``choices`` is empty for tasks that report no ``acc_norm``.
+    Attributes:
+        requests: the (context, continuation) text pairs to score, one per choice (WinoGrande: one per context).
+        gold: the index of the correct request.
+        choices: the choice texts whose character lengths normalise ``acc_norm``; empty for tasks that report no
+            ``acc_norm``.
     """
 
     requests: tuple[tuple[str, str], ...]
@@ -86,7 +90,16 @@ class Item(NamedTuple):
 
 @dataclass(frozen=True)
 class Task:
-    """Where a task's documents come from and how lm-eval turns one into an item."""
+    """Where a task's documents come from and how lm-eval turns one into an item.
+
+    Attributes:
+        hub: (dataset id, config, split) that lm-eval loads.
+        files: the offline copy (and labels file), relative to ``data_dir() / BENCHMARK_DIR``.
+        origin: what those files are, for the message when they are missing.
+        read_local: turns the offline files into the hub's rows (README's mapping).
+        to_item: turns one row into an ``Item``.
+        metrics: the metrics lm-eval reports for the task (``acc``, ``acc_norm``, ``perplexity``).
+    """
 
     hub: tuple[str, str | None, str]  # dataset id, config, split lm-eval loads
     files: tuple[str, ...]  # offline copy (and labels file), relative to data_dir() / BENCHMARK_DIR
@@ -233,8 +246,21 @@ def _check_tasks(tasks: Iterable[str]) -> list[str]:
 def load_task(task: str, *, source: Source = "auto") -> list[Row]:
     """The documents of ``task`` as the hub rows lm-eval loads; row ``i`` is item ``i`` (hub row = file line).
 
-    ``source``: "hub" (the dataset id lm-eval 0.4.13 loads), "local" (``<data_dir()>/benchmarks/...``) or "auto"
-    (hub, then local; local only when ``HF_DATASETS_OFFLINE`` or ``HF_HUB_OFFLINE`` is set), as ``helpers.data``.
+    Args:
+        task: one of ``TASK_NAMES``.
+        source: "hub" (the dataset id lm-eval 0.4.13 loads), "local" (``<data_dir()>/benchmarks/...``) or "auto"
+            (hub, then local; local only when ``HF_DATASETS_OFFLINE`` or ``HF_HUB_OFFLINE`` is set), as
+            ``helpers.data``.
+
+    Returns:
+        The rows, as dicts.
+
+    Raises:
+        ValueError: if ``task`` is unknown or ``source`` is not a valid choice; if PIQA's offline items and labels
+            do not align.
+        TypeError: if ``source`` is not a string.
+        FileNotFoundError: if an offline file is needed and missing (the message says what to put where).
+        Exception: with ``source="hub"``, whatever the hub load raised.
     """
     _check_tasks([task])
     check_choice("source", source, SOURCES)
@@ -247,9 +273,22 @@ def load_task(task: str, *, source: Source = "auto") -> list[Row]:
 
 
 def item_ids(n_rows: int, limit: int | None, seed: int) -> list[int]:
-    """Rows to evaluate: all for ``limit=None``, else ``limit`` of them drawn by shuffling the row positions with
-    ``random.Random(seed)`` (the picks for a smaller limit are a subset of those for a larger one), in row order.
-    A limit above ``n_rows`` takes every row."""
+    """Rows to evaluate, in row order.
+
+    Args:
+        n_rows: how many rows the task has.
+        limit: how many rows to draw by shuffling the row positions with ``random.Random(seed)`` (the picks for a
+            smaller limit are a subset of those for a larger one; a limit above ``n_rows`` takes every row); None
+            takes all.
+        seed: the seed of the draw.
+
+    Returns:
+        The row indices, ascending.
+
+    Raises:
+        TypeError: if ``limit`` is neither None nor an integer.
+        ValueError: if ``limit`` is below 1.
+    """
     check_int("limit", limit, none_means="every item")
     if limit is None:
         return list(range(n_rows))
@@ -263,7 +302,15 @@ def item_ids(n_rows: int, limit: int | None, seed: int) -> list[int]:
 
 def max_context_length(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:
     """lm-eval's ``resolve_max_length``: the config's n_positions / max_position_embeddings / n_ctx, else the
-    tokenizer's ``model_max_length`` when set, else 2048."""
+    tokenizer's ``model_max_length`` when set, else 2048.
+
+    Args:
+        model: the model (its text config when it has one).
+        tokenizer: its tokenizer.
+
+    Returns:
+        The most tokens a request may hold.
+    """
     config = getattr(model.config, "text_config", None) or model.config
     for name in ("n_positions", "max_position_embeddings", "n_ctx"):
         if getattr(config, name, None) is not None:
@@ -379,8 +426,21 @@ def score_requests(
 
     Each distinct context runs once with the KV cache on; the continuations' tokens after the first (whose
     log-probability the context's last position gives) then run in batches on the rows of that cache they continue.
-    Contexts are batched shortest first, and so are the continuations of a batch of contexts: at most
-    ``batch_tokens`` padded tokens a batch and ``MAX_PADDING`` of them padding (see ``_batches``).
+    Contexts are batched shortest first, and so are the continuations of a batch of contexts.
+
+    Args:
+        model: the causal LM (run in eval mode, without gradients).
+        pairs: (context token ids, continuation token ids) per request.
+        max_length: the most tokens a request may hold; longer contexts lose tokens at the left, as in lm-eval.
+        batch_tokens: at most this many padded tokens a batch, and ``MAX_PADDING`` of them padding (see ``_batches``).
+        progress: show a progress bar.
+
+    Returns:
+        ``(loglik, greedy)``: float64 and bool arrays with one entry per pair, in the order of ``pairs``.
+
+    Raises:
+        TypeError: if ``batch_tokens`` is not an integer.
+        ValueError: if ``batch_tokens`` is below 1, or a continuation has no token or more than ``max_length``.
     """
     check_int("batch_tokens", batch_tokens)
     units = _units(pairs, max_length)
@@ -446,12 +506,32 @@ def evaluate_zero_shot(
 ) -> pd.DataFrame:
     """Zero-shot results of ``model`` per item, one row per (task, item), scored as lm-eval scores them.
 
-    Items: every row of each task (``limit=None``), ``limit`` rows per task drawn with ``seed`` (``item_ids``), or
-    the given ``items={task: [row index, ...]}``. All tasks' requests are scored together (``score_requests``).
-    Columns: ``task``, ``item`` (0-based row index of the hub split = line of the offline file), ``gold``, ``loglik``
-    (tuple: each choice's log-likelihood, LAMBADA: the last word's), ``pred`` and ``acc`` (argmax; LAMBADA: -1 and
-    greedy match), ``pred_norm`` and ``acc_norm`` (length-normalised; -1 and NaN where lm-eval reports no acc_norm).
-    Works on any in-memory model (inside ``skip_blocks``, a ``prune_blocks`` copy; cpu or cuda).
+    All tasks' requests are scored together (``score_requests``). Works on any in-memory model (inside
+    ``skip_blocks``, a ``prune_blocks`` copy; cpu or cuda).
+
+    Args:
+        model: the causal LM to evaluate.
+        tokenizer: its tokenizer.
+        tasks: task names among ``TASK_NAMES`` (a single name is accepted too).
+        limit: evaluate ``limit`` rows per task drawn with ``seed`` (``item_ids``); None (with no ``items``) every row.
+        seed: the seed of the ``limit`` draw.
+        items: explicit rows instead, ``{task: [row index, ...]}`` for every task in ``tasks``.
+        source: where the documents come from, as in ``load_task``.
+        batch_tokens: padded tokens per batch, as in ``score_requests``.
+        progress: show a progress bar.
+
+    Returns:
+        A frame with columns ``task``, ``item`` (0-based row index of the hub split = line of the offline file),
+        ``gold``, ``loglik`` (tuple: each choice's log-likelihood, LAMBADA: the last word's), ``pred`` and ``acc``
+        (argmax; LAMBADA: -1 and greedy match), ``pred_norm`` and ``acc_norm`` (length-normalised; -1 and NaN where
+        lm-eval reports no acc_norm).
+
+    Raises:
+        ValueError: if ``tasks`` (or the keys of ``items``) are empty, unknown or repeated; both ``limit`` and
+            ``items`` are given; ``items`` lacks a task or has a row index out of range; a request has an empty
+            context; or as ``load_task``, ``item_ids`` and ``score_requests``.
+        TypeError: as ``load_task``, ``item_ids`` and ``score_requests``.
+        FileNotFoundError: as ``load_task``.
     """
     tasks = _check_tasks(tasks)
     if items is not None and limit is not None:
@@ -513,8 +593,21 @@ def _check_items(items: pd.DataFrame) -> None:
 
 
 def zero_shot_summary(items: pd.DataFrame, **bootstrap: object) -> pd.DataFrame:
-    """One row per task and reported metric: ``estimate`` with its bootstrap interval ``low``/``high`` over items
-    and ``n`` items (keyword arguments go to ``bootstrap_ci``). LAMBADA's perplexity is ``exp(-mean loglik)``."""
+    """One row per task and reported metric, with a bootstrap interval over items.
+
+    LAMBADA's perplexity is ``exp(-mean loglik)``.
+
+    Args:
+        items: the frame ``evaluate_zero_shot`` returns.
+        **bootstrap: keyword arguments of ``bootstrap_ci`` (``n_boot``, ``confidence``, ``seed``).
+
+    Returns:
+        A frame with columns ``task``, ``metric``, ``estimate``, ``low``, ``high`` and ``n`` (items).
+
+    Raises:
+        ValueError: if ``items`` is not a frame with the columns ``evaluate_zero_shot`` returns; as ``bootstrap_ci``.
+        TypeError: as ``bootstrap_ci``, for its arguments.
+    """
     _check_items(items)
     table = []
     for task in items["task"].unique():
@@ -528,8 +621,19 @@ def zero_shot_summary(items: pd.DataFrame, **bootstrap: object) -> pd.DataFrame:
 def zero_shot_difference(a: pd.DataFrame, b: pd.DataFrame, **bootstrap: object) -> pd.DataFrame:
     """Paired bootstrap interval of metric(b) - metric(a) per task and metric, for two models on the same items.
 
-    ``excludes_zero`` marks differences that are unlikely to be noise. Raises when the two frames cover different
-    (task, item) pairs: only the same items can be paired.
+    Args:
+        a: ``evaluate_zero_shot``'s frame for the first model (the one subtracted).
+        b: the frame for the second model; its rows may come in another order.
+        **bootstrap: keyword arguments of ``paired_difference`` (``n_boot``, ``confidence``, ``seed``).
+
+    Returns:
+        A frame with columns ``task``, ``metric``, ``estimate``, ``low``, ``high``, ``excludes_zero`` (the
+        difference is unlikely to be noise) and ``n`` (items).
+
+    Raises:
+        ValueError: if a frame lacks ``evaluate_zero_shot``'s columns, or the two cover different (task, item) pairs
+            (or repeat one): only the same items can be paired; as ``paired_difference``.
+        TypeError: as ``paired_difference``, for its arguments.
     """
     _check_items(a)
     _check_items(b)
@@ -561,8 +665,26 @@ def lm_eval_reference(
 
     lm-eval reads the hub; to run it offline too, the chosen rows (``load_task``) are written as JSON lines into
     ``workdir`` with task YAMLs that include lm-eval's own YAML and change only where the documents come from, so
-    prompts, choices and metrics are lm-eval's. ``timings``, when given, receives the seconds lm-eval spent in its
-    log-likelihood requests under the key ``"loglikelihood"``. Meant to check this module, not to replace it.
+    prompts, choices and metrics are lm-eval's. Meant to check this module, not to replace it.
+
+    Args:
+        model: the causal LM to evaluate.
+        tokenizer: its tokenizer.
+        items: ``{task: [row index, ...]}``, the rows to evaluate.
+        workdir: folder for the JSON lines, YAMLs and lm-eval's dataset cache; created when missing.
+        batch_size: lm-eval's batch size.
+        source: where the documents come from, as in ``load_task``.
+        timings: when given, receives the seconds lm-eval spent in its log-likelihood requests, added to the key
+            ``"loglikelihood"``.
+
+    Returns:
+        A frame with columns ``task``, ``item``, ``loglik``, ``acc`` and ``acc_norm`` (NaN where lm-eval reports
+        none).
+
+    Raises:
+        ModuleNotFoundError: if lm-eval is not installed.
+        ValueError: if the tasks of ``items`` are empty, unknown or repeated; as ``load_task``.
+        TypeError, FileNotFoundError: as ``load_task``.
     """
     import lm_eval
     import lm_eval.tasks
