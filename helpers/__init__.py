@@ -20,7 +20,7 @@ from .benefits import (
 from .blocks import BLOCK_PATHS, check_block_indices, get_blocks, num_blocks
 from .classification import ClassificationResult, accuracy_ci, accuracy_difference, sms_accuracy, sms_prompt
 from .data import calibration_batches, load_sms, load_wikitext, tokenize_batches
-from .evaluation import FULL, VariantResults, benefits_table, compare_variants, evaluate_variants
+from .evaluation import FULL, VariantResults, benefits_table, compare_variants, evaluate_variants, quality_measures
 from .display import configure_display, fmt, fmt_ci, fmt_interval, fmt_pct, format_columns
 from .data_criteria import ppl_scores, sleb_removal, taylor_scores
 from .generation import greedy_continuation
@@ -61,7 +61,7 @@ __all__ = [
     "SimilarityReport", "block_similarity",
     "TIE_RTOL", "first_minimum", "tie_groups", "tied_order", "tied_ranks",
     # evaluation and statistics
-    "FULL", "VariantResults", "evaluate_variants", "compare_variants",
+    "FULL", "VariantResults", "evaluate_variants", "compare_variants", "quality_measures",
     "ClassificationResult", "PerplexityResult", "perplexity", "sms_accuracy", "sms_prompt",
     "evaluate_zero_shot", "zero_shot_difference", "zero_shot_summary", "greedy_continuation",
     "ConfidenceInterval", "accuracy_ci", "accuracy_difference", "bootstrap_ci", "paired_difference", "perplexity_ci",

@@ -167,7 +167,8 @@ class VariantResults:
         styles: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> pd.DataFrame:
         """A table to show: per variant the ``info`` columns, then each metric as "value [low, high]" and, with
-        ``differences``, its paired difference to the reference with the verdict.
+        ``differences``, its paired difference to the reference with the verdict (and for an accuracy, its verdict
+        against the majority-class baseline).
 
         Numbers are formatted by ``helpers.fmt`` (3 significant digits); accuracies get 3 decimals (they are
         fractions of a count); ``styles`` (``{metric: fmt options}``) overrides either.
@@ -188,6 +189,8 @@ class VariantResults:
                     "" if v == self.reference else self.formatted_difference(self.reference, v, metric, style)
                     for v in self.results
                 ]
+            if differences and metric in self.majority_baselines():
+                shown[f"{metric} vs majority"] = [self.majority_verdict(v, metric) for v in self.results]
         return shown
 
     def _style(self, metric: str, style: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -218,15 +221,72 @@ class VariantResults:
             return fmt(ci.estimate, **style)
         return f"{fmt_ci(ci, **style)} {ci.verdict(better=self.better(metric))}"
 
+    def ranking(self, metric: str) -> list[str]:
+        """The variants other than the reference, best first on ``metric`` (point estimates; ties keep the order
+        of ``variants``). Whether neighbours differ beyond noise: ``compare``.
+
+        Raises:
+            KeyError: for an unknown metric.
+            ValueError: for a plain-number metric, whose direction is unknown.
+        """
+        better = self.better(metric)
+        if better is None:
+            raise ValueError(f"metric {metric!r} is a plain number: its direction (lower or higher) is unknown")
+        values = pd.Series({v: self.interval(v, metric).estimate for v in self.results if v != self.reference})
+        return list(values.sort_values(ascending=better == "lower", kind="stable").index)
+
+    def compare(
+        self, pairs: Iterable[tuple[str, str]], metric: str, style: Mapping[str, Any] | None = None
+    ) -> pd.DataFrame:
+        """Paired comparisons of chosen variants on ``metric``: one row per ``(a, b)`` with the difference b - a,
+        its 95% interval (numbers, and ``shown`` as text in ``style``, see ``formatted``) and the verdict for ``b``
+        ("better", "worse" or "within noise").
+
+        Raises:
+            KeyError: for an unknown variant or metric.
+            ValueError: for a plain-number metric.
+        """
+        rows = []
+        for a, b in pairs:
+            ci = self.difference(a, b, metric)
+            rows.append({"a": a, "b": b, "b - a": ci.estimate, "low": ci.low, "high": ci.high,
+                         "shown": fmt_ci(ci, **{**self._style(metric, style), "sign": True}),
+                         "verdict for b": self.verdict(a, b, metric)})
+        return pd.DataFrame(rows)
+
     def majority_baselines(self) -> dict[str, float]:
         """``{metric: accuracy of always answering the commonest label}`` for the classification metrics, on the
         reference's messages (every variant sees the same ones): the level an accuracy must beat to carry signal."""
         return {metric: result.baseline for metric, result in self.results[self.reference].items()
                 if isinstance(result, ClassificationResult)}
 
-    def plot(self, *, title: str, metrics: Sequence[str] | None = None, **options: Any) -> Figure:
+    def majority_verdict(self, variant: str, metric: str) -> str:
+        """"better", "worse" or "within noise": ``variant``'s accuracy interval read against the majority-class
+        baseline (``majority_baselines``); "within noise" means no evidence of any signal.
+
+        Raises:
+            KeyError: for an unknown variant, or a metric that is not a classification accuracy.
+        """
+        baselines = self.majority_baselines()
+        if metric not in baselines:
+            raise KeyError(f"{metric!r} is not a classification metric; those are {list(baselines)}")
+        return self.interval(variant, metric).verdict(better="higher", against=baselines[metric])
+
+    def plot(
+        self,
+        *,
+        title: str,
+        metrics: Sequence[str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> Figure:
         """``plot_before_after`` of these results: one panel per metric with 95% intervals, the majority-class
-        baseline drawn on accuracy panels. ``metrics`` picks panels; ``options`` go to ``plot_before_after``."""
+        baseline drawn on accuracy panels. ``metrics`` picks panels, ``labels`` (``{metric: label}``) names them;
+        ``options`` go to ``plot_before_after`` (its ``logy`` takes metric names).
+
+        Raises:
+            ValueError: for metrics that were not measured, or as ``plot_before_after``.
+        """
         from .plots import plot_before_after  # lazy: matplotlib only when drawing
 
         long = self.long()
@@ -238,6 +298,11 @@ class VariantResults:
         baselines = {m: level for m, level in self.majority_baselines().items() if m in set(long["metric"])}
         if baselines and "reference" not in options:
             options = {"reference": baselines, "reference_label": "majority class", **options}
+        if labels:
+            rename = lambda metric: labels.get(metric, metric)  # noqa: E731 - one-line mapping
+            long = long.assign(metric=long["metric"].map(rename))
+            options = {key: ({rename(m): v for m, v in value.items()} if key == "reference" else
+                             [rename(m) for m in value] if key == "logy" else value) for key, value in options.items()}
         return plot_before_after(long, title=title, **options)
 
 
@@ -348,6 +413,28 @@ def compare_variants(
         ValueError: when there is nothing to evaluate, few-shot SMS without ``sms_examples``, or as
             ``evaluate_variants``.
     """
+    measures = quality_measures(tokenizer, texts=texts, sms=sms, sms_examples=sms_examples, shots=shots,
+                                seq_len=seq_len, max_windows=max_windows, max_sms=max_sms)
+    return evaluate_variants(model, variants, measures, reference=reference, progress=progress)
+
+
+def quality_measures(
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    texts: Mapping[str, Sequence[str]],
+    sms: pd.DataFrame | None = None,
+    sms_examples: pd.DataFrame | None = None,
+    shots: int = 4,
+    seq_len: int = 128,
+    max_windows: int | None = 32,
+    max_sms: int | None = 200,
+) -> dict[str, Measure]:
+    """The measures of ``compare_variants`` (arguments as there), for ``evaluate_variants`` and its ``reuse``: e.g. a
+    learner's own selection measured later on exactly the same windows and messages as the course's baselines.
+
+    Raises:
+        ValueError: when there is nothing to evaluate, or few-shot SMS without ``sms_examples``.
+    """
     if not texts and sms is None:
         raise ValueError("nothing to evaluate: give at least one text set in `texts` or an `sms` frame")
     if sms is not None and shots and sms_examples is None:
@@ -360,7 +447,7 @@ def compare_variants(
     if sms is not None:
         measures["sms_acc"] = lambda m: sms_accuracy(m, tokenizer, sms, shots=shots, examples=sms_examples,
                                                      max_examples=max_sms, decision="prior", progress=False)
-    return evaluate_variants(model, variants, measures, reference=reference, progress=progress)
+    return measures
 
 
 def benefits_table(

@@ -205,3 +205,31 @@ def test_plot_before_after_takes_the_results_and_draws_log_axes(setup):
     assert heights == pytest.approx([results.interval(v, "ppl_wiki").estimate for v in results.variants])
     with pytest.raises(ValueError, match="logy must be a collection of metrics"):
         plot_before_after(results, title="tiny", logy=["bleu"])
+
+
+def test_ranking_compare_and_majority_verdicts(setup):
+    _, _, _, _, _, results = setup
+    ppl = {v: results.interval(v, "ppl_wiki").estimate for v in VARIANTS}
+    assert results.ranking("ppl_wiki") == sorted(VARIANTS, key=ppl.get)  # lower perplexity first
+    table = results.compare([("early", "late"), (FULL, "early")], "ppl_wiki")
+    expected = results.difference("early", "late", "ppl_wiki")
+    assert (table.loc[0, "b - a"], table.loc[0, "low"], table.loc[0, "high"]) == tuple(expected)
+    assert table.loc[0, "verdict for b"] == expected.verdict(better="lower")
+    assert table.loc[1, "verdict for b"] == results.verdict(FULL, "early", "ppl_wiki")
+    baseline = results.majority_baselines()["sms_acc"]
+    for variant in results.variants:
+        ci = results.interval(variant, "sms_acc")
+        by_hand = "within noise" if ci.low <= baseline <= ci.high else ("better" if ci.low > baseline else "worse")
+        assert results.majority_verdict(variant, "sms_acc") == by_hand
+    assert list(results.table(differences=True)["sms_acc vs majority"]) == [
+        results.majority_verdict(v, "sms_acc") for v in results.variants]
+    with pytest.raises(KeyError, match="not a classification metric"):
+        results.majority_verdict("early", "ppl_wiki")
+
+
+def test_plot_labels_rename_panels_and_their_options(setup):
+    _, _, _, _, _, results = setup
+    fig = results.plot(title="tiny", labels={"ppl_wiki": "WikiText perplexity", "sms_acc": "SMS accuracy"},
+                       logy=["ppl_wiki"])
+    assert [axis.get_ylabel() for axis in fig.axes] == ["WikiText perplexity", "SMS accuracy"]
+    assert fig.axes[0].get_yscale() == "log" and fig.axes[1].get_legend() is not None  # the majority line's legend
