@@ -123,9 +123,10 @@ def ideal_speedup(model: PreTrainedModel, removed_blocks: Iterable[int], *, seq_
         The ideal speedup, 1.0 or more.
 
     Raises:
-        TypeError: if ``seq_len`` is neither an integer nor None.
+        TypeError: if ``seq_len`` is neither an integer nor None, or ``removed_blocks`` is a string or holds
+            something other than an integer (``check_block_indices``).
         ValueError: if ``seq_len`` is below 1; for invalid ``removed_blocks`` (``check_block_indices``: out of range,
-            duplicates, not integers, every block); if the block list cannot be found (``get_blocks``).
+            duplicates, every block); if the block list cannot be found (``get_blocks``).
     """
     check_int("seq_len", seq_len, none_means="leaving attention's term out")
     per_block, outside = _per_token_compute(model, seq_len)

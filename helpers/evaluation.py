@@ -364,7 +364,8 @@ def evaluate_variants(
     Raises:
         ValueError: for a variant named ``FULL`` with blocks, invalid block indices, an unknown reference, or
             ``reuse`` results with other metrics.
-        TypeError: when a measure returns something that is not a result, a number or a mapping of numbers.
+        TypeError: when a measure returns something that is not a result, a number or a mapping of numbers; for
+            block indices that are not integers, or a string instead of a list (``check_block_indices``).
     """
     blocks = get_blocks(model)
     if FULL in variants and check_block_indices(variants[FULL], len(blocks), allow_empty=True):

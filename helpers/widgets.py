@@ -401,7 +401,8 @@ class LivePanel(widgets.VBox):
 
         Raises:
             ValueError: for invalid ``blocks`` (``check_block_indices``; empty is allowed).
-            TypeError: if a measure returns something that is not a result, a number or a mapping of numbers.
+            TypeError: for ``blocks`` that are not integers or a string (``check_block_indices``); if a measure
+                returns something that is not a result, a number or a mapping of numbers.
         """
         if blocks is None:
             blocks = self.chooser.selected if self.chooser is not None else []
