@@ -37,17 +37,42 @@ def _unique(tensors: Iterable[torch.Tensor]) -> list[torch.Tensor]:
 
 
 def parameter_count(model: torch.nn.Module) -> int:
-    """Number of parameters, counting tied weights (SmolLM2's embedding = LM head) once."""
+    """Number of parameters, counting tied weights (SmolLM2's embedding = LM head) once.
+
+    Args:
+        model: any torch module (a whole model, or its block list).
+
+    Returns:
+        The number of parameter values, each shared storage counted once.
+    """
     return sum(p.numel() for p in _unique(model.parameters()))
 
 
 def model_bytes(model: torch.nn.Module) -> int:
-    """Bytes of the model's parameters and buffers (e.g. rotary tables), each storage counted once."""
+    """Bytes of the model's parameters and buffers (e.g. rotary tables), each storage counted once.
+
+    Args:
+        model: any torch module.
+
+    Returns:
+        The bytes its parameters and buffers occupy, in their own dtypes.
+    """
     return sum(t.numel() * t.element_size() for t in _unique([*model.parameters(), *model.buffers()]))
 
 
 def size_summary(model: PreTrainedModel) -> pd.Series:
-    """Blocks, parameters (all, in blocks, elsewhere) and size in bytes and MiB of a model, as one Series."""
+    """Blocks, parameters (all, in blocks, elsewhere) and size in bytes and MiB of a model, as one Series.
+
+    Args:
+        model: a transformers model.
+
+    Returns:
+        A Series named "size" (dtype object, so the counts stay integers) with ``blocks``, ``parameters``,
+        ``block_parameters``, ``other_parameters``, ``bytes`` and ``MiB``.
+
+    Raises:
+        ValueError: if the model's block list cannot be found (``get_blocks``).
+    """
     n_params = parameter_count(model)
     in_blocks = parameter_count(get_blocks(model))
     size = model_bytes(model)
@@ -88,6 +113,20 @@ def ideal_speedup(model: PreTrainedModel, removed_blocks: Iterable[int], *, seq_
     LM head's matmul counted even when its weight is tied to the embedding. ``seq_len`` adds attention's own work
     per block at that context length (2 · seq_len · heads · head_dim; sliding windows are ignored); ``None`` leaves
     it out, which is close for short contexts. Per-block overheads (kernel launches, norms) are not modelled.
+
+    Args:
+        model: the full model.
+        removed_blocks: 0-based indices of the blocks removed; empty gives 1.0.
+        seq_len: context length for attention's term; None leaves it out.
+
+    Returns:
+        The ideal speedup, 1.0 or more.
+
+    Raises:
+        TypeError: if ``seq_len`` is neither an integer nor None, or ``removed_blocks`` is a string or holds
+            something other than an integer (``check_block_indices``).
+        ValueError: if ``seq_len`` is below 1; for invalid ``removed_blocks`` (``check_block_indices``: out of range,
+            duplicates, every block); if the block list cannot be found (``get_blocks``).
     """
     check_int("seq_len", seq_len, none_means="leaving attention's term out")
     per_block, outside = _per_token_compute(model, seq_len)
@@ -118,6 +157,18 @@ def kv_cache_bytes(model: PreTrainedModel, context_tokens: int) -> pd.Series:
     (Gemma 2/3, Mistral, Qwen with sliding windows...) only its last ``sliding_window - 1`` tokens. So the cache is
     not "blocks x bytes per block" when the layer types are mixed, and removing a sliding-window block frees less
     cache than removing a global one. Keys and values are stored in the model's dtype.
+
+    Args:
+        model: a transformers model.
+        context_tokens: how many tokens of the one sequence are in context.
+
+    Returns:
+        A Series named "kv_cache_bytes", indexed by ``block`` (0..L-1): the cache bytes of each block.
+
+    Raises:
+        TypeError: if ``context_tokens`` is not an integer.
+        ValueError: if ``context_tokens`` is below 1, a block's layer type is neither full attention nor one of
+            ``WINDOWED_LAYERS``, or the block list cannot be found (``get_blocks``).
     """
     check_int("context_tokens", context_tokens)
     config = decoder_config(model)
@@ -146,7 +197,19 @@ def _synchronize(device: torch.device) -> None:
 
 
 def latency_prompt(tokenizer: PreTrainedTokenizerBase, prompt_tokens: int, batch_size: int = 1) -> torch.Tensor:
-    """The fixed benchmark prompt: ``LATENCY_TEXT`` repeated, cut to ``prompt_tokens`` ids, one row per sequence."""
+    """The fixed benchmark prompt: ``LATENCY_TEXT`` repeated, cut to ``prompt_tokens`` ids, one row per sequence.
+
+    Args:
+        tokenizer: the model's tokenizer (no special tokens are added).
+        prompt_tokens: the prompt's length in tokens.
+        batch_size: how many identical rows.
+
+    Returns:
+        A long tensor of token ids, shape (batch_size, prompt_tokens).
+
+    Raises:
+        ValueError: if the tokenizer turns ``LATENCY_TEXT`` into no tokens.
+    """
     ids = tokenizer(LATENCY_TEXT, add_special_tokens=False)["input_ids"]
     if not ids:
         raise ValueError("the tokenizer turns the benchmark text into no tokens")
@@ -157,9 +220,17 @@ def latency_prompt(tokenizer: PreTrainedTokenizerBase, prompt_tokens: int, batch
 def greedy_decode(model: PreTrainedModel, prompt: torch.Tensor, new_tokens: int) -> tuple[torch.Tensor, float, float]:
     """Greedy decoding with the KV cache for exactly ``new_tokens`` tokens (EOS does not stop it).
 
-    Returns (generated ids of shape (batch, new_tokens), prefill seconds, decode seconds). Prefill = one forward
-    over the prompt that fills the cache and gives the first token (time to first token); decode = the
-    ``new_tokens - 1`` one-token steps after it. A plain loop rather than ``generate()``, so only the model is timed.
+    Prefill = one forward over the prompt that fills the cache and gives the first token (time to first token);
+    decode = the ``new_tokens - 1`` one-token steps after it. A plain loop rather than ``generate()``, so only the
+    model is timed.
+
+    Args:
+        model: the causal LM.
+        prompt: token ids, shape (batch, prompt length); moved to the model's input device.
+        new_tokens: how many tokens to generate.
+
+    Returns:
+        (generated ids of shape (batch, new_tokens), prefill seconds, decode seconds).
     """
     device = input_device(model)
     prompt = prompt.to(device)
@@ -196,6 +267,23 @@ def measure_latency(
     Each repetition runs ``greedy_decode``: ``prefill_ms`` = time to first token; ``decode_tokens_per_s`` =
     generated tokens per second over all ``batch_size`` sequences in the one-token steps after it. ``warmup``
     untimed runs come first (they pay for allocations and kernel selection). Medians resist a stray slow run.
+
+    Args:
+        model: the causal LM to time.
+        tokenizer: its tokenizer.
+        prompt_tokens: the prompt's length in tokens.
+        new_tokens: tokens generated per run, at least 2 (the first one comes from the prefill).
+        repetitions: timed runs.
+        warmup: untimed runs before them.
+        batch_size: sequences decoded together.
+
+    Returns:
+        A Series named "latency" with ``prefill_ms``, ``decode_ms_per_token`` and ``decode_tokens_per_s`` (medians).
+
+    Raises:
+        TypeError: if an option is not an integer.
+        ValueError: if an option is below its minimum (``new_tokens`` 2, ``warmup`` 0, the others 1), or the tokenizer
+            turns the benchmark text into no tokens.
     """
     for name, value, least in (("prompt_tokens", prompt_tokens, 1), ("new_tokens", new_tokens, 2),
                                ("repetitions", repetitions, 1), ("warmup", warmup, 0), ("batch_size", batch_size, 1)):

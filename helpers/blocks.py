@@ -165,17 +165,18 @@ def check_block_indices(
         The indices as sorted Python ints.
 
     Raises:
-        ValueError: if ``blocks`` is a string or not iterable, holds something other than an integer (a bool
-            included), an index outside 0..n_blocks-1 or an index twice; if it is empty without ``allow_empty``, or
-            names every block without ``allow_all``.
+        TypeError: if ``blocks`` is a string or not iterable, or holds something other than an integer (a bool
+            included).
+        ValueError: if ``blocks`` holds an index outside 0..n_blocks-1 or an index twice; if it is empty without
+            ``allow_empty``, or names every block without ``allow_all``.
     """
     valid = f"valid indices are 0..{n_blocks - 1} (0-based; negative indices are not accepted)"
     if isinstance(blocks, (str, bytes)) or not isinstance(blocks, Iterable):
-        raise ValueError(f"blocks must be a list of block indices, got {blocks!r}; {valid}")
+        raise TypeError(f"blocks must be a list of block indices, got {blocks!r} ({type(blocks).__name__}); {valid}")
     blocks = list(blocks)
     for b in blocks:
         if isinstance(b, bool) or not isinstance(b, Integral):
-            raise ValueError(f"block index {b!r} is not an integer; {valid}")
+            raise TypeError(f"block index {b!r} is not an integer ({type(b).__name__}); {valid}")
     out_of_range = [int(b) for b in blocks if not 0 <= b < n_blocks]
     if out_of_range:
         raise ValueError(f"block indices {out_of_range} are out of range for a model with {n_blocks} blocks; {valid}")

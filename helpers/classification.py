@@ -104,9 +104,12 @@ def draw_shots(examples: pd.DataFrame, shots: int, *, exclude: pd.DataFrame, see
         The drawn rows of ``examples`` (their original index kept), shuffled so the last shot's label varies.
 
     Raises:
-        ValueError: if ``examples`` is not a frame with columns ``text`` and ``label`` or has labels other than
-            ham/spam, or too few messages of a label remain (as when ``examples`` is the evaluated frame).
+        TypeError: if ``shots`` is not an integer.
+        ValueError: if ``shots`` is negative, ``examples`` is not a frame with columns ``text`` and ``label`` or has
+            labels other than ham/spam, or too few messages of a label remain (as when ``examples`` is the evaluated
+            frame).
     """
+    check_int("shots", shots, minimum=0)
     _check_frame(examples, "examples")
     pool = examples[~examples["text"].isin(set(exclude["text"]))]
     rng = np.random.default_rng(seed)
@@ -256,8 +259,9 @@ def sms_accuracy(
 
     Raises:
         ValueError: if ``frame`` or ``examples`` is not a frame with columns ``text`` and ``label`` and labels
-            ham/spam; ``shots > 0`` or ``decision="prior"`` without ``examples``; ``decision`` is unknown; ``shots``
-            is negative or ``max_examples``/``batch_size`` below 1; nothing is left to evaluate; or as ``draw_shots``.
+            ham/spam; ``shots > 0`` or ``decision="prior"`` without ``examples``; ``decision="prior"`` with empty
+            ``examples``; ``decision`` is unknown; ``shots`` is negative or ``max_examples``/``batch_size`` below 1;
+            nothing is left to evaluate; or as ``draw_shots``.
         TypeError: if ``shots``, ``max_examples`` or ``batch_size`` is not an integer or ``decision`` not a string.
         FloatingPointError: if the label scores are NaN or inf (``raise_non_finite`` names where they start).
     """
@@ -270,6 +274,9 @@ def sms_accuracy(
         raise ValueError("decision='prior' needs examples to read the spam share from, e.g. load_sms('calibration')")
     if examples is not None:
         _check_frame(examples, "examples")
+        if decision == "prior" and examples.empty:
+            raise ValueError("decision='prior' reads the spam share from examples, but examples has no rows; pass a "
+                             "labelled frame, e.g. load_sms('calibration')")
     check_int("max_examples", max_examples, none_means="all rows")
     check_int("batch_size", batch_size)
     evaluated = frame if max_examples is None else frame.iloc[:max_examples]

@@ -299,7 +299,8 @@ def sleb_removal(
         blocks to remove.
 
     Raises:
-        TypeError: if ``protect_first`` or ``protect_last`` is not an integer.
+        TypeError: if ``k`` is not a number (``resolve_k``), or ``protect_first`` or ``protect_last`` is not an
+            integer.
         ValueError: if ``k`` is invalid (``resolve_k``), the protected blocks leave fewer than k candidates,
             ``batches`` is invalid (as ``taylor_scores``), or a perplexity is not finite while the model's is.
         FloatingPointError: if the model's logits (with the blocks removed so far) are NaN or inf.

@@ -96,13 +96,30 @@ class VariantResults:
         return self.results[variant][metric]
 
     def better(self, metric: str) -> Better | None:
-        """The direction in which ``metric`` improves ("lower" for perplexity, "higher" for accuracy), or None for a
-        plain number, whose direction the results cannot know."""
+        """The direction in which ``metric`` improves, as its result type knows it.
+
+        Args:
+            metric: a metric name.
+
+        Returns:
+            "lower" (perplexity), "higher" (accuracy), or None for a plain number, whose direction the results
+            cannot know.
+
+        Raises:
+            KeyError: for an unknown metric.
+        """
         result = self._check(next(iter(self.results)), metric)
         return _UNIT_RESULTS[type(result)][0] if type(result) in _UNIT_RESULTS else None
 
     def interval(self, variant: str, metric: str) -> ConfidenceInterval:
-        """``metric`` of ``variant`` with its 95% bootstrap interval (NaN bounds for a plain number).
+        """``metric`` of ``variant`` with its 95% bootstrap interval.
+
+        Args:
+            variant: a variant name.
+            metric: a metric name.
+
+        Returns:
+            The value with its interval (``perplexity_ci``, ``accuracy_ci``); NaN bounds for a plain number.
 
         Raises:
             KeyError: for an unknown variant or metric.
@@ -114,10 +131,20 @@ class VariantResults:
 
     def difference(self, a: str, b: str, metric: str) -> ConfidenceInterval:
         """``metric`` of ``b`` minus that of ``a``, with the paired 95% bootstrap interval (same units resampled
-        together; NaN bounds for plain numbers).
+        together).
+
+        Args:
+            a: the variant subtracted.
+            b: the other variant.
+            metric: a metric name.
+
+        Returns:
+            The difference b - a with its interval (``perplexity_difference``, ``accuracy_difference``); NaN bounds
+            for plain numbers.
 
         Raises:
             KeyError: for an unknown variant or metric.
+            ValueError: if the two results do not cover the same windows or messages.
         """
         first, second = self._check(a, metric), self._check(b, metric)
         if type(first) in _UNIT_RESULTS:
@@ -127,9 +154,18 @@ class VariantResults:
     def verdict(self, a: str, b: str, metric: str) -> str:
         """"better", "worse" or "within noise": ``b`` against ``a`` on ``metric``, in the metric's direction.
 
+        Args:
+            a: the variant compared against (e.g. ``FULL``).
+            b: the variant judged.
+            metric: a metric name.
+
+        Returns:
+            The verdict of the paired interval of b - a (``ConfidenceInterval.verdict``).
+
         Raises:
             KeyError: for an unknown variant or metric.
-            ValueError: for a plain-number metric, which has neither an interval nor a known direction.
+            ValueError: for a plain-number metric, which has neither an interval nor a known direction; as
+                ``difference``.
         """
         better = self.better(metric)
         if better is None:
@@ -137,9 +173,14 @@ class VariantResults:
         return self.difference(a, b, metric).verdict(better=better)
 
     def long(self) -> pd.DataFrame:
-        """The tidy view: one row per (variant, metric) with ``value``, ``low``, ``high``, the paired difference to
-        the reference (``diff``, ``diff_low``, ``diff_high``), its ``verdict`` and the metric's ``better``
-        direction. ``plot_before_after`` draws this frame."""
+        """The tidy view, the frame ``plot_before_after`` draws.
+
+        Returns:
+            One row per (variant, metric), variants in order: columns ``variant``, ``metric``, ``value``, ``low``,
+            ``high``, the paired difference to the reference (``diff``, ``diff_low``, ``diff_high``), its
+            ``verdict`` ("reference" on the reference's rows, None for a plain number) and the metric's ``better``
+            direction.
+        """
         rows = []
         for variant in self.results:
             for metric in self.metrics:
@@ -154,7 +195,11 @@ class VariantResults:
         return pd.DataFrame(rows)
 
     def wide(self) -> pd.DataFrame:
-        """One row per variant: ``INFO_COLUMNS``, then each metric's value (intervals: ``long`` or ``table``)."""
+        """One row per variant: ``INFO_COLUMNS``, then each metric's value (intervals: ``long`` or ``table``).
+
+        Returns:
+            A frame indexed by ``variant`` with the ``INFO_COLUMNS`` and one float column per metric.
+        """
         values = pd.DataFrame({metric: [self.interval(v, metric).estimate for v in self.results]
                                for metric in self.metrics}, index=self.info.index)
         return pd.concat([self.info, values], axis=1)
@@ -171,7 +216,19 @@ class VariantResults:
         against the majority-class baseline).
 
         Numbers are formatted by ``helpers.fmt`` (3 significant digits); accuracies get 3 decimals (they are
-        fractions of a count); ``styles`` (``{metric: fmt options}``) overrides either.
+        fractions of a count).
+
+        Args:
+            info: the ``INFO_COLUMNS`` to show first, in this order.
+            differences: add a column "<metric> vs <reference>" after each metric.
+            styles: ``{metric: helpers.fmt options}``, overriding either default for that metric.
+
+        Returns:
+            A frame of strings indexed by ``variant``: the ``info`` columns, then each metric (and its difference).
+
+        Raises:
+            ValueError: for ``info`` columns that are not ``INFO_COLUMNS``; as ``helpers.fmt``, for ``styles``.
+            TypeError: as ``helpers.fmt``, for ``styles`` (an unknown option included).
         """
         unknown = [column for column in info if column not in INFO_COLUMNS]
         if unknown:
@@ -207,14 +264,35 @@ class VariantResults:
             variant: a variant name.
             metric: a metric name.
             style: ``helpers.fmt`` options; None: 3 decimals for accuracies, 3 significant digits otherwise.
+
+        Returns:
+            The text, e.g. "31.2 [30.1, 32.4]" (an accuracy: "0.875 [0.820, 0.930]").
+
+        Raises:
+            KeyError: for an unknown variant or metric.
+            TypeError, ValueError: as ``helpers.fmt``, for ``style``.
         """
         ci = self.interval(variant, metric)
         style = self._style(metric, style)
         return fmt(ci.estimate, **style) if np.isnan(ci.low) else fmt_ci(ci, **style)
 
     def formatted_difference(self, a: str, b: str, metric: str, style: Mapping[str, Any] | None = None) -> str:
-        """``b`` minus ``a`` on ``metric`` as text with its paired interval and verdict, e.g. "+12.1 [+5.3, +19]
-        worse" (no interval and no verdict for a plain number)."""
+        """``b`` minus ``a`` on ``metric`` as text with its paired interval and verdict.
+
+        Args:
+            a: the variant subtracted.
+            b: the other variant.
+            metric: a metric name.
+            style: ``helpers.fmt`` options, as for ``formatted``; a sign is always shown.
+
+        Returns:
+            The text, e.g. "+12.1 [+5.3, +19] worse"; no interval and no verdict for a plain number.
+
+        Raises:
+            KeyError: for an unknown variant or metric.
+            ValueError: as ``difference``; as ``helpers.fmt``, for ``style``.
+            TypeError: as ``helpers.fmt``, for ``style``.
+        """
         ci = self.difference(a, b, metric)
         style = {**self._style(metric, style), "sign": True}
         if np.isnan(ci.low):
@@ -255,8 +333,12 @@ class VariantResults:
         return pd.DataFrame(rows)
 
     def majority_baselines(self) -> dict[str, float]:
-        """``{metric: accuracy of always answering the commonest label}`` for the classification metrics, on the
-        reference's messages (every variant sees the same ones): the level an accuracy must beat to carry signal."""
+        """The level an accuracy must beat to carry signal: always answering the commonest label.
+
+        Returns:
+            ``{metric: majority-class accuracy}`` for the classification metrics, on the reference's messages
+            (every variant sees the same ones); empty without one.
+        """
         return {metric: result.baseline for metric, result in self.results[self.reference].items()
                 if isinstance(result, ClassificationResult)}
 
@@ -281,11 +363,19 @@ class VariantResults:
         **options: Any,
     ) -> Figure:
         """``plot_before_after`` of these results: one panel per metric with 95% intervals, the majority-class
-        baseline drawn on accuracy panels. ``metrics`` picks panels, ``labels`` (``{metric: label}``) names them;
-        ``options`` go to ``plot_before_after`` (its ``logy`` takes metric names).
+        baseline drawn on accuracy panels (unless ``options`` give a ``reference``).
+
+        Args:
+            title: the figure's title.
+            metrics: the metrics to draw, one panel each; None draws every metric.
+            labels: ``{metric: label}``: names for the panels (metrics not named keep their names).
+            **options: options of ``plot_before_after`` (``ax``, ``logy`` by metric name, ``xtick_rotation``...).
+
+        Returns:
+            The Figure drawn on.
 
         Raises:
-            ValueError: for metrics that were not measured, or as ``plot_before_after``.
+            ValueError: for ``metrics`` that were not measured; as ``plot_before_after``.
         """
         from .plots import plot_before_after  # lazy: matplotlib only when drawing
 
@@ -335,7 +425,8 @@ def evaluate_variants(
     Raises:
         ValueError: for a variant named ``FULL`` with blocks, invalid block indices, an unknown reference, or
             ``reuse`` results with other metrics.
-        TypeError: when a measure returns something that is not a result, a number or a mapping of numbers.
+        TypeError: when a measure returns something that is not a result, a number or a mapping of numbers; for
+            block indices that are not integers, or a string instead of a list (``check_block_indices``).
     """
     blocks = get_blocks(model)
     if FULL in variants and check_block_indices(variants[FULL], len(blocks), allow_empty=True):
@@ -411,7 +502,9 @@ def compare_variants(
 
     Raises:
         ValueError: when there is nothing to evaluate, few-shot SMS without ``sms_examples``, or as
-            ``evaluate_variants``.
+            ``evaluate_variants``, ``perplexity`` or ``sms_accuracy`` (e.g. a negative ``shots``).
+        TypeError: as ``evaluate_variants``, ``perplexity`` or ``sms_accuracy`` (e.g. a ``seq_len`` that is not an
+            integer).
     """
     measures = quality_measures(tokenizer, texts=texts, sms=sms, sms_examples=sms_examples, shots=shots,
                                 seq_len=seq_len, max_windows=max_windows, max_sms=max_sms)
@@ -473,6 +566,7 @@ def benefits_table(
 
     Raises:
         ValueError: as ``evaluate_variants`` or ``measure_latency``.
+        TypeError: as ``evaluate_variants`` or ``measure_latency`` (an option that is not an integer, or unknown).
     """
     measures: dict[str, Measure] = {}
     if tokenizer is not None:

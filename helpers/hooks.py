@@ -86,6 +86,8 @@ def block_hooks(model: PreTrainedModel, fn: BlockFn, blocks: Iterable[int] | Non
     Raises:
         ValueError: for invalid ``blocks`` (``check_block_indices``; all blocks are allowed) or a model whose block
             list cannot be found (``block_path``).
+        TypeError: if ``blocks`` is a string or not iterable, or holds something other than an integer
+            (``check_block_indices``).
     """
     block_list = get_blocks(model)
     indices = _check_blocks(blocks, len(block_list))
@@ -189,7 +191,8 @@ def record_block_io(
 
     Raises:
         ValueError: as ``block_hooks``.
-        TypeError: if a block's hidden state cannot be found (``hidden_input``, ``hidden_output``).
+        TypeError: as ``block_hooks``; if a block's hidden state cannot be found (``hidden_input``,
+            ``hidden_output``).
     """
     records: dict[int, BlockIO] = {}
 

@@ -96,8 +96,17 @@ def _known_blocks(blocks: Iterable[int], index: pd.Index, name: str) -> list[int
 def normalise(frame: pd.DataFrame, how: Normalisation | None) -> pd.DataFrame:
     """Rescale each column so that criteria with different units can share an axis (NaN stays NaN).
 
-    ``"rank"``: 1 = lowest value of the column (near-ties, ``ties.tied_ranks``, share the average rank). ``"minmax"``: 0 = lowest, 1 = highest;
-    a constant column becomes 0.5. ``None`` returns the frame unchanged.
+    Args:
+        frame: numeric columns to rescale, each on its own.
+        how: ``"rank"``: 1 = lowest value of the column (near-ties, ``ties.tied_ranks``, share the average rank);
+            ``"minmax"``: 0 = lowest, 1 = highest, a constant column becomes 0.5; None: no rescaling.
+
+    Returns:
+        A frame with ``frame``'s index and columns (``frame`` itself when ``how`` is None).
+
+    Raises:
+        TypeError: if ``how`` is neither a string nor None.
+        ValueError: if ``how`` is not one of ``NORMALISATIONS``.
     """
     check_choice("normalise", how, NORMALISATIONS, none_means="no rescaling")
     if how is None:
@@ -152,8 +161,10 @@ def plot_block_profiles(
         The Figure drawn on.
 
     Raises:
-        ValueError: for profiles that are empty, not numeric or not indexed by integer blocks; ``highlight`` or
-            ``protected`` blocks that are not in the index; ``logy`` with a value at or below 0.
+        ValueError: for profiles that are not a DataFrame or Series, empty, not numeric, all NaN or not indexed by
+            integer blocks; an unknown ``normalise_by``; ``highlight`` or ``protected`` blocks that are not in the
+            index; ``logy`` with a value at or below 0; an ``ax`` that is not an Axes.
+        TypeError: if ``normalise_by`` is neither a string nor None.
     """
     frame = _numeric_frame(profiles, "profiles")
     _check_block_index(frame.index, "profiles")
@@ -239,8 +250,10 @@ def plot_block_heatmap(
         The Figure drawn on.
 
     Raises:
-        ValueError: for a frame that is empty, not numeric or not indexed by integer blocks; ``protected`` or
-            ``removed`` blocks that are not in the index; ``removed`` rows that are not columns of the frame.
+        ValueError: for a frame that is not a DataFrame or Series, empty, not numeric, all NaN or not indexed by
+            integer blocks; an unknown ``normalise_by``; ``protected`` or ``removed`` blocks that are not in the
+            index; ``removed`` rows that are not columns of the frame; an ``ax`` that is not an Axes.
+        TypeError: if ``normalise_by`` is neither a string nor None.
     """
     data = _numeric_frame(frame, "frame")
     _check_block_index(data.index, "frame")
@@ -285,7 +298,26 @@ def plot_depth_similarity(
     vmax: float | None = None,
     figsize: tuple[float, float] = (7.0, 6.0),
 ) -> Figure:
-    """The square (L+1)x(L+1) matrix of similarities between the hidden states at every pair of depths."""
+    """The square (L+1)x(L+1) matrix of similarities between the hidden states at every pair of depths.
+
+    Args:
+        matrix: the similarities, one row and one column per depth (``SimilarityReport.depth_similarity``).
+        title: the axes' title.
+        cbar_label: what the colour shows.
+        ax: the Axes to draw on; None draws on a new figure of ``figsize``.
+        label: the label of both axes.
+        cmap: the colormap.
+        vmin: the value at the bottom of the colour scale; None: the lowest value.
+        vmax: the value at the top of the colour scale; None: the highest value.
+        figsize: the size of a new figure.
+
+    Returns:
+        The Figure drawn on.
+
+    Raises:
+        ValueError: for a matrix that is not a DataFrame (or Series), is empty, not numeric, all NaN or not square;
+            an ``ax`` that is not an Axes.
+    """
     data = _numeric_frame(matrix, "matrix")
     if data.shape[0] != data.shape[1]:
         raise ValueError(f"matrix must be square (one row and one column per depth), got shape {data.shape}")
@@ -308,9 +340,28 @@ def plot_angular_distance(
     cmap: str = CMAP,
     figsize: tuple[float, float] = (8.0, 6.5),
 ) -> Figure:
-    """Heatmap of d(x^ℓ, x^(ℓ+n)) with ℓ as rows and n as columns; ``best_start`` (ℓ per n) is marked with a dot.
+    """Heatmap of d(x^ℓ, x^(ℓ+n)), ℓ as rows and n as columns; ``best_start`` (ℓ per n) is marked with a dot.
 
     Cells where ℓ + n exceeds the depth are NaN in the data and left blank here.
+
+    Args:
+        distance: the angular distances, indexed by ℓ with one column per n (``SimilarityReport.angular_distance``).
+        best_start: ℓ for each n (``SimilarityReport.best_start``), marked with a dot; None marks nothing.
+        title: the axes' title.
+        cbar_label: what the colour shows.
+        ax: the Axes to draw on; None draws on a new figure of ``figsize``.
+        xlabel: the x label.
+        ylabel: the y label.
+        cmap: the colormap.
+        figsize: the size of a new figure.
+
+    Returns:
+        The Figure drawn on.
+
+    Raises:
+        ValueError: for distances that are not a DataFrame (or Series), are empty, not numeric or all NaN; a
+            ``best_start`` whose n is not a column of ``distance`` or whose ℓ is not in its index; an ``ax`` that is
+            not an Axes.
     """
     data = _numeric_frame(distance, "distance")
     fig, ax = _figure_and_axes(ax, figsize)
@@ -344,7 +395,26 @@ def plot_token_heatmap(
     cmap: str = CMAP,
     figsize: tuple[float, float] = (9.0, 7.0),
 ) -> Figure:
-    """Tokens of one sample (rows, the token strings label the y axis) against blocks (columns)."""
+    """Tokens of one sample (rows, the token strings label the y axis) against blocks (columns).
+
+    Args:
+        tokens_by_blocks: one row per token (the index gives the labels; unprintable characters are escaped), one
+            column per block (``SimilarityReport.token_cosine``).
+        title: the axes' title.
+        cbar_label: what the colour shows.
+        ax: the Axes to draw on; None draws on a new figure of ``figsize``.
+        xlabel: the x label.
+        ylabel: the y label.
+        cmap: the colormap.
+        figsize: the size of a new figure.
+
+    Returns:
+        The Figure drawn on.
+
+    Raises:
+        ValueError: for a frame that is not a DataFrame (or Series), is empty, not numeric or all NaN; an ``ax``
+            that is not an Axes.
+    """
     data = _numeric_frame(tokens_by_blocks, "tokens_by_blocks")
     # Newlines and tabs inside a token would break the tick labels: escape unprintable characters, keep the rest.
     labels = ["".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(t))
@@ -484,7 +554,23 @@ def plot_speedup(
 ) -> Figure:
     """Measured speedup beside the ideal one (from the compute removed) as more blocks are removed.
 
-    Both series are indexed by the number of blocks removed; a grey line marks 1x (no speedup).
+    A grey line marks 1x (no speedup).
+
+    Args:
+        measured: the measured speedups, indexed by the number of blocks removed.
+        ideal: the ideal speedups (``ideal_speedup``), indexed likewise.
+        title: the axes' title.
+        ax: the Axes to draw on; None draws on a new figure of ``figsize``.
+        xlabel: the x label.
+        ylabel: the y label.
+        figsize: the size of a new figure.
+
+    Returns:
+        The Figure drawn on.
+
+    Raises:
+        ValueError: for either series that is not a Series or one-column frame, is empty, not numeric or all NaN; an
+            ``ax`` that is not an Axes.
     """
     measured_frame, ideal_frame = _numeric_frame(measured, "measured"), _numeric_frame(ideal, "ideal")
     if measured_frame.shape[1] != 1 or ideal_frame.shape[1] != 1:

@@ -134,6 +134,8 @@ def prune_blocks(model: PreTrainedModel, blocks: Iterable[int], *, inplace: bool
         ValueError: for invalid ``blocks`` (``check_block_indices``: none, all, duplicates, out of range...), a
             config whose blocks depend on their position (``_BUILT_BY_INDEX``; use ``skip_blocks`` there), or a model
             whose block list cannot be found (``block_path``).
+        TypeError: if ``blocks`` is a string or not iterable, or holds something other than an integer
+            (``check_block_indices``).
     """
     path = block_path(model)
     block_list = model.get_submodule(path)
@@ -175,6 +177,8 @@ def skip_blocks(model: PreTrainedModel, blocks: Iterable[int]) -> Iterator[PreTr
     Raises:
         ValueError: for invalid ``blocks`` (``check_block_indices``; every block at once is refused) or a model whose
             block list cannot be found (``block_path``).
+        TypeError: if ``blocks`` is a string or not iterable, or holds something other than an integer
+            (``check_block_indices``).
     """
     block_list = get_blocks(model)
     skipped = check_block_indices(blocks, len(block_list), allow_empty=True)

@@ -37,11 +37,15 @@ def resolve_k(k: int | float, n_blocks: int) -> int:
         The block count, between 1 and ``n_blocks - 1`` (at least one block must result and one must stay).
 
     Raises:
-        ValueError: if ``k`` is not a number (a bool included), a fraction outside (0, 1) or one that rounds to 0,
-            or the count is outside 1..n_blocks-1.
+        TypeError: if ``k`` is not a number (a bool included).
+        ValueError: if ``k`` is a fraction outside (0, 1) or one that rounds to 0, or the count is outside
+            1..n_blocks-1.
     """
     if isinstance(k, bool) or not isinstance(k, Real):
-        raise ValueError(f"k must be a number of blocks (int) or a fraction of the blocks (float in (0, 1)); got {k!r}")
+        raise TypeError(
+            f"k must be a number of blocks (int) or a fraction of the blocks (float in (0, 1)); got {k!r} "
+            f"({type(k).__name__})"
+        )
     if isinstance(k, Integral):
         count = int(k)
     elif not 0 < k < 1:
@@ -57,7 +61,7 @@ def resolve_k(k: int | float, n_blocks: int) -> int:
 
 def _check_scores(scores: pd.Series) -> int:
     if not isinstance(scores, pd.Series):
-        raise ValueError(f"scores must be a pandas Series indexed by block (0..L-1); got {type(scores).__name__}")
+        raise TypeError(f"scores must be a pandas Series indexed by block (0..L-1); got {type(scores).__name__}")
     n_blocks = len(scores)
     if sorted(scores.index.tolist()) != list(range(n_blocks)):
         raise ValueError(
@@ -161,16 +165,20 @@ def select_blocks(
         The block indices to remove, ascending.
 
     Raises:
-        ValueError: if ``scores`` is not a Series indexed by 0..L-1 or holds a NaN, infinite or non-numeric value;
-            ``k`` is invalid (``resolve_k``); the protected blocks leave fewer than k; ``no_adjacent`` and
-            ``contiguous`` are both set; or k non-adjacent blocks do not fit among the removable ones.
-        TypeError: if ``protect_first`` or ``protect_last`` is not an integer.
+        ValueError: if ``scores`` is not indexed by 0..L-1 or holds a NaN, infinite or non-numeric value; ``k`` is
+            invalid (``resolve_k``); the protected blocks leave fewer than k; ``no_adjacent`` and ``contiguous`` are
+            both set (whatever k); or k non-adjacent blocks do not fit among the removable ones.
+        TypeError: if ``scores`` is not a pandas Series, ``k`` is not a number (``resolve_k``), or ``protect_first``
+            or ``protect_last`` is not an integer.
     """
     n_blocks = _check_scores(scores)
     count = resolve_k(k, n_blocks)
     allowed = removable_blocks(n_blocks, count, protect_first=protect_first, protect_last=protect_last)
     if no_adjacent and contiguous:
-        raise ValueError("no_adjacent and contiguous contradict each other for k > 1; choose one")
+        raise ValueError(
+            "no_adjacent and contiguous cannot both be set (no two removed blocks adjacent vs one run of adjacent "
+            "blocks); choose one"
+        )
     importance = pd.to_numeric(scores).astype(float)
     importance = importance if higher_is_important else -importance
     order = tied_order(importance[allowed])

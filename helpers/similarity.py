@@ -65,13 +65,21 @@ class _Sums:
 
 
 def _check_batches(batches: Iterable[Mapping[str, torch.Tensor]], sample: tuple[int, int]) -> list[dict]:
-    """The batches as dicts with an ``attention_mask`` (all ones when missing); ValueError on anything unusable."""
+    """The batches as dicts with an ``attention_mask`` (all ones when missing).
+
+    TypeError for one dict instead of a list or a batch that is not a dict; ValueError on anything else unusable.
+    """
     if isinstance(batches, Mapping):
-        raise ValueError("batches must be a list of batches (dicts with input_ids), not one batch; wrap it: [batch]")
+        raise TypeError("batches must be a list of batches (dicts with input_ids), not one batch; wrap it: [batch]")
     checked = []
     for number, batch in enumerate(batches):
-        if not isinstance(batch, Mapping) or not isinstance(batch.get("input_ids"), torch.Tensor):
-            raise ValueError(f"batch {number} is not a dict with an 'input_ids' tensor (as tokenize_batches returns)")
+        if not isinstance(batch, Mapping):
+            raise TypeError(
+                f"batch {number} is a {type(batch).__name__}, not a dict with an 'input_ids' tensor (as "
+                "tokenize_batches returns)"
+            )
+        if not isinstance(batch.get("input_ids"), torch.Tensor):
+            raise ValueError(f"batch {number} has no 'input_ids' tensor (as tokenize_batches returns)")
         ids = batch["input_ids"]
         mask = batch.get("attention_mask")
         mask = torch.ones_like(ids) if mask is None else mask
@@ -186,11 +194,12 @@ def block_similarity(
         A ``SimilarityReport``.
 
     Raises:
-        ValueError: if ``batches`` is one dict or empty, a batch has no 2-D ``input_ids`` or a mask of another shape
-            or a row without a real token, ``sample`` does not exist, a block's state is not laid out (batch, length,
+        ValueError: if ``batches`` is empty, a batch has no 2-D ``input_ids`` or a mask of another shape or a row
+            without a real token, ``sample`` does not exist, a block's state is not laid out (batch, length,
             hidden), or a hidden state is zero or not finite at a real token (its cosine would be undefined; the
             message names the block rather than reporting a number that would rank it).
-        TypeError: if a block's hidden state cannot be found (``hidden_input``, ``hidden_output``).
+        TypeError: if ``batches`` is one dict instead of a list of them, or a batch is not a dict; if a block's
+            hidden state cannot be found (``hidden_input``, ``hidden_output``).
     """
     batches = _check_batches(batches, sample)
     n_blocks = len(get_blocks(model))

@@ -98,8 +98,8 @@ def position_blocks(
         The k block indices, ascending and consecutive.
 
     Raises:
-        TypeError: if ``strategy`` is not a string or ``n_blocks`` not an integer; for "keep_edges", if a
-            ``protect_*`` is not an integer.
+        TypeError: if ``strategy`` is not a string, ``n_blocks`` not an integer or ``k`` not a number
+            (``resolve_k``); for "keep_edges", if a ``protect_*`` is not an integer.
         ValueError: if ``strategy`` is unknown, ``n_blocks`` is below 2, or ``k`` is invalid (``resolve_k``); for
             "keep_edges", if a ``protect_*`` is negative or the protected blocks leave fewer than k to remove.
     """

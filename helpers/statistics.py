@@ -195,6 +195,19 @@ def rank_correlation(a: pd.Series, b: pd.Series, rtol: float = TIE_RTOL) -> pd.S
     The series are aligned on their index (e.g. block index), so their order does not matter, but they must cover
     the same items and hold no NaN: a silently dropped block would change the answer without saying so. Scores
     within ``rtol`` of each other are ranked as ties (``ties.tie_groups``), so float rounding cannot swap two ranks.
+
+    Args:
+        a: one score per item, indexed by item (e.g. by block).
+        b: another score of the same items.
+        rtol: the relative distance below which two scores of one series are tied.
+
+    Returns:
+        A Series named "rank_correlation" with ``spearman``, ``spearman_p``, ``kendall``, ``kendall_p`` and ``n``
+        (the number of items).
+
+    Raises:
+        ValueError: if ``a`` or ``b`` is not a pandas Series, their indexes differ or repeat an item, a score is
+            NaN, there are fewer than 3 items, or ``rtol`` is not in [0, 1).
     """
     if not isinstance(a, pd.Series) or not isinstance(b, pd.Series):
         raise ValueError("a and b must be pandas Series indexed by item (e.g. by block)")

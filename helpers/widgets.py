@@ -76,6 +76,17 @@ def importance_colours(scores: pd.Series, *, higher_is_important: bool = True, c
     """Hex colour per block: the colormap at the block's importance, min-max scaled over the blocks (NaN -> grey).
 
     The most important block gets the colormap's top colour; a constant score gets its middle colour.
+
+    Args:
+        scores: one score per block.
+        higher_is_important: False for scores where high means removable (e.g. cosine similarity).
+        cmap: the name of a matplotlib colormap.
+
+    Returns:
+        One hex colour string per score, in the order of ``scores``; ``NO_SCORE_COLOUR`` for a NaN score.
+
+    Raises:
+        KeyError: if ``cmap`` is not a matplotlib colormap name.
     """
     importance = scores if higher_is_important else -scores
     low, high = importance.min(), importance.max()
@@ -102,11 +113,9 @@ def _error_html(error: BaseException) -> str:
 class BlockChooser(widgets.VBox):
     """Buttons, one per block, to choose the blocks to remove; coloured by the chosen criterion's importance.
 
-    ``scores``: see ``_as_score_tables`` (per-dataset tables give a dataset menu). ``higher_is_important``: one bool
-    for all criteria or ``{criterion: bool}`` (missing criteria count as True); it orients both the colours and
-    "select the k least important". ``select``: the selection function, ``select_blocks`` of ``helpers.selection``
-    by default. The chosen blocks are the trait ``selected`` (sorted list): read it, set it, or ``observe`` it.
-    Each block button toggles its block on ``click()``; ipywidgets' ToggleButton cannot be coloured, Button can.
+    Per-dataset score tables give a dataset menu. The chosen blocks are the trait ``selected`` (sorted list): read
+    it, set it, or ``observe`` it. Each block button toggles its block on ``click()``; ipywidgets' ToggleButton
+    cannot be coloured, Button can.
     """
 
     selected = traitlets.List(traitlets.Int(), help="sorted 0-based indices of the blocks chosen for removal")
@@ -122,6 +131,24 @@ class BlockChooser(widgets.VBox):
         select: Select | None = None,
         cmap: str = "viridis",
     ) -> None:
+        """Build the chooser, with nothing selected.
+
+        Args:
+            scores: a Series (one criterion), a DataFrame [block x criterion], a DataFrame with (dataset, criterion)
+                MultiIndex columns, or a dict ``{dataset: DataFrame}``, indexed by the blocks 0..L-1 in order.
+            higher_is_important: one bool for all criteria or ``{criterion: bool}`` (missing criteria count as
+                True); it orients both the colours and "select the k least important".
+            protect_first: the initial "keep first" value: blocks "select" never removes at the start.
+            protect_last: the initial "keep last" value: blocks "select" never removes at the end.
+            k: the initial value of the k slider, clipped to 0..L-1.
+            select: the selection function, called like ``select_blocks`` of ``helpers.selection`` (the default).
+            cmap: the matplotlib colormap of the importance colours.
+
+        Raises:
+            ValueError: for ``scores`` of another kind (MultiIndex columns of more than two levels included),
+                empty, not numeric, not indexed by 0..L-1 in order, or whose datasets cover different blocks.
+            KeyError: if ``cmap`` is not a matplotlib colormap name.
+        """
         self._tables = _as_score_tables(scores)
         self.n_blocks = len(next(iter(self._tables.values())))
         self._direction = higher_is_important
@@ -161,7 +188,14 @@ class BlockChooser(widgets.VBox):
         self._redraw()
 
     def higher_is_important(self, criterion: str) -> bool:
-        """Whether a higher value of ``criterion`` means a more important block."""
+        """Whether a higher value of ``criterion`` means a more important block.
+
+        Args:
+            criterion: a criterion name (one missing from a ``higher_is_important`` mapping counts as True).
+
+        Returns:
+            True when higher means more important.
+        """
         if isinstance(self._direction, Mapping):
             return bool(self._direction.get(criterion, True))
         return bool(self._direction)
@@ -228,14 +262,11 @@ class BlockChooser(widgets.VBox):
 class LivePanel(widgets.VBox):
     """Evaluate the model with the chosen blocks skipped and show the results beside those of the full model.
 
-    A preset of ``evaluate_variants``: each measure (``{name: f(model) -> result}``, see ``helpers.evaluation.Measure``)
-    runs on the full model once and on every new choice inside ``skip_blocks``; perplexity and accuracy results come
-    with their 95% bootstrap intervals and the paired difference to the full model with its verdict, so the panel
-    says whether a change is beyond noise. ``generate``: ``f(model) -> str``, a short continuation of a fixed prompt.
-    The blocks come from ``chooser`` (its ``selected``) or from ``evaluate(blocks)``. With ``auto_update`` a change
-    of the chooser's selection re-evaluates after ``debounce_s`` seconds of quiet (on the kernel's event loop; where
-    none runs, at once). ``evaluation`` holds the last ``VariantResults``; ``results`` and ``baseline`` its numbers
-    for the chosen blocks and for the full model.
+    A preset of ``evaluate_variants``: each measure runs on the full model once and on every new choice inside
+    ``skip_blocks``; perplexity and accuracy results come with their 95% bootstrap intervals and the paired
+    difference to the full model with its verdict, so the panel says whether a change is beyond noise. The blocks
+    come from ``chooser`` (its ``selected``) or from ``evaluate(blocks)``. ``evaluation`` holds the last
+    ``VariantResults``; ``results`` and ``baseline`` its numbers for the chosen blocks and for the full model.
     """
 
     CHOSEN = "chosen"
@@ -251,6 +282,22 @@ class LivePanel(widgets.VBox):
         auto_update: bool = False,
         debounce_s: float = 1.0,
     ) -> None:
+        """Build the panel; nothing is evaluated until ``evaluate`` or the Evaluate button.
+
+        Args:
+            model: the full model; it is restored after every evaluation.
+            measures: ``{name: f(model) -> result}`` (see ``helpers.evaluation.Measure``), one table row each.
+            generate: ``f(model) -> str``, a short continuation of a fixed prompt, shown for both models; None shows
+                none.
+            chooser: a ``BlockChooser`` whose ``selected`` blocks are evaluated; None: pass blocks to ``evaluate``.
+            auto_update: re-evaluate when the chooser's selection changes, after ``debounce_s`` seconds of quiet (on
+                the kernel's event loop; where none runs, at once).
+            debounce_s: the quiet period of ``auto_update``, in seconds.
+
+        Raises:
+            ValueError: if a measure name is reserved (an ``INFO_COLUMNS`` name, "parameters_removed" or
+                "generation"), or ``debounce_s`` is negative.
+        """
         reserved = {*INFO_COLUMNS, "parameters_removed", "generation"}
         if set(measures) & reserved:
             raise ValueError(f"measure names {sorted(set(measures) & reserved)} are reserved; rename them")
@@ -301,9 +348,29 @@ class LivePanel(widgets.VBox):
         removed, ideal speedup, and a greedy continuation of ``prompt``. Sizes are kept small so that one evaluation
         takes seconds; the same fixed texts are used every time, so numbers differ only because the blocks differ.
 
-        ``sms_examples`` is how many messages of ``sms_frame`` are scored; ``shots``, ``examples`` (the frame the
-        solved shots are drawn from) and ``decision`` go to ``sms_accuracy``. Zero-shot "argmax" (the default) has
-        no signal on SmolLM2-135M; the course passes ``shots=4, examples=load_sms("calibration"), decision="prior"``.
+        Zero-shot "argmax" (the default) has no signal on SmolLM2-135M; the course passes ``shots=4,
+        examples=load_sms("calibration"), decision="prior"``.
+
+        Args:
+            model: the full model.
+            tokenizer: its tokenizer.
+            eval_texts: the texts of the perplexity (``perplexity``).
+            sms_frame: the labelled messages of the SMS accuracy (``sms_accuracy``).
+            seq_len: perplexity window length.
+            max_windows: perplexity windows (None: all).
+            sms_examples: how many messages of ``sms_frame`` are scored (None: all).
+            shots: solved messages in front of each SMS prompt (``sms_accuracy``).
+            examples: the frame the shots (and the spam share of "prior") are drawn from.
+            decision: "argmax" or "prior" (``sms_accuracy``).
+            prompt: the prompt of the greedy continuation.
+            max_new_tokens: the continuation's length in tokens at most.
+            **kwargs: the options of ``LivePanel`` (``chooser``, ``auto_update``, ``debounce_s``).
+
+        Returns:
+            The panel; the measures' arguments are checked when it first evaluates.
+
+        Raises:
+            ValueError: as ``LivePanel`` (a negative ``debounce_s``).
         """
         # Lazy: the chooser and a panel with custom measures need none of these modules.
         from .classification import sms_accuracy
@@ -319,8 +386,24 @@ class LivePanel(widgets.VBox):
                    **kwargs)
 
     def evaluate(self, blocks: Iterable[int] | None = None) -> dict[str, Any]:
-        """Measure the model with ``blocks`` (default: the chooser's selection, else none) skipped; show and return
-        the numbers. Raises what a measure raises; the model is restored either way (``skip_blocks``)."""
+        """Measure the model with ``blocks`` skipped; show and return the numbers.
+
+        The full model is measured at the first call and kept. What a measure or ``generate`` raises propagates;
+        the model is restored either way (``skip_blocks``).
+
+        Args:
+            blocks: the blocks to skip; None: the chooser's selection, else none.
+
+        Returns:
+            ``{name: value}`` for the chosen blocks: ``removed``, ``blocks_left``, ``parameters``,
+            ``parameters_removed``, ``params_removed_pct``, ``ideal_speedup``, each metric's point value and, with
+            ``generate``, ``generation``.
+
+        Raises:
+            ValueError: for invalid ``blocks`` (``check_block_indices``; empty is allowed).
+            TypeError: for ``blocks`` that are not integers or a string (``check_block_indices``); if a measure
+                returns something that is not a result, a number or a mapping of numbers.
+        """
         if blocks is None:
             blocks = self.chooser.selected if self.chooser is not None else []
         removed = check_block_indices(blocks, num_blocks(self.model), allow_empty=True)
@@ -416,7 +499,25 @@ def block_explorer(
 ) -> widgets.VBox:
     """A ``BlockChooser`` over ``scores`` wired to a ``LivePanel.for_course``: ``VBox([chooser, panel])``.
 
-    ``panel_kwargs`` go to ``LivePanel.for_course``, e.g. the SMS options ``shots``, ``examples``, ``decision``.
+    Args:
+        model: the full model.
+        tokenizer: its tokenizer.
+        scores: the chooser's scores (see ``BlockChooser``).
+        eval_texts: the texts of the perplexity.
+        sms_frame: the labelled messages of the SMS accuracy.
+        higher_is_important: as for ``BlockChooser``.
+        protect_first: the chooser's initial "keep first".
+        protect_last: the chooser's initial "keep last".
+        k: the chooser's initial k.
+        auto_update: re-evaluate whenever the selection changes.
+        **panel_kwargs: options of ``LivePanel.for_course``, e.g. the SMS options ``shots``, ``examples``,
+            ``decision``.
+
+    Returns:
+        ``VBox([chooser, panel])``.
+
+    Raises:
+        ValueError: as ``BlockChooser`` (malformed ``scores``) or ``LivePanel`` (a negative ``debounce_s``).
     """
     chooser = BlockChooser(scores, higher_is_important=higher_is_important, protect_first=protect_first,
                            protect_last=protect_last, k=k)

@@ -12,15 +12,17 @@ import pytest
 
 from helpers import plots
 from helpers.benefits import ideal_speedup, measure_latency
+from helpers.blocks import check_block_indices
 from helpers.checks import check_choice, check_int, check_texts
-from helpers.classification import sms_accuracy
+from helpers.classification import draw_shots, sms_accuracy
 from helpers.data import calibration_batches, load_sms, load_wikitext, tokenize_batches
 from helpers.data_criteria import taylor_scores
 from helpers.display import fmt
 from helpers.healing import heal_with_lora, training_windows
 from helpers.perplexity import perplexity
-from helpers.selection import select_blocks
+from helpers.selection import resolve_k, select_blocks
 from helpers.static_criteria import magnitude_scores, position_blocks
+from helpers.similarity import block_similarity
 from helpers.statistics import bootstrap_ci
 from helpers.ties import tied_ranks
 from helpers.zero_shot import item_ids, load_task
@@ -30,6 +32,7 @@ from tiny_tokenizer import tiny_tokenizer
 MODEL = tiny_model("llama")
 TOKENIZER = tiny_tokenizer()
 SCORES = pd.Series([3.0, 1.0, 2.0, 5.0, 4.0, 6.0])
+SMS = pd.DataFrame({"text": ["hi", "win cash", "see you", "free prize"], "label": ["ham", "spam", "ham", "spam"]})
 
 
 def test_check_int_and_check_choice_separate_type_from_value():
@@ -101,6 +104,15 @@ WRONG_TYPES = {
     "item_ids limit": (lambda: item_ids(10, 2.5, 0), r"limit must be an integer, or None for every item; got 2.5"),
     "heal_with_lora steps": (lambda: heal_with_lora(MODEL, TOKENIZER, [ONE_STRING], steps=2.0), "steps must be an"),
     "fmt digits": (lambda: fmt(1.0, digits=2.0), r"digits must be an integer; got 2.0"),
+    "check_block_indices index": (lambda: check_block_indices([1, 2.0], 6), r"block index 2.0 is not an integer"),
+    "check_block_indices string": (lambda: check_block_indices("12", 6), "blocks must be a list of block indices"),
+    "resolve_k k": (lambda: resolve_k("2", 6), r"k must be a number of blocks .*; got '2' \(str\)"),
+    "select_blocks scores": (lambda: select_blocks(SCORES.to_numpy(), 2), "scores must be a pandas Series"),
+    "block_similarity one batch": (lambda: block_similarity(MODEL, {"input_ids": MODEL.dummy_inputs["input_ids"]},
+                                                            progress=False), "not one batch"),
+    "block_similarity batch": (lambda: block_similarity(MODEL, [MODEL.dummy_inputs["input_ids"]], progress=False),
+                               "batch 0 is a Tensor, not a dict"),
+    "draw_shots shots": (lambda: draw_shots(SMS, 2.0, exclude=SMS.iloc[:0]), r"shots must be an integer; got 2.0"),
 }
 
 WRONG_VALUES = {
@@ -116,6 +128,9 @@ WRONG_VALUES = {
     "bootstrap_ci n_boot": (lambda: bootstrap_ci(np.ones(5), n_boot=0), "n_boot must be at least 1; got 0"),
     "item_ids limit": (lambda: item_ids(10, 0, 0), "limit must be at least 1, or None for every item; got 0"),
     "heal_with_lora rank": (lambda: heal_with_lora(MODEL, TOKENIZER, [ONE_STRING], rank=0), "rank must be at least 1"),
+    "check_block_indices index": (lambda: check_block_indices([6], 6), r"out of range .* valid indices are 0\.\.5"),
+    "resolve_k k": (lambda: resolve_k(6, 6), "k must be between 1 and 5 blocks"),
+    "draw_shots shots": (lambda: draw_shots(SMS, -1, exclude=SMS.iloc[:0]), "shots must be at least 0; got -1"),
 }
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers.classification import sms_accuracy
+from helpers.classification import draw_shots, sms_accuracy
 from helpers.perplexity import IGNORE, adds_bos, next_token_nll, perplexity, token_nll
 from helpers.pruning import prune_blocks, skip_blocks
 from tiny_models import tiny_model
@@ -351,6 +351,23 @@ def test_sms_accuracy_rejects_wrong_types(model, kwargs, message):
     with pytest.raises(TypeError, match=message):
         sms_accuracy(model, tiny_tokenizer(), sms_frame(3, seed=6), examples=sms_frame(20, seed=3), progress=False,
                      **kwargs)
+
+
+def test_prior_with_empty_examples_is_a_clear_value_error(model):
+    empty = sms_frame(20, seed=3).iloc[:0]
+    with pytest.raises(ValueError, match=r"decision='prior' reads the spam share from examples, but examples has no "
+                                         r"rows"):
+        sms_accuracy(model, tiny_tokenizer(), sms_frame(3, seed=6), examples=empty, decision="prior",
+                     progress=False)
+
+
+def test_draw_shots_checks_shots_like_sms_accuracy():
+    examples, evaluated = sms_frame(20, seed=3), sms_frame(3, seed=6)
+    assert len(draw_shots(examples, 0, exclude=evaluated)) == 0
+    with pytest.raises(ValueError, match=r"^shots must be at least 0; got -1$"):
+        draw_shots(examples, -1, exclude=evaluated)
+    with pytest.raises(TypeError, match=r"^shots must be an integer; got 2\.0 \(float\)$"):
+        draw_shots(examples, 2.0, exclude=evaluated)
 
 
 def test_sms_accuracy_rejects_unknown_labels(model):

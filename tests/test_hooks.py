@@ -111,10 +111,14 @@ def test_hooks_removed_and_modes_restored_when_a_block_raises(monkeypatch):
     assert all(m.training for m in model.modules())
 
 
-@pytest.mark.parametrize("blocks", [[N_LAYERS], [-1], [1, 1], [], "0", [1.0], 3])
-def test_bad_block_indices_rejected(blocks):
+@pytest.mark.parametrize(
+    "blocks, error",
+    [([N_LAYERS], ValueError), ([-1], ValueError), ([1, 1], ValueError), ([], ValueError), ("0", TypeError),
+     ([1.0], TypeError), (3, TypeError)],
+)
+def test_bad_block_indices_rejected(blocks, error):
     model = tiny_model("llama")
-    with pytest.raises(ValueError, match=r"valid indices are 0\.\.5"):
+    with pytest.raises(error, match=r"valid indices are 0\.\.5"):
         with block_hooks(model, lambda *args: None, blocks=blocks):
             pass
     assert all_hooks(model) == []

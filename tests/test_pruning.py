@@ -170,27 +170,27 @@ def test_skip_nothing_is_a_no_op():
 
 
 @pytest.mark.parametrize(
-    "bad, message",
+    "bad, error, message",
     [
-        ([6], r"out of range .* valid indices are 0\.\.5"),
-        ([-1], r"out of range .* negative indices are not accepted"),
-        ([2, 2], r"more than once"),
-        ([1.0], r"not an integer"),
-        ([True], r"not an integer"),
-        ("12", r"must be a list"),
-        ([], r"no blocks given"),
-        (list(range(N_LAYERS)), r"cannot remove all 6 blocks"),
+        ([6], ValueError, r"out of range .* valid indices are 0\.\.5"),
+        ([-1], ValueError, r"out of range .* negative indices are not accepted"),
+        ([2, 2], ValueError, r"more than once"),
+        ([1.0], TypeError, r"block index 1\.0 is not an integer \(float\)"),
+        ([True], TypeError, r"block index True is not an integer \(bool\)"),
+        ("12", TypeError, r"must be a list of block indices, got '12' \(str\)"),
+        ([], ValueError, r"no blocks given"),
+        (list(range(N_LAYERS)), ValueError, r"cannot remove all 6 blocks"),
     ],
 )
-def test_bad_indices_raise_and_do_not_mutate(bad, message):
+def test_bad_indices_raise_and_do_not_mutate(bad, error, message):
     model = tiny_model("gemma2")
     before = copy.deepcopy(model.config.to_dict())
     blocks_before = list(get_blocks(model))
     for inplace in (False, True):
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises(error, match=message):
             prune_blocks(model, bad, inplace=inplace)
     if bad != []:  # skipping nothing is allowed
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises(error, match=message):
             with skip_blocks(model, bad):
                 pass
     assert list(get_blocks(model)) == blocks_before

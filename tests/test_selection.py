@@ -128,16 +128,28 @@ def test_the_scores_are_not_modified():
         (dict(k=1.5), "strictly between 0 and 1"),
         (dict(k=-0.2), "strictly between 0 and 1"),
         (dict(k=0.01), "rounds to 0"),
-        (dict(k=True), "number of blocks"),
-        (dict(k="3"), "number of blocks"),
         (dict(k=5, no_adjacent=True), "at most 4 are pairwise non-adjacent"),
         (dict(k=2, no_adjacent=True, contiguous=True), "choose one"),
+        (dict(k=1, no_adjacent=True, contiguous=True), "no_adjacent and contiguous cannot both be set"),
         (dict(k=2, protect_first=-1), "protect_first must be at least 0; got -1"),
     ],
 )
 def test_bad_arguments_are_refused_with_a_clear_message(kwargs, message):
     with pytest.raises(ValueError, match=message):
         select_blocks(random_scores(8, 0), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "k, message",
+    [
+        (True, r"k must be a number of blocks .*; got True \(bool\)"),
+        ("3", r"k must be a number of blocks .*; got '3' \(str\)"),
+        (None, r"k must be a number of blocks .*; got None \(NoneType\)"),
+    ],
+)
+def test_a_k_that_is_not_a_number_is_a_type_error(k, message):
+    with pytest.raises(TypeError, match=message):
+        select_blocks(random_scores(8, 0), k)
 
 
 def test_bad_scores_are_refused_naming_the_blocks():
@@ -148,7 +160,7 @@ def test_bad_scores_are_refused_naming_the_blocks():
         select_blocks(scores, 1)
     with pytest.raises(ValueError, match="indexed by the blocks 0..2"):
         select_blocks(pd.Series([1.0, 2.0, 3.0], index=[1, 2, 3]), 1)
-    with pytest.raises(ValueError, match="pandas Series"):
+    with pytest.raises(TypeError, match="scores must be a pandas Series indexed by block .*; got list"):
         select_blocks([1.0, 2.0, 3.0], 1)  # type: ignore[arg-type]
 
 

@@ -266,7 +266,6 @@ def test_zero_state_at_padding_is_ignored():
     "batches, sample, message",
     [
         ([], (0, 0), "empty"),
-        (tiny_inputs(), (0, 0), "not one batch"),
         ([{"ids": torch.ones(1, 3)}], (0, 0), "input_ids"),
         ([tiny_inputs()], (1, 0), "sample"),
         ([tiny_inputs()], (0, 2), "sample"),
@@ -279,6 +278,20 @@ def test_bad_input_is_rejected(batches, sample, message):
     model = tiny_model("llama")
     with pytest.raises(ValueError, match=message):
         block_similarity(model, batches, sample=sample, progress=False)
+    assert all_hooks(model) == []
+
+
+@pytest.mark.parametrize(
+    "batches, message",
+    [
+        (tiny_inputs(), r"not one batch; wrap it: \[batch\]"),
+        ([tiny_inputs(), torch.ones(1, 3)], r"batch 1 is a Tensor, not a dict with an 'input_ids' tensor"),
+    ],
+)
+def test_batches_of_the_wrong_type_are_a_type_error(batches, message):
+    model = tiny_model("llama")
+    with pytest.raises(TypeError, match=message):
+        block_similarity(model, batches, progress=False)
     assert all_hooks(model) == []
 
 
