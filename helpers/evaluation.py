@@ -303,6 +303,12 @@ class VariantResults:
         """The variants other than the reference, best first on ``metric`` (point estimates; ties keep the order
         of ``variants``). Whether neighbours differ beyond noise: ``compare``.
 
+        Args:
+            metric: a metric with a direction (a perplexity or an accuracy).
+
+        Returns:
+            Variant names, best first.
+
         Raises:
             KeyError: for an unknown metric.
             ValueError: for a plain-number metric, whose direction is unknown.
@@ -319,6 +325,14 @@ class VariantResults:
         """Paired comparisons of chosen variants on ``metric``: one row per ``(a, b)`` with the difference b - a,
         its 95% interval (numbers, and ``shown`` as text in ``style``, see ``formatted``) and the verdict for ``b``
         ("better", "worse" or "within noise").
+
+        Args:
+            pairs: ``(a, b)`` variant names; each row reads b against a.
+            metric: a metric with an interval (a perplexity or an accuracy).
+            style: ``helpers.fmt`` options for ``shown``; None as in ``formatted``.
+
+        Returns:
+            A frame with columns ``a``, ``b``, ``b - a``, ``low``, ``high``, ``shown``, ``verdict for b``.
 
         Raises:
             KeyError: for an unknown variant or metric.
@@ -345,6 +359,13 @@ class VariantResults:
     def majority_verdict(self, variant: str, metric: str) -> str:
         """"better", "worse" or "within noise": ``variant``'s accuracy interval read against the majority-class
         baseline (``majority_baselines``); "within noise" means no evidence of any signal.
+
+        Args:
+            variant: a variant name.
+            metric: a classification metric (e.g. ``sms_acc``).
+
+        Returns:
+            The verdict against the majority class.
 
         Raises:
             KeyError: for an unknown variant, or a metric that is not a classification accuracy.
@@ -524,6 +545,19 @@ def quality_measures(
 ) -> dict[str, Measure]:
     """The measures of ``compare_variants`` (arguments as there), for ``evaluate_variants`` and its ``reuse``: e.g. a
     learner's own selection measured later on exactly the same windows and messages as the course's baselines.
+
+    Args:
+        tokenizer: the model's tokenizer.
+        texts: ``{label: texts}``, one perplexity measure ``ppl_<label>`` each.
+        sms: labelled messages for the measure ``sms_acc``; None: no SMS measure.
+        sms_examples: the frame the solved shots are drawn from.
+        shots: solved examples per SMS prompt.
+        seq_len: perplexity window length.
+        max_windows: perplexity windows per text set (None: all).
+        max_sms: messages scored (None: all).
+
+    Returns:
+        ``{name: f(model) -> result}`` for ``evaluate_variants``.
 
     Raises:
         ValueError: when there is nothing to evaluate, or few-shot SMS without ``sms_examples``.
