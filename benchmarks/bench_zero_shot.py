@@ -68,8 +68,11 @@ def measure(limit: int = 40, threads: int = 2, batch_size: int = 16) -> float:
     print(f"together: {ours:.1f} s vs lm-eval {theirs:.1f} s, max |delta loglik| {largest:.1e}", flush=True)
     for task in TASKS:
         task_ours, task_theirs, task_largest = _timed((task,), model, tokenizer, limit, batch_size)
-        print(f"  {task}: {task_ours / task_theirs:.3f} ({task_ours:.1f} s vs {task_theirs:.1f} s, "
-              f"max |delta loglik| {task_largest:.1e})", flush=True)
+        print(
+            f"  {task}: {task_ours / task_theirs:.3f} ({task_ours:.1f} s vs {task_theirs:.1f} s, "
+            f"max |delta loglik| {task_largest:.1e})",
+            flush=True,
+        )
     return ours / theirs
 
 

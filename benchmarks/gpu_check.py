@@ -60,25 +60,80 @@ SPECIALS = ["<bos>", "<eos>", "<pad>"]
 
 def llama_3_2_1b(quick: bool) -> PretrainedConfig:
     """Llama-3.2-1B's config (16 blocks, GQA 32/8 heads, llama3 RoPE scaling, tied head); ``quick``: shrunk."""
-    size = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-                num_key_value_heads=2, head_dim=16, vocab_size=512) if quick else dict(
-        hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
-        head_dim=64, vocab_size=128256)
-    rope = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "high_freq_factor": 4.0,
-            "low_freq_factor": 1.0, "original_max_position_embeddings": 8192}
-    return LlamaConfig(**size, max_position_embeddings=131072, rope_parameters=rope, rms_norm_eps=1e-5,
-                       tie_word_embeddings=True, bos_token_id=256, eos_token_id=257, pad_token_id=258)
+    size = (
+        dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            vocab_size=512,
+        )
+        if quick
+        else dict(
+            hidden_size=2048,
+            intermediate_size=8192,
+            num_hidden_layers=16,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            head_dim=64,
+            vocab_size=128256,
+        )
+    )
+    rope = {
+        "rope_type": "llama3",
+        "rope_theta": 500000.0,
+        "factor": 32.0,
+        "high_freq_factor": 4.0,
+        "low_freq_factor": 1.0,
+        "original_max_position_embeddings": 8192,
+    }
+    return LlamaConfig(
+        **size,
+        max_position_embeddings=131072,
+        rope_parameters=rope,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        bos_token_id=256,
+        eos_token_id=257,
+        pad_token_id=258,
+    )
 
 
 def qwen3_0_6b(quick: bool) -> PretrainedConfig:
     """Qwen3-0.6B's config (28 blocks, q/k norms, head_dim 128 > hidden/heads, tied head); ``quick``: shrunk."""
-    size = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-                num_key_value_heads=2, head_dim=32, vocab_size=512) if quick else dict(
-        hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8,
-        head_dim=128, vocab_size=151936)
-    return Qwen3Config(**size, max_position_embeddings=40960, rope_parameters={"rope_type": "default",
-                       "rope_theta": 1000000.0}, rms_norm_eps=1e-6, tie_word_embeddings=True, bos_token_id=256,
-                       eos_token_id=257, pad_token_id=258)
+    size = (
+        dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=32,
+            vocab_size=512,
+        )
+        if quick
+        else dict(
+            hidden_size=1024,
+            intermediate_size=3072,
+            num_hidden_layers=28,
+            num_attention_heads=16,
+            num_key_value_heads=8,
+            head_dim=128,
+            vocab_size=151936,
+        )
+    )
+    return Qwen3Config(
+        **size,
+        max_position_embeddings=40960,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+        bos_token_id=256,
+        eos_token_id=257,
+        pad_token_id=258,
+    )
 
 
 SHAPES: dict[str, tuple[Callable[[bool], PretrainedConfig], bool]] = {
@@ -120,8 +175,9 @@ def byte_tokenizer(add_bos: bool) -> PreTrainedTokenizerFast:
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     if add_bos:
-        backend.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A $B:1",
-                                                               special_tokens=[("<bos>", vocab["<bos>"])])
+        backend.post_processor = processors.TemplateProcessing(
+            single="<bos> $A", pair="<bos> $A $B:1", special_tokens=[("<bos>", vocab["<bos>"])]
+        )
     return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")
 
 
@@ -134,8 +190,11 @@ def block_placement_guard(model: torch.nn.Module, problems: list[str]) -> Iterat
             hidden = args[0] if args else kwargs.get("hidden_states")
             weight = next(block.parameters())
             if hidden.device != weight.device or hidden.dtype != weight.dtype:
-                problems.append(f"block {index} got {hidden.dtype} on {hidden.device}, its weights are "
-                                f"{weight.dtype} on {weight.device}")
+                problems.append(
+                    f"block {index} got {hidden.dtype} on {hidden.device}, its weights are "
+                    f"{weight.dtype} on {weight.device}"
+                )
+
         return hook
 
     handles = [block.register_forward_pre_hook(check(i), with_kwargs=True) for i, block in enumerate(get_blocks(model))]
@@ -157,17 +216,25 @@ def synchronized_seconds(device: torch.device, function: Callable[[], object]) -
     return result, time.perf_counter() - start
 
 
-def evaluate(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, data: dict, settings: Settings,
-             problems: list[str]) -> dict[str, object]:
+def evaluate(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, data: dict, settings: Settings, problems: list[str]
+) -> dict[str, object]:
     """Every helpers evaluation and analysis on ``model``, with the block placement guard; also their seconds."""
     device = next(model.parameters()).device
     removed = [1, num_blocks(model) - 2]
     with block_placement_guard(model, problems):
         calls = {
-            "perplexity": lambda: perplexity(model, tokenizer, data["wiki"], seq_len=settings.seq_len,
-                                             max_windows=settings.eval_windows, progress=False),
-            "sms_accuracy": lambda: sms_accuracy(model, tokenizer, data["sms"], shots=settings.shots,
-                                                 examples=data["examples"], progress=False),
+            "perplexity": lambda: perplexity(
+                model,
+                tokenizer,
+                data["wiki"],
+                seq_len=settings.seq_len,
+                max_windows=settings.eval_windows,
+                progress=False,
+            ),
+            "sms_accuracy": lambda: sms_accuracy(
+                model, tokenizer, data["sms"], shots=settings.shots, examples=data["examples"], progress=False
+            ),
             "block_similarity": lambda: block_similarity(model, data["calibration"], progress=False),
             "ppl_scores": lambda: ppl_scores(model, data["calibration"], progress=False),
             "taylor_scores": lambda: taylor_scores(model, data["calibration"], progress=False),
@@ -227,20 +294,28 @@ def check_shape(name: str, quick: bool, settings: Settings, data_source: dict, f
     config = make_config(quick)
     tokenizer = byte_tokenizer(adds_bos)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    data = {**data_source, "calibration": calibration_batches(tokenizer, "wikitext", n_samples=settings.calibration_samples,
-                                                              seq_len=settings.seq_len)}
+    data = {
+        **data_source,
+        "calibration": calibration_batches(
+            tokenizer, "wikitext", n_samples=settings.calibration_samples, seq_len=settings.seq_len
+        ),
+    }
     set_determinism(0, threads=None)
     with torch.device(device):
         reference = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
-    print(f"{name}: {num_blocks(reference)} blocks, {sum(p.numel() for p in reference.parameters()) / 1e6:.1f} M "
-          f"parameters, on {device}")
+    print(
+        f"{name}: {num_blocks(reference)} blocks, {sum(p.numel() for p in reference.parameters()) / 1e6:.1f} M "
+        f"parameters, on {device}"
+    )
     problems: list[str] = []
     fp32 = evaluate(reference, tokenizer, data, settings, problems)
     bf16_model = copy.deepcopy(reference).to(torch.bfloat16)
     bf16 = evaluate(bf16_model, tokenizer, data, settings, problems)
     influence = fp32["block_similarity"].blocks["block_influence"]
-    print(f"    float32 Block Influence {influence.min():.2e} to {influence.max():.2e} (bf16 resolves cosines near 1 "
-          f"only to 3.9e-03: the check is sharp where Block Influence is far smaller)")
+    print(
+        f"    float32 Block Influence {influence.min():.2e} to {influence.max():.2e} (bf16 resolves cosines near 1 "
+        f"only to 3.9e-03: the check is sharp where Block Influence is far smaller)"
+    )
     compare(name, "bf16 vs float32", bf16, fp32, failures)
 
     if device.type != "cuda":
@@ -258,15 +333,19 @@ def check_shape(name: str, quick: bool, settings: Settings, data_source: dict, f
         del split
 
     seconds = bf16["seconds"]
-    _, similarity_s = synchronized_seconds(device, lambda: block_similarity(bf16_model, data["calibration"],
-                                                                            progress=False))
-    latency = measure_latency(bf16_model, tokenizer, prompt_tokens=settings.seq_len, new_tokens=settings.new_tokens,
-                              repetitions=3)
-    print(f"    bf16 on {device}: block_similarity {similarity_s * 1000:.0f} ms (first call "
-          f"{seconds['block_similarity'] * 1000:.0f} ms), ppl_scores {seconds['ppl_scores'] * 1000:.0f} ms, "
-          f"taylor_scores {seconds['taylor_scores'] * 1000:.0f} ms over {settings.calibration_samples} samples of "
-          f"{settings.seq_len} tokens; decoding {latency['decode_tokens_per_s']:.1f} tokens/s, prefill of "
-          f"{settings.seq_len} tokens {latency['prefill_ms']:.1f} ms")
+    _, similarity_s = synchronized_seconds(
+        device, lambda: block_similarity(bf16_model, data["calibration"], progress=False)
+    )
+    latency = measure_latency(
+        bf16_model, tokenizer, prompt_tokens=settings.seq_len, new_tokens=settings.new_tokens, repetitions=3
+    )
+    print(
+        f"    bf16 on {device}: block_similarity {similarity_s * 1000:.0f} ms (first call "
+        f"{seconds['block_similarity'] * 1000:.0f} ms), ppl_scores {seconds['ppl_scores'] * 1000:.0f} ms, "
+        f"taylor_scores {seconds['taylor_scores'] * 1000:.0f} ms over {settings.calibration_samples} samples of "
+        f"{settings.seq_len} tokens; decoding {latency['decode_tokens_per_s']:.1f} tokens/s, prefill of "
+        f"{settings.seq_len} tokens {latency['prefill_ms']:.1f} ms"
+    )
     for problem in problems:
         failures.append(f"{name}: {problem}")
     print(f"    block placement: {'ok' if not problems else f'{len(problems)} problems'}")
@@ -279,10 +358,15 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
     sms = load_sms("evaluation")
-    data = {"wiki": load_wikitext("evaluation"), "sms": sms.head(settings.sms_messages),
-            "examples": load_sms("calibration")}
-    print(f"torch {torch.__version__}, CUDA: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}; "
-          f"settings: {settings}")
+    data = {
+        "wiki": load_wikitext("evaluation"),
+        "sms": sms.head(settings.sms_messages),
+        "examples": load_sms("calibration"),
+    }
+    print(
+        f"torch {torch.__version__}, CUDA: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}; "
+        f"settings: {settings}"
+    )
     failures: list[str] = []
     for name in args.shapes:
         try:

@@ -20,28 +20,35 @@ from .benefits import (
 from .blocks import BLOCK_PATHS, check_block_indices, get_blocks, num_blocks
 from .classification import ClassificationResult, accuracy_ci, accuracy_difference, sms_accuracy, sms_prompt
 from .data import calibration_batches, load_sms, load_wikitext, tokenize_batches
-from .evaluation import FULL, VariantResults, benefits_table, compare_variants, evaluate_variants, quality_measures
-from .display import configure_display, fmt, fmt_ci, fmt_interval, fmt_pct, format_columns
 from .data_criteria import ppl_scores, sleb_removal, taylor_scores
+from .display import configure_display, fmt, fmt_ci, fmt_interval, fmt_pct, format_columns
+from .evaluation import FULL, VariantResults, benefits_table, compare_variants, evaluate_variants, quality_measures
 from .generation import greedy_continuation
 from .hooks import BlockIO, block_hooks, input_device, record_block_io, run_model
 from .model import load_model, save_pruned
 from .perplexity import PerplexityResult, perplexity, perplexity_ci, perplexity_difference
 from .pruning import prune_blocks, skip_blocks
 from .selection import PLUS_HEURISTIC, removable_blocks, resolve_k, select_blocks
-from .ties import TIE_RTOL, first_minimum, tie_groups, tied_order, tied_ranks
 from .settings import DEFAULT_MODEL, set_determinism
 from .similarity import SimilarityReport, block_similarity
-from .zero_shot import evaluate_zero_shot, zero_shot_difference, zero_shot_summary
 from .static_criteria import POSITION_STRATEGIES, magnitude_scores, position_blocks
 from .statistics import ConfidenceInterval, bootstrap_ci, paired_difference, rank_correlation
+from .ties import TIE_RTOL, first_minimum, tie_groups, tied_order, tied_ranks
+from .zero_shot import evaluate_zero_shot, zero_shot_difference, zero_shot_summary
 
 # Names whose modules need a heavy dependency: {name: submodule}, imported by ``__getattr__`` when first used.
 _LAZY = {
     "heal_with_lora": "healing",  # peft
     **dict.fromkeys(
-        ["plot_angular_distance", "plot_before_after", "plot_block_heatmap", "plot_block_profiles",
-         "plot_depth_similarity", "plot_speedup", "plot_token_heatmap"],
+        [
+            "plot_angular_distance",
+            "plot_before_after",
+            "plot_block_heatmap",
+            "plot_block_profiles",
+            "plot_depth_similarity",
+            "plot_speedup",
+            "plot_token_heatmap",
+        ],
         "plots",  # seaborn
     ),
     **dict.fromkeys(["LivePanel", "block_explorer"], "widgets"),  # ipywidgets
@@ -49,28 +56,83 @@ _LAZY = {
 
 __all__ = [
     # model, blocks, pruning
-    "BLOCK_PATHS", "DEFAULT_MODEL", "check_block_indices", "get_blocks", "load_model", "num_blocks", "prune_blocks",
-    "save_pruned", "set_determinism", "skip_blocks",
+    "BLOCK_PATHS",
+    "DEFAULT_MODEL",
+    "check_block_indices",
+    "get_blocks",
+    "load_model",
+    "num_blocks",
+    "prune_blocks",
+    "save_pruned",
+    "set_determinism",
+    "skip_blocks",
     # data
-    "calibration_batches", "load_sms", "load_wikitext", "tokenize_batches",
+    "calibration_batches",
+    "load_sms",
+    "load_wikitext",
+    "tokenize_batches",
     # hooks
-    "BlockIO", "block_hooks", "input_device", "record_block_io", "run_model",
+    "BlockIO",
+    "block_hooks",
+    "input_device",
+    "record_block_io",
+    "run_model",
     # block selection and the criteria
-    "PLUS_HEURISTIC", "POSITION_STRATEGIES", "magnitude_scores", "position_blocks", "ppl_scores", "removable_blocks",
-    "resolve_k", "select_blocks", "sleb_removal", "taylor_scores",
-    "SimilarityReport", "block_similarity",
-    "TIE_RTOL", "first_minimum", "tie_groups", "tied_order", "tied_ranks",
+    "PLUS_HEURISTIC",
+    "POSITION_STRATEGIES",
+    "magnitude_scores",
+    "position_blocks",
+    "ppl_scores",
+    "removable_blocks",
+    "resolve_k",
+    "select_blocks",
+    "sleb_removal",
+    "taylor_scores",
+    "SimilarityReport",
+    "block_similarity",
+    "TIE_RTOL",
+    "first_minimum",
+    "tie_groups",
+    "tied_order",
+    "tied_ranks",
     # evaluation and statistics
-    "FULL", "VariantResults", "evaluate_variants", "compare_variants", "quality_measures",
-    "ClassificationResult", "PerplexityResult", "perplexity", "sms_accuracy", "sms_prompt",
-    "evaluate_zero_shot", "zero_shot_difference", "zero_shot_summary", "greedy_continuation",
-    "ConfidenceInterval", "accuracy_ci", "accuracy_difference", "bootstrap_ci", "paired_difference", "perplexity_ci",
-    "perplexity_difference", "rank_correlation",
+    "FULL",
+    "VariantResults",
+    "evaluate_variants",
+    "compare_variants",
+    "quality_measures",
+    "ClassificationResult",
+    "PerplexityResult",
+    "perplexity",
+    "sms_accuracy",
+    "sms_prompt",
+    "evaluate_zero_shot",
+    "zero_shot_difference",
+    "zero_shot_summary",
+    "greedy_continuation",
+    "ConfidenceInterval",
+    "accuracy_ci",
+    "accuracy_difference",
+    "bootstrap_ci",
+    "paired_difference",
+    "perplexity_ci",
+    "perplexity_difference",
+    "rank_correlation",
     # benefits: size and speed
-    "benefits_table", "ideal_speedup", "kv_cache_bytes", "measure_latency", "model_bytes", "parameter_count",
+    "benefits_table",
+    "ideal_speedup",
+    "kv_cache_bytes",
+    "measure_latency",
+    "model_bytes",
+    "parameter_count",
     "size_summary",
     # display
-    "configure_display", "fmt", "fmt_ci", "fmt_interval", "fmt_pct", "format_columns",
+    "configure_display",
+    "fmt",
+    "fmt_ci",
+    "fmt_interval",
+    "fmt_pct",
+    "format_columns",
     # imported on first use
     *_LAZY,
 ]

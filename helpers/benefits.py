@@ -145,8 +145,10 @@ def _cached_layer_types(config: object, n_blocks: int) -> list[str]:
     layer_types = getattr(config, "layer_types", None)
     if layer_types is not None:
         return list(layer_types)
-    kind = next((kind for kind, window in WINDOWED_LAYERS.items() if getattr(config, window, None) is not None),
-                "full_attention")
+    kind = next(
+        (kind for kind, window in WINDOWED_LAYERS.items() if getattr(config, window, None) is not None),
+        "full_attention",
+    )
     return [kind] * n_blocks
 
 
@@ -184,8 +186,9 @@ def kv_cache_bytes(model: PreTrainedModel, context_tokens: int) -> pd.Series:
             tokens.append(min(context_tokens, getattr(config, WINDOWED_LAYERS[kind]) - 1))
         else:
             raise ValueError(f"block {index} is a {kind!r} layer, whose cache kv_cache_bytes does not model")
-    return pd.Series([per_token * t for t in tokens], index=pd.RangeIndex(len(blocks), name="block"),
-                     name="kv_cache_bytes")
+    return pd.Series(
+        [per_token * t for t in tokens], index=pd.RangeIndex(len(blocks), name="block"), name="kv_cache_bytes"
+    )
 
 
 def _synchronize(device: torch.device) -> None:
@@ -285,8 +288,13 @@ def measure_latency(
         ValueError: if an option is below its minimum (``new_tokens`` 2, ``warmup`` 0, the others 1), or the tokenizer
             turns the benchmark text into no tokens.
     """
-    for name, value, least in (("prompt_tokens", prompt_tokens, 1), ("new_tokens", new_tokens, 2),
-                               ("repetitions", repetitions, 1), ("warmup", warmup, 0), ("batch_size", batch_size, 1)):
+    for name, value, least in (
+        ("prompt_tokens", prompt_tokens, 1),
+        ("new_tokens", new_tokens, 2),
+        ("repetitions", repetitions, 1),
+        ("warmup", warmup, 0),
+        ("batch_size", batch_size, 1),
+    ):
         check_int(name, value, minimum=least)
     prompt = latency_prompt(tokenizer, prompt_tokens, batch_size)
     prefill, decode = [], []

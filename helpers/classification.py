@@ -183,8 +183,9 @@ def _label_scores(
         for start in progress_bar(range(0, len(order), batch_size), "sms", progress):
             batch = order[start : start + batch_size]
             padded = right_pad([row_list[r] for r in batch], pad_id)  # real tokens keep their positions
-            logits = _forward(model, padded["input_ids"].to(device), padded["attention_mask"].to(device),
-                              prefix_cache, shared)
+            logits = _forward(
+                model, padded["input_ids"].to(device), padded["attention_mask"].to(device), prefix_cache, shared
+            )
             for b, r in enumerate(batch):
                 for _, i, j, first, continuation in by_row[r]:
                     # Logits at position p predict token p + 1: the continuation starts after the last prompt token.
@@ -275,8 +276,10 @@ def sms_accuracy(
     if examples is not None:
         _check_frame(examples, "examples")
         if decision == "prior" and examples.empty:
-            raise ValueError("decision='prior' reads the spam share from examples, but examples has no rows; pass a "
-                             "labelled frame, e.g. load_sms('calibration')")
+            raise ValueError(
+                "decision='prior' reads the spam share from examples, but examples has no rows; pass a "
+                "labelled frame, e.g. load_sms('calibration')"
+            )
     check_int("max_examples", max_examples, none_means="all rows")
     check_int("batch_size", batch_size)
     evaluated = frame if max_examples is None else frame.iloc[:max_examples]
@@ -353,7 +356,7 @@ def accuracy_difference(
             ``paired_difference``, for its arguments.
         TypeError: as ``paired_difference``, for its arguments.
     """
-    if isinstance(a, ClassificationResult) and isinstance(b, ClassificationResult):
-        if not a.predictions.index.equals(b.predictions.index):
-            raise ValueError("the two results cover different messages; evaluate both models on the same frame")
+    both = isinstance(a, ClassificationResult) and isinstance(b, ClassificationResult)
+    if both and not a.predictions.index.equals(b.predictions.index):
+        raise ValueError("the two results cover different messages; evaluate both models on the same frame")
     return paired_difference(_correct(a), _correct(b), **bootstrap)

@@ -69,9 +69,7 @@ def _hub_disabled() -> str | None:
     return None
 
 
-def _hub_or_local(
-    source: Source, local: Path, origin: str, path: str, name: str | None, split: str
-) -> Dataset | None:
+def _hub_or_local(source: Source, local: Path, origin: str, path: str, name: str | None, split: str) -> Dataset | None:
     """The hub dataset ``path``/``name``/``split``, or None when the caller is to read ``local`` instead.
 
     ``source="auto"`` tries the hub unless an offline switch is set, then falls back to ``local``. Raises
@@ -367,5 +365,6 @@ def calibration_batches(
             )
     else:
         texts = load_sms("calibration", source=source)["text"].tolist()
-    return tokenize_batches(tokenizer, texts, n_samples=n_samples, seq_len=seq_len, batch_size=batch_size, seed=seed,
-                            by_length=by_length)
+    return tokenize_batches(
+        tokenizer, texts, n_samples=n_samples, seq_len=seq_len, batch_size=batch_size, seed=seed, by_length=by_length
+    )

@@ -28,9 +28,9 @@ from .hooks import eval_mode, hidden_input, input_device, raise_non_finite, run_
 from .perplexity import IGNORE, token_nll
 from .pruning import prune_blocks, skip_blocks
 from .selection import removable_blocks, resolve_k
-from .ties import first_minimum
-from .static_criteria import WeightSet, block_scores, block_weights
 from .settings import progress_bar
+from .static_criteria import WeightSet, block_scores, block_weights
+from .ties import first_minimum
 
 Batch = Mapping[str, torch.Tensor]
 

@@ -52,13 +52,12 @@ INFO_COLUMNS = ["removed", "n_removed", "blocks_left", "parameters", "params_rem
 
 def _flatten(name: str, result: Any) -> dict[str, Any]:
     """A measure's result as ``{metric: unit result or number}``; a mapping gives one metric per key."""
-    if isinstance(result, Mapping) or isinstance(result, pd.Series):
-        items = dict(result.items())
-    else:
-        items = {name: result}
+    items = dict(result.items()) if isinstance(result, (Mapping, pd.Series)) else {name: result}
     for metric, value in items.items():
-        if not (isinstance(value, (PerplexityResult, ClassificationResult)) or
-                (isinstance(value, (Real, np.number)) and not isinstance(value, bool))):
+        if not (
+            isinstance(value, (PerplexityResult, ClassificationResult))
+            or (isinstance(value, (Real, np.number)) and not isinstance(value, bool))
+        ):
             raise TypeError(
                 f"measure {name!r} returned {type(value).__name__} for metric {metric!r}; a measure must return a "
                 "PerplexityResult, a ClassificationResult, a number, or a mapping {metric: number}"
@@ -152,7 +151,7 @@ class VariantResults:
         return ConfidenceInterval(float(second) - float(first), np.nan, np.nan)
 
     def verdict(self, a: str, b: str, metric: str) -> str:
-        """"better", "worse" or "within noise": ``b`` against ``a`` on ``metric``, in the metric's direction.
+        """ "better", "worse" or "within noise": ``b`` against ``a`` on ``metric``, in the metric's direction.
 
         Args:
             a: the variant compared against (e.g. ``FULL``).
@@ -187,11 +186,25 @@ class VariantResults:
                 ci = self.interval(variant, metric)
                 diff = self.difference(self.reference, variant, metric)
                 better = self.better(metric)
-                verdict = "reference" if variant == self.reference else (
-                    diff.verdict(better=better) if better is not None else None)
-                rows.append({"variant": variant, "metric": metric, "value": ci.estimate, "low": ci.low,
-                             "high": ci.high, "diff": diff.estimate, "diff_low": diff.low, "diff_high": diff.high,
-                             "verdict": verdict, "better": better})
+                verdict = (
+                    "reference"
+                    if variant == self.reference
+                    else (diff.verdict(better=better) if better is not None else None)
+                )
+                rows.append(
+                    {
+                        "variant": variant,
+                        "metric": metric,
+                        "value": ci.estimate,
+                        "low": ci.low,
+                        "high": ci.high,
+                        "diff": diff.estimate,
+                        "diff_low": diff.low,
+                        "diff_high": diff.high,
+                        "verdict": verdict,
+                        "better": better,
+                    }
+                )
         return pd.DataFrame(rows)
 
     def wide(self) -> pd.DataFrame:
@@ -200,8 +213,10 @@ class VariantResults:
         Returns:
             A frame indexed by ``variant`` with the ``INFO_COLUMNS`` and one float column per metric.
         """
-        values = pd.DataFrame({metric: [self.interval(v, metric).estimate for v in self.results]
-                               for metric in self.metrics}, index=self.info.index)
+        values = pd.DataFrame(
+            {metric: [self.interval(v, metric).estimate for v in self.results] for metric in self.metrics},
+            index=self.info.index,
+        )
         return pd.concat([self.info, values], axis=1)
 
     def table(
@@ -341,9 +356,17 @@ class VariantResults:
         rows = []
         for a, b in pairs:
             ci = self.difference(a, b, metric)
-            rows.append({"a": a, "b": b, "b - a": ci.estimate, "low": ci.low, "high": ci.high,
-                         "shown": fmt_ci(ci, **{**self._style(metric, style), "sign": True}),
-                         "verdict for b": self.verdict(a, b, metric)})
+            rows.append(
+                {
+                    "a": a,
+                    "b": b,
+                    "b - a": ci.estimate,
+                    "low": ci.low,
+                    "high": ci.high,
+                    "shown": fmt_ci(ci, **{**self._style(metric, style), "sign": True}),
+                    "verdict for b": self.verdict(a, b, metric),
+                }
+            )
         return pd.DataFrame(rows)
 
     def majority_baselines(self) -> dict[str, float]:
@@ -353,11 +376,14 @@ class VariantResults:
             ``{metric: majority-class accuracy}`` for the classification metrics, on the reference's messages
             (every variant sees the same ones); empty without one.
         """
-        return {metric: result.baseline for metric, result in self.results[self.reference].items()
-                if isinstance(result, ClassificationResult)}
+        return {
+            metric: result.baseline
+            for metric, result in self.results[self.reference].items()
+            if isinstance(result, ClassificationResult)
+        }
 
     def majority_verdict(self, variant: str, metric: str) -> str:
-        """"better", "worse" or "within noise": ``variant``'s accuracy interval read against the majority-class
+        """ "better", "worse" or "within noise": ``variant``'s accuracy interval read against the majority-class
         baseline (``majority_baselines``); "within noise" means no evidence of any signal.
 
         Args:
@@ -412,8 +438,16 @@ class VariantResults:
         if labels:
             rename = lambda metric: labels.get(metric, metric)  # noqa: E731 - one-line mapping
             long = long.assign(metric=long["metric"].map(rename))
-            options = {key: ({rename(m): v for m, v in value.items()} if key == "reference" else
-                             [rename(m) for m in value] if key == "logy" else value) for key, value in options.items()}
+            options = {
+                key: (
+                    {rename(m): v for m, v in value.items()}
+                    if key == "reference"
+                    else [rename(m) for m in value]
+                    if key == "logy"
+                    else value
+                )
+                for key, value in options.items()
+            }
         return plot_before_after(long, title=title, **options)
 
 
@@ -455,8 +489,9 @@ def evaluate_variants(
             f"the variant name {FULL!r} is reserved for the model with no block removed (always evaluated), but it is "
             f"given blocks {list(variants[FULL])}; give that variant another name"
         )
-    plan = {FULL: []} | {name: check_block_indices(removed, len(blocks)) for name, removed in variants.items()
-                         if name != FULL}
+    plan = {FULL: []} | {
+        name: check_block_indices(removed, len(blocks)) for name, removed in variants.items() if name != FULL
+    }
     if reference not in plan:
         raise ValueError(f"reference {reference!r} is not a variant; choose one of {list(plan)}")
 
@@ -473,15 +508,24 @@ def evaluate_variants(
                 found |= _flatten(measure_name, measure(variant))
             left, left_bytes = parameter_count(variant), model_bytes(variant)
         results[name] = found
-        info[name] = {"removed": removed, "n_removed": len(removed), "blocks_left": len(blocks) - len(removed),
-                      "parameters": left, "params_removed_pct": 100 * (total - left) / total,
-                      "MiB": left_bytes / 2**20, "ideal_speedup": ideal_speedup(model, removed, seq_len=seq_len)}
+        info[name] = {
+            "removed": removed,
+            "n_removed": len(removed),
+            "blocks_left": len(blocks) - len(removed),
+            "parameters": left,
+            "params_removed_pct": 100 * (total - left) / total,
+            "MiB": left_bytes / 2**20,
+            "ideal_speedup": ideal_speedup(model, removed, seq_len=seq_len),
+        }
     metric_sets = {tuple(found) for found in results.values()}
     if len(metric_sets) != 1:
-        raise ValueError(f"the variants' results hold different metrics {sorted(metric_sets)}; reuse only results "
-                         "of the same measures")
-    frame = pd.DataFrame.from_dict(info, orient="index").astype({"n_removed": int, "blocks_left": int,
-                                                                 "parameters": int})
+        raise ValueError(
+            f"the variants' results hold different metrics {sorted(metric_sets)}; reuse only results "
+            "of the same measures"
+        )
+    frame = pd.DataFrame.from_dict(info, orient="index").astype(
+        {"n_removed": int, "blocks_left": int, "parameters": int}
+    )
     frame.index.name = "variant"
     return VariantResults(variants=plan, results=results, info=frame, reference=reference)
 
@@ -527,8 +571,16 @@ def compare_variants(
         TypeError: as ``evaluate_variants``, ``perplexity`` or ``sms_accuracy`` (e.g. a ``seq_len`` that is not an
             integer).
     """
-    measures = quality_measures(tokenizer, texts=texts, sms=sms, sms_examples=sms_examples, shots=shots,
-                                seq_len=seq_len, max_windows=max_windows, max_sms=max_sms)
+    measures = quality_measures(
+        tokenizer,
+        texts=texts,
+        sms=sms,
+        sms_examples=sms_examples,
+        shots=shots,
+        seq_len=seq_len,
+        max_windows=max_windows,
+        max_sms=max_sms,
+    )
     return evaluate_variants(model, variants, measures, reference=reference, progress=progress)
 
 
@@ -567,13 +619,22 @@ def quality_measures(
     if sms is not None and shots and sms_examples is None:
         raise ValueError("few-shot SMS needs `sms_examples` (e.g. load_sms('calibration')); or pass shots=0")
     measures: dict[str, Measure] = {
-        f"ppl_{label}": (lambda m, t=text_set: perplexity(m, tokenizer, t, seq_len=seq_len, max_windows=max_windows,
-                                                          progress=False))
+        f"ppl_{label}": (
+            lambda m, t=text_set: perplexity(m, tokenizer, t, seq_len=seq_len, max_windows=max_windows, progress=False)
+        )
         for label, text_set in texts.items()
     }
     if sms is not None:
-        measures["sms_acc"] = lambda m: sms_accuracy(m, tokenizer, sms, shots=shots, examples=sms_examples,
-                                                     max_examples=max_sms, decision="prior", progress=False)
+        measures["sms_acc"] = lambda m: sms_accuracy(
+            m,
+            tokenizer,
+            sms,
+            shots=shots,
+            examples=sms_examples,
+            max_examples=max_sms,
+            decision="prior",
+            progress=False,
+        )
     return measures
 
 

@@ -26,7 +26,6 @@ from .perplexity import next_token_nll, window_layout
 from .pruning import prune_blocks
 from .settings import progress_bar
 
-
 ALL_LINEAR = "all-linear"
 """peft's targeting of every linear layer (``nn.Linear``, and GPT-2's transformers ``Conv1D``) but the output head:
 in a decoder-only LM, the attention and MLP projections of the blocks, the layers the paper adapts."""
@@ -179,8 +178,9 @@ def heal_with_lora(
     targets = lora_targets(student, target_modules)
     # Conv1D stores its weight transposed (fan_in_fan_out); peft would switch it per layer, with a warning each.
     transposed = any(isinstance(m, Conv1D) for m in get_blocks(student).modules())
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none",
-                        fan_in_fan_out=transposed)
+    config = LoraConfig(
+        r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none", fan_in_fan_out=transposed
+    )
     generator = torch.Generator().manual_seed(seed)
     order = _window_order(len(windows), steps * batch_size, generator)
     losses = []
@@ -209,4 +209,3 @@ def heal_with_lora(
     for name, p in healed.named_parameters():
         p.requires_grad_(flags[name])  # peft froze the base weights; give back the flags the copy had
     return healed.eval(), series
-

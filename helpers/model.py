@@ -24,8 +24,14 @@ from pathlib import Path
 import torch
 import transformers
 from filelock import FileLock
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel
-from transformers import PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from .blocks import layer_count, num_blocks
@@ -336,9 +342,7 @@ def load_model(
     return model, tokenizer
 
 
-def save_pruned(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: str | os.PathLike[str]
-) -> Path:
+def save_pruned(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: str | os.PathLike[str]) -> Path:
     """Save a (pruned) model and its tokenizer into one folder and return it.
 
     The folder then reloads with ``load_model(folder)``, ``AutoModelForCausalLM.from_pretrained(folder)`` or

@@ -173,19 +173,34 @@ def plot_block_profiles(
     protected = _known_blocks(protected, frame.index, "protected") if protected is not None else []
     if logy and (frame <= 0).any().any():
         lowest = frame.min().idxmin()
-        raise ValueError(f"logy needs positive values (a log axis cannot show 0 or below); column {lowest!r} goes "
-                         f"down to {frame[lowest].min()}")
+        raise ValueError(
+            f"logy needs positive values (a log axis cannot show 0 or below); column {lowest!r} goes "
+            f"down to {frame[lowest].min()}"
+        )
 
     fig, ax = _figure_and_axes(ax, figsize)
     for i, block in enumerate(protected):
-        ax.axvspan(block - 0.5, block + 0.5, color=_HIGHLIGHT_COLOUR, alpha=_PROTECTED_ALPHA, lw=0,
-                   label="protected blocks" if i == 0 else None)
+        ax.axvspan(
+            block - 0.5,
+            block + 0.5,
+            color=_HIGHLIGHT_COLOUR,
+            alpha=_PROTECTED_ALPHA,
+            lw=0,
+            label="protected blocks" if i == 0 else None,
+        )
     for i, block in enumerate(highlight):
-        ax.axvspan(block - 0.5, block + 0.5, color=_HIGHLIGHT_COLOUR, alpha=0.3, lw=0,
-                   label=highlight_label if i == 0 else None)
+        ax.axvspan(
+            block - 0.5,
+            block + 0.5,
+            color=_HIGHLIGHT_COLOUR,
+            alpha=0.3,
+            lw=0,
+            label=highlight_label if i == 0 else None,
+        )
     for i, column in enumerate(frame.columns):
-        ax.plot(frame.index, frame[column], marker="o", markersize=4, color=PALETTE[i % len(PALETTE)],
-                label=str(column))
+        ax.plot(
+            frame.index, frame[column], marker="o", markersize=4, color=PALETTE[i % len(PALETTE)], label=str(column)
+        )
     # A tick per block while they fit, so that a learner can read off which block a point belongs to.
     ax.xaxis.set_major_locator(MultipleLocator(1) if len(frame) <= _TICK_EVERY_BLOCK else MaxNLocator(integer=True))
     ax.tick_params(axis="x", labelsize="small")
@@ -200,11 +215,30 @@ def plot_block_profiles(
     return fig
 
 
-def _heatmap(ax: Axes, data: pd.DataFrame, *, cmap: str, cbar_label: str, annotate: bool = False, fmt: str = ".2g",
-             square: bool = False, **kwargs: Any) -> None:
+def _heatmap(
+    ax: Axes,
+    data: pd.DataFrame,
+    *,
+    cmap: str,
+    cbar_label: str,
+    annotate: bool = False,
+    fmt: str = ".2g",
+    square: bool = False,
+    **kwargs: Any,
+) -> None:
     """Seaborn heatmap with NaN cells masked (left blank) and a labelled colorbar."""
-    sns.heatmap(data, ax=ax, cmap=cmap, mask=data.isna(), annot=annotate, fmt=fmt, square=square,
-                annot_kws={"fontsize": "x-small"}, cbar_kws={"label": cbar_label}, **kwargs)
+    sns.heatmap(
+        data,
+        ax=ax,
+        cmap=cmap,
+        mask=data.isna(),
+        annot=annotate,
+        fmt=fmt,
+        square=square,
+        annot_kws={"fontsize": "x-small"},
+        cbar_kws={"label": cbar_label},
+        **kwargs,
+    )
 
 
 @_styled
@@ -268,8 +302,15 @@ def plot_block_heatmap(
     removed = {row: _known_blocks(blocks, data.index, f"removed[{row!r}]") for row, blocks in removed.items()}
 
     fig, ax = _figure_and_axes(ax, figsize)
-    _heatmap(ax, data.T, cmap=cmap, cbar_label=_NORMALISED_LABEL[normalise_by].format(cbar_label),
-             annotate=annotate, fmt=fmt, yticklabels=True)
+    _heatmap(
+        ax,
+        data.T,
+        cmap=cmap,
+        cbar_label=_NORMALISED_LABEL[normalise_by].format(cbar_label),
+        annotate=annotate,
+        fmt=fmt,
+        yticklabels=True,
+    )
     # Seaborn draws the cell of (row r, block position j) over [j, j + 1] x [r, r + 1].
     blocks = list(data.index)
     for j in range(1, len(blocks)):
@@ -277,8 +318,17 @@ def plot_block_heatmap(
             ax.axvline(j, color="white", ls="--", lw=1.2)
     framed = [(row, block) for row, row_blocks in removed.items() for block in row_blocks]
     for i, (row, block) in enumerate(framed):
-        ax.add_patch(Rectangle((data.index.get_loc(block), data.columns.get_loc(row)), 1, 1, fill=False,
-                               edgecolor=_REMOVED_COLOUR, lw=1.5, label="removed" if i == 0 else None))
+        ax.add_patch(
+            Rectangle(
+                (data.index.get_loc(block), data.columns.get_loc(row)),
+                1,
+                1,
+                fill=False,
+                edgecolor=_REMOVED_COLOUR,
+                lw=1.5,
+                label="removed" if i == 0 else None,
+            )
+        )
     if framed:
         ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize="small", frameon=False)
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel or data.columns.name or "")
@@ -371,13 +421,16 @@ def plot_angular_distance(
         missing_n = [n for n in best.index if n not in data.columns]
         missing_l = [v for v in best.to_numpy() if v not in data.index]
         if missing_n or missing_l:
-            raise ValueError(f"best_start must map n (columns of distance) to ℓ (its index); unknown n {missing_n}, "
-                             f"unknown ℓ {missing_l}")
+            raise ValueError(
+                f"best_start must map n (columns of distance) to ℓ (its index); unknown n {missing_n}, "
+                f"unknown ℓ {missing_l}"
+            )
         # Seaborn puts the centre of cell (row r, column c) at (c + 0.5, r + 0.5).
         x = [data.columns.get_loc(n) + 0.5 for n in best.index]
         y = [data.index.get_loc(start) + 0.5 for start in best.to_numpy()]
-        ax.scatter(x, y, s=30, facecolors="white", edgecolors="black", linewidths=0.8, zorder=3,
-                   label="best ℓ for each n")
+        ax.scatter(
+            x, y, s=30, facecolors="white", edgecolors="black", linewidths=0.8, zorder=3, label="best ℓ for each n"
+        )
         ax.legend(loc="upper right", fontsize="small")
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     return fig
@@ -417,8 +470,10 @@ def plot_token_heatmap(
     """
     data = _numeric_frame(tokens_by_blocks, "tokens_by_blocks")
     # Newlines and tabs inside a token would break the tick labels: escape unprintable characters, keep the rest.
-    labels = ["".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(t))
-              for t in data.index]
+    labels = [
+        "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(t))
+        for t in data.index
+    ]
     fig, ax = _figure_and_axes(ax, figsize)
     _heatmap(ax, data, cmap=cmap, cbar_label=cbar_label, yticklabels=labels)
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
@@ -433,12 +488,16 @@ def _long_values(values: VariantResults | pd.DataFrame | Mapping[str, Mapping[st
         values = pd.DataFrame(values).rename_axis(index="metric", columns="variant").stack().rename("value")
         values = values.reset_index()
     if not isinstance(values, pd.DataFrame) or values.empty:
-        raise ValueError("values must be a non-empty DataFrame with columns metric, variant, value (and optionally "
-                         "low, high), or a dict {variant: {metric: value}}")
+        raise ValueError(
+            "values must be a non-empty DataFrame with columns metric, variant, value (and optionally "
+            "low, high), or a dict {variant: {metric: value}}"
+        )
     missing = {"metric", "variant", "value"} - set(values.columns)
     if missing:
-        raise ValueError(f"values lacks the columns {sorted(missing)}; needed: metric, variant, value "
-                         f"(optional: low, high), got {list(values.columns)}")
+        raise ValueError(
+            f"values lacks the columns {sorted(missing)}; needed: metric, variant, value "
+            f"(optional: low, high), got {list(values.columns)}"
+        )
     if values.duplicated(["metric", "variant"]).any():
         raise ValueError("values has more than one row for some (metric, variant) pair; give each pair once")
     long = values.reindex(columns=["metric", "variant", "value", "low", "high"])
@@ -508,8 +567,7 @@ def plot_before_after(
     if reference_label is not None and not reference:
         raise ValueError("reference_label labels the reference lines, but no reference is given")
     if ax is None:
-        fig, axes = plt.subplots(1, len(metrics), figsize=(panel_size[0] * len(metrics), panel_size[1]),
-                                 squeeze=False)
+        fig, axes = plt.subplots(1, len(metrics), figsize=(panel_size[0] * len(metrics), panel_size[1]), squeeze=False)
         axes = list(axes[0])
         fig.suptitle(title, fontweight="bold")
     else:
@@ -523,10 +581,14 @@ def plot_before_after(
         rows = rows.loc[[v for v in variants if v in rows.index]]
         error = np.vstack([rows["value"] - rows["low"], rows["high"] - rows["value"]])
         has_error = not np.isnan(error).all()
-        bars = axis.bar([str(v) for v in rows.index], rows["value"], color=[colours[v] for v in rows.index],
-                        yerr=np.nan_to_num(error) if has_error else None, capsize=4 if has_error else 0)
-        axis.bar_label(bars, labels=[value_format.format(v) for v in rows["value"]], fontsize="small",
-                       padding=2)
+        bars = axis.bar(
+            [str(v) for v in rows.index],
+            rows["value"],
+            color=[colours[v] for v in rows.index],
+            yerr=np.nan_to_num(error) if has_error else None,
+            capsize=4 if has_error else 0,
+        )
+        axis.bar_label(bars, labels=[value_format.format(v) for v in rows["value"]], fontsize="small", padding=2)
         if metric in reference:
             axis.axhline(reference[metric], color=_HIGHLIGHT_COLOUR, ls="--", lw=1, label=reference_label)
             if reference_label is not None:

@@ -93,9 +93,13 @@ def _keep_only(model: PreTrainedModel, kept: list[int]) -> None:
 
 _BUILT_BY_INDEX = {
     "scale_attn_by_inverse_layer_idx": (
-        lambda value: bool(value), "GPT-2 scales each block's attention by 1/(layer_idx+1)"),
+        lambda value: bool(value),
+        "GPT-2 scales each block's attention by 1/(layer_idx+1)",
+    ),
     "decoder_sparse_step": (
-        lambda value: value not in (None, 1), "Qwen-MoE gives only every decoder_sparse_step-th block experts"),
+        lambda value: value not in (None, 1),
+        "Qwen-MoE gives only every decoder_sparse_step-th block experts",
+    ),
     "mlp_only_layers": (lambda value: bool(value), "Qwen-MoE gives the blocks listed in mlp_only_layers dense MLPs"),
 }
 """Config settings that make a block's structure or output depend on its index, fixed when the block is built:

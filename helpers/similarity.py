@@ -24,8 +24,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .blocks import get_blocks
 from .hooks import block_hooks, run_model
-from .ties import first_minimum
 from .settings import progress_bar
+from .ties import first_minimum
 
 
 @dataclass(frozen=True)

@@ -108,8 +108,14 @@ def _bootstrap(
     if len(columns[0]) == 1:  # one unit: every resample is that unit (scipy refuses a single observation)
         return ConfidenceInterval(estimate, estimate, estimate)
     result = stats.bootstrap(
-        columns, statistic, paired=True, vectorized=True, n_resamples=n_boot, confidence_level=confidence,
-        method="percentile", rng=np.random.default_rng(seed),
+        columns,
+        statistic,
+        paired=True,
+        vectorized=True,
+        n_resamples=n_boot,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
     )
     return ConfidenceInterval(estimate, float(result.confidence_interval.low), float(result.confidence_interval.high))
 

@@ -54,19 +54,25 @@ def _as_score_tables(scores: Scores) -> dict[str, pd.DataFrame]:
         scores = {str(d): scores[d] for d in scores.columns.unique(level=0)}
     tables = {"": scores} if isinstance(scores, pd.DataFrame) else scores
     if not isinstance(tables, Mapping) or not tables:
-        raise ValueError("scores must be a Series, a DataFrame [block x criterion], a DataFrame with (dataset, "
-                         f"criterion) MultiIndex columns, or a non-empty dict {{dataset: DataFrame}}; got {scores!r}")
+        raise ValueError(
+            "scores must be a Series, a DataFrame [block x criterion], a DataFrame with (dataset, "
+            f"criterion) MultiIndex columns, or a non-empty dict {{dataset: DataFrame}}; got {scores!r}"
+        )
     first_index = None
     for dataset, table in tables.items():
         if not isinstance(table, pd.DataFrame) or table.empty:
             raise ValueError(f"scores for dataset {dataset!r} must be a non-empty DataFrame [block x criterion]")
         if list(table.index) != list(range(len(table))):
-            raise ValueError(f"scores for dataset {dataset!r} must be indexed by the blocks 0..L-1 in order, got "
-                             f"index {list(table.index)}")
+            raise ValueError(
+                f"scores for dataset {dataset!r} must be indexed by the blocks 0..L-1 in order, got "
+                f"index {list(table.index)}"
+            )
         first_index = table.index if first_index is None else first_index
         if len(table.index) != len(first_index):
-            raise ValueError("every dataset's scores must cover the same blocks; got tables of "
-                             f"{len(first_index)} and {len(table.index)} blocks")
+            raise ValueError(
+                "every dataset's scores must cover the same blocks; got tables of "
+                f"{len(first_index)} and {len(table.index)} blocks"
+            )
         if not all(pd.api.types.is_numeric_dtype(t) for t in table.dtypes):
             raise ValueError(f"scores for dataset {dataset!r} must be numeric (NaN allowed), got {dict(table.dtypes)}")
     return {str(d): t.astype(float) for d, t in tables.items()}
@@ -160,25 +166,31 @@ class BlockChooser(widgets.VBox):
         if datasets == [""]:
             self.dataset.layout.display = "none"
         self.criterion = widgets.Dropdown(options=list(self._tables[datasets[0]].columns), description="criterion")
-        self.k = widgets.IntSlider(value=min(max(k, 0), self.n_blocks - 1), min=0, max=self.n_blocks - 1,
-                                   description="k")
-        self.protect_first = widgets.BoundedIntText(value=protect_first, min=0, max=self.n_blocks,
-                                                    description="keep first", layout={"width": "150px"})
-        self.protect_last = widgets.BoundedIntText(value=protect_last, min=0, max=self.n_blocks,
-                                                   description="keep last", layout={"width": "150px"})
+        self.k = widgets.IntSlider(
+            value=min(max(k, 0), self.n_blocks - 1), min=0, max=self.n_blocks - 1, description="k"
+        )
+        self.protect_first = widgets.BoundedIntText(
+            value=protect_first, min=0, max=self.n_blocks, description="keep first", layout={"width": "150px"}
+        )
+        self.protect_last = widgets.BoundedIntText(
+            value=protect_last, min=0, max=self.n_blocks, description="keep last", layout={"width": "150px"}
+        )
         self.select_button = widgets.Button(description="Select the k least important", layout={"width": "auto"})
         self.clear_button = widgets.Button(description="Clear")
-        self.block_buttons = [widgets.Button(description=str(i), layout={"width": "44px"})
-                              for i in range(self.n_blocks)]
+        self.block_buttons = [
+            widgets.Button(description=str(i), layout={"width": "44px"}) for i in range(self.n_blocks)
+        ]
         self.legend = widgets.HTML()
         self.status = widgets.HTML()
-        super().__init__([
-            widgets.HBox([self.dataset, self.criterion]),
-            widgets.HBox([self.k, self.protect_first, self.protect_last, self.select_button, self.clear_button]),
-            widgets.HBox(self.block_buttons, layout={"flex_flow": "row wrap"}),
-            self.legend,
-            self.status,
-        ])
+        super().__init__(
+            [
+                widgets.HBox([self.dataset, self.criterion]),
+                widgets.HBox([self.k, self.protect_first, self.protect_last, self.select_button, self.clear_button]),
+                widgets.HBox(self.block_buttons, layout={"flex_flow": "row wrap"}),
+                self.legend,
+                self.status,
+            ]
+        )
         for i, button in enumerate(self.block_buttons):
             button.on_click(lambda _, block=i: self._toggle(block))
         self.select_button.on_click(lambda _: self._select_least_important())
@@ -231,8 +243,13 @@ class BlockChooser(widgets.VBox):
                 from .selection import select_blocks  # lazy: widgets must import even where selection cannot
 
                 self._select = select_blocks
-            chosen = self._select(self.scores, self.k.value, higher_is_important=self.higher_is_important(
-                self.criterion.value), protect_first=self.protect_first.value, protect_last=self.protect_last.value)
+            chosen = self._select(
+                self.scores,
+                self.k.value,
+                higher_is_important=self.higher_is_important(self.criterion.value),
+                protect_first=self.protect_first.value,
+                protect_last=self.protect_last.value,
+            )
             self.selected = list(chosen)
         except Exception as error:  # noqa: BLE001 - shown to the learner instead of vanishing into the kernel log
             self.status.value = _error_html(error)
@@ -243,10 +260,14 @@ class BlockChooser(widgets.VBox):
         scores = self.scores
         direction = self.higher_is_important(self.criterion.value)
         removed = set(self.selected)
-        for block, (button, colour) in enumerate(zip(self.block_buttons, importance_colours(
-                scores, higher_is_important=direction, cmap=self._cmap))):
-            style = REMOVED_STYLE if block in removed else {
-                "button_color": colour, "text_color": _text_colour(colour), "text_decoration": "none"}
+        for block, (button, colour) in enumerate(
+            zip(self.block_buttons, importance_colours(scores, higher_is_important=direction, cmap=self._cmap))
+        ):
+            style = (
+                REMOVED_STYLE
+                if block in removed
+                else {"button_color": colour, "text_color": _text_colour(colour), "text_decoration": "none"}
+            )
             for key, value in style.items():
                 setattr(button.style, key, value)
             state = "removed" if block in removed else "kept"
@@ -320,8 +341,9 @@ class LivePanel(widgets.VBox):
         self.table = widgets.HTML()
         self.generation = widgets.HTML()
         self.status = widgets.HTML("<small>Choose blocks, then press Evaluate.</small>")
-        super().__init__([widgets.HBox([self.evaluate_button, self.auto_update]), self.status, self.table,
-                          self.generation])
+        super().__init__(
+            [widgets.HBox([self.evaluate_button, self.auto_update]), self.status, self.table, self.generation]
+        )
         self.evaluate_button.on_click(lambda _: self._evaluate_and_show())
         if chooser is not None:
             chooser.observe(self._on_selection, names="selected")
@@ -377,13 +399,23 @@ class LivePanel(widgets.VBox):
         from .perplexity import perplexity
 
         measures = {
-            "perplexity": lambda m: perplexity(m, tokenizer, eval_texts, seq_len=seq_len, max_windows=max_windows,
-                                               progress=False),
-            "SMS accuracy": lambda m: sms_accuracy(m, tokenizer, sms_frame, shots=shots, examples=examples,
-                                                   max_examples=sms_examples, decision=decision, progress=False),
+            "perplexity": lambda m: perplexity(
+                m, tokenizer, eval_texts, seq_len=seq_len, max_windows=max_windows, progress=False
+            ),
+            "SMS accuracy": lambda m: sms_accuracy(
+                m,
+                tokenizer,
+                sms_frame,
+                shots=shots,
+                examples=examples,
+                max_examples=sms_examples,
+                decision=decision,
+                progress=False,
+            ),
         }
-        return cls(model, measures, generate=lambda m: greedy_continuation(m, tokenizer, prompt, max_new_tokens),
-                   **kwargs)
+        return cls(
+            model, measures, generate=lambda m: greedy_continuation(m, tokenizer, prompt, max_new_tokens), **kwargs
+        )
 
     def evaluate(self, blocks: Iterable[int] | None = None) -> dict[str, Any]:
         """Measure the model with ``blocks`` skipped; show and return the numbers.
@@ -407,8 +439,9 @@ class LivePanel(widgets.VBox):
         if blocks is None:
             blocks = self.chooser.selected if self.chooser is not None else []
         removed = check_block_indices(blocks, num_blocks(self.model), allow_empty=True)
-        self.evaluation = evaluate_variants(self.model, {self.CHOSEN: removed}, self.measures, reuse=self.evaluation,
-                                            progress=False)
+        self.evaluation = evaluate_variants(
+            self.model, {self.CHOSEN: removed}, self.measures, reuse=self.evaluation, progress=False
+        )
         self.baseline, self.results = self._numbers(FULL), self._numbers(self.CHOSEN)
         if self._generate is not None:
             if self._full_generation is None:
@@ -422,14 +455,17 @@ class LivePanel(widgets.VBox):
     def _numbers(self, variant: str) -> dict[str, Any]:
         """The point values of ``variant``: its info row and each metric's estimate."""
         info = self.evaluation.info.loc[variant]
-        numbers: dict[str, Any] = {"removed": list(info["removed"]), "blocks_left": int(info["blocks_left"]),
-                                   "parameters": int(info["parameters"]),
-                                   "parameters_removed": int(self.evaluation.info.loc[FULL, "parameters"])
-                                   - int(info["parameters"]),
-                                   "params_removed_pct": float(info["params_removed_pct"]),
-                                   "ideal_speedup": float(info["ideal_speedup"])}
-        return numbers | {metric: self.evaluation.interval(variant, metric).estimate
-                          for metric in self.evaluation.metrics}
+        numbers: dict[str, Any] = {
+            "removed": list(info["removed"]),
+            "blocks_left": int(info["blocks_left"]),
+            "parameters": int(info["parameters"]),
+            "parameters_removed": int(self.evaluation.info.loc[FULL, "parameters"]) - int(info["parameters"]),
+            "params_removed_pct": float(info["params_removed_pct"]),
+            "ideal_speedup": float(info["ideal_speedup"]),
+        }
+        return numbers | {
+            metric: self.evaluation.interval(variant, metric).estimate for metric in self.evaluation.metrics
+        }
 
     def _evaluate_and_show(self) -> None:
         """Button and auto-update handler: evaluate, and show any error in the panel instead of losing it."""
@@ -460,27 +496,49 @@ class LivePanel(widgets.VBox):
     def _rows(self) -> list[tuple[str, str, str, str]]:
         """(label, full model, blocks skipped, change vs the full model) for each shown number."""
         evaluation, chosen = self.evaluation, self.results
-        rows = [("blocks removed", "0", f"{len(chosen['removed'])} {chosen['removed']}", ""),
-                ("blocks left", f"{self.baseline['blocks_left']}", f"{chosen['blocks_left']}", "")]
-        rows += [(metric, evaluation.formatted(FULL, metric), evaluation.formatted(self.CHOSEN, metric),
-                  evaluation.formatted_difference(FULL, self.CHOSEN, metric)) for metric in evaluation.metrics]
-        rows += [("parameters", f"{self.baseline['parameters']:,}", f"{chosen['parameters']:,}",
-                  f"-{chosen['parameters_removed']:,} ({fmt(chosen['params_removed_pct'], decimals=1)}%)"),
-                 ("ideal speedup", "1x", f"{fmt(chosen['ideal_speedup'])}x", "")]
+        rows = [
+            ("blocks removed", "0", f"{len(chosen['removed'])} {chosen['removed']}", ""),
+            ("blocks left", f"{self.baseline['blocks_left']}", f"{chosen['blocks_left']}", ""),
+        ]
+        rows += [
+            (
+                metric,
+                evaluation.formatted(FULL, metric),
+                evaluation.formatted(self.CHOSEN, metric),
+                evaluation.formatted_difference(FULL, self.CHOSEN, metric),
+            )
+            for metric in evaluation.metrics
+        ]
+        rows += [
+            (
+                "parameters",
+                f"{self.baseline['parameters']:,}",
+                f"{chosen['parameters']:,}",
+                f"-{chosen['parameters_removed']:,} ({fmt(chosen['params_removed_pct'], decimals=1)}%)",
+            ),
+            ("ideal speedup", "1x", f"{fmt(chosen['ideal_speedup'])}x", ""),
+        ]
         return rows
 
     def _show(self) -> None:
         header = "<th></th><th>full model</th><th>blocks skipped</th><th>change (95% CI)</th>"
-        body = "".join(f"<tr><th style='text-align:left'>{html.escape(label)}</th><td>{html.escape(full)}</td>"
-                       f"<td data-name='{html.escape(label)}'>{html.escape(value)}</td><td>{html.escape(change)}</td>"
-                       "</tr>" for label, full, value, change in self._rows())
-        self.table.value = (f"<table class='live-panel-results'><tr>{header}</tr>{body}</table>"
-                            "<small>Intervals: 95% bootstrap over the same windows and messages; the change is "
-                            "paired, and a verdict is only given beyond noise.</small>")
+        body = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(label)}</th><td>{html.escape(full)}</td>"
+            f"<td data-name='{html.escape(label)}'>{html.escape(value)}</td><td>{html.escape(change)}</td>"
+            "</tr>"
+            for label, full, value, change in self._rows()
+        )
+        self.table.value = (
+            f"<table class='live-panel-results'><tr>{header}</tr>{body}</table>"
+            "<small>Intervals: 95% bootstrap over the same windows and messages; the change is "
+            "paired, and a verdict is only given beyond noise.</small>"
+        )
         if "generation" in self.results:
-            self.generation.value = (f"<b>greedy continuation</b> (full model / blocks skipped):<pre>"
-                                     f"{html.escape(self.baseline['generation'])}\n"
-                                     f"{html.escape(self.results['generation'])}</pre>")
+            self.generation.value = (
+                f"<b>greedy continuation</b> (full model / blocks skipped):<pre>"
+                f"{html.escape(self.baseline['generation'])}\n"
+                f"{html.escape(self.results['generation'])}</pre>"
+            )
 
 
 def block_explorer(
@@ -519,8 +577,10 @@ def block_explorer(
     Raises:
         ValueError: as ``BlockChooser`` (malformed ``scores``) or ``LivePanel`` (a negative ``debounce_s``).
     """
-    chooser = BlockChooser(scores, higher_is_important=higher_is_important, protect_first=protect_first,
-                           protect_last=protect_last, k=k)
-    panel = LivePanel.for_course(model, tokenizer, eval_texts, sms_frame, chooser=chooser, auto_update=auto_update,
-                                 **panel_kwargs)
+    chooser = BlockChooser(
+        scores, higher_is_important=higher_is_important, protect_first=protect_first, protect_last=protect_last, k=k
+    )
+    panel = LivePanel.for_course(
+        model, tokenizer, eval_texts, sms_frame, chooser=chooser, auto_update=auto_update, **panel_kwargs
+    )
     return widgets.VBox([chooser, panel])

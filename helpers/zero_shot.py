@@ -149,15 +149,16 @@ def _arc_rows(paths: list[Path]) -> list[Row]:
 
 def _arc(row: Row) -> Item:
     choices = row["choices"]
-    return _multiple_choice(f"Question: {row['question']}\nAnswer:", choices["text"],
-                            choices["label"].index(row["answerKey"]))
+    return _multiple_choice(
+        f"Question: {row['question']}\nAnswer:", choices["text"], choices["label"].index(row["answerKey"])
+    )
 
 
 def _piqa_rows(paths: list[Path]) -> list[Row]:
     rows, labels = _jsonl(paths[0]), _labels(paths[1])
     if len(rows) != len(labels):
         raise ValueError(f"{paths[0]} has {len(rows)} items but {paths[1]} has {len(labels)} labels; they must align")
-    return [{"goal": d["goal"], "sol1": d["sol1"], "sol2": d["sol2"], "label": int(l)} for d, l in zip(rows, labels)]
+    return [{"goal": d["goal"], "sol1": d["sol1"], "sol2": d["sol2"], "label": int(y)} for d, y in zip(rows, labels)]
 
 
 def _winogrande(row: Row) -> Item:
@@ -193,40 +194,71 @@ def _lambada(row: Row) -> Item:
 
 TASKS: dict[str, Task] = {
     "hellaswag": Task(
-        ("Rowan/hellaswag", None, "validation"), ("hellaswag/hellaswag_val.jsonl",),
+        ("Rowan/hellaswag", None, "validation"),
+        ("hellaswag/hellaswag_val.jsonl",),
         "the HellaSwag validation file hellaswag_val.jsonl (Zellers et al., 2019)",
         lambda paths: [{**d, "label": str(d["label"])} for d in _jsonl(paths[0])],
-        _hellaswag, ("acc", "acc_norm")),
+        _hellaswag,
+        ("acc", "acc_norm"),
+    ),
     "arc_easy": Task(
-        ("allenai/ai2_arc", "ARC-Easy", "test"), ("arc_easy/ARC-Easy-Test.jsonl",),
-        "ARC-Easy-Test.jsonl of AI2's ARC-V1-Feb2018 release", _arc_rows, _arc, ("acc", "acc_norm")),
+        ("allenai/ai2_arc", "ARC-Easy", "test"),
+        ("arc_easy/ARC-Easy-Test.jsonl",),
+        "ARC-Easy-Test.jsonl of AI2's ARC-V1-Feb2018 release",
+        _arc_rows,
+        _arc,
+        ("acc", "acc_norm"),
+    ),
     "arc_challenge": Task(
-        ("allenai/ai2_arc", "ARC-Challenge", "test"), ("arc_challenge/ARC-Challenge-Test.jsonl",),
-        "ARC-Challenge-Test.jsonl of AI2's ARC-V1-Feb2018 release", _arc_rows, _arc, ("acc", "acc_norm")),
+        ("allenai/ai2_arc", "ARC-Challenge", "test"),
+        ("arc_challenge/ARC-Challenge-Test.jsonl",),
+        "ARC-Challenge-Test.jsonl of AI2's ARC-V1-Feb2018 release",
+        _arc_rows,
+        _arc,
+        ("acc", "acc_norm"),
+    ),
     "piqa": Task(
-        ("baber/piqa", None, "validation"), ("piqa/valid.jsonl", "piqa/valid-labels.lst"),
-        "the PIQA validation files valid.jsonl and valid-labels.lst (Bisk et al., 2020)", _piqa_rows,
+        ("baber/piqa", None, "validation"),
+        ("piqa/valid.jsonl", "piqa/valid-labels.lst"),
+        "the PIQA validation files valid.jsonl and valid-labels.lst (Bisk et al., 2020)",
+        _piqa_rows,
         lambda row: _multiple_choice(f"Question: {row['goal']}\nAnswer:", [row["sol1"], row["sol2"]], row["label"]),
-        ("acc", "acc_norm")),
+        ("acc", "acc_norm"),
+    ),
     "winogrande": Task(
-        ("allenai/winogrande", "winogrande_xl", "validation"), ("winogrande/dev.jsonl",),
+        ("allenai/winogrande", "winogrande_xl", "validation"),
+        ("winogrande/dev.jsonl",),
         "the WinoGrande 1.1 dev.jsonl (Sakaguchi et al., 2020)",
         lambda paths: [{k: d[k] for k in ("sentence", "option1", "option2", "answer")} for d in _jsonl(paths[0])],
-        _winogrande, ("acc",)),
+        _winogrande,
+        ("acc",),
+    ),
     "boolq": Task(
-        ("aps/super_glue", "boolq", "validation"), ("boolq/dev.jsonl",),
-        "Google's BoolQ dev.jsonl (Clark et al., 2019)", _boolq_rows,
-        lambda row: _multiple_choice(f"{row['passage']}\nQuestion: {row['question']}?\nAnswer:", ["no", "yes"],
-                                     row["label"], norm=False),
-        ("acc",)),
+        ("aps/super_glue", "boolq", "validation"),
+        ("boolq/dev.jsonl",),
+        "Google's BoolQ dev.jsonl (Clark et al., 2019)",
+        _boolq_rows,
+        lambda row: _multiple_choice(
+            f"{row['passage']}\nQuestion: {row['question']}?\nAnswer:", ["no", "yes"], row["label"], norm=False
+        ),
+        ("acc",),
+    ),
     "openbookqa": Task(
-        ("allenai/openbookqa", "main", "test"), ("openbookqa/test.jsonl",),
-        "the OpenBookQA main test.jsonl of OpenBookQA-V1-Sep2018", _openbookqa_rows, _openbookqa,
-        ("acc", "acc_norm")),
+        ("allenai/openbookqa", "main", "test"),
+        ("openbookqa/test.jsonl",),
+        "the OpenBookQA main test.jsonl of OpenBookQA-V1-Sep2018",
+        _openbookqa_rows,
+        _openbookqa,
+        ("acc", "acc_norm"),
+    ),
     "lambada_openai": Task(
-        ("EleutherAI/lambada_openai", "default", "test"), ("lambada_openai/lambada_test.jsonl",),
+        ("EleutherAI/lambada_openai", "default", "test"),
+        ("lambada_openai/lambada_test.jsonl",),
         "OpenAI's lambada_test.jsonl (the detokenised LAMBADA test set of GPT-2's repository)",
-        lambda paths: [{"text": d["text"]} for d in _jsonl(paths[0])], _lambada, ("acc", "perplexity")),
+        lambda paths: [{"text": d["text"]} for d in _jsonl(paths[0])],
+        _lambada,
+        ("acc", "perplexity"),
+    ),
 }
 """lm-eval task name -> its documents, prompt and reported metrics (lm-eval 0.4.13 task YAMLs)."""
 
@@ -329,8 +361,9 @@ class _Encoder:
         self.prefix_text = tokenizer.decode(prefix_id) if prefix_id is not None else None
 
     def encode(self, text: str) -> list[int]:
-        special = {} if self.prefix_text is None or not text.startswith(self.prefix_text) else {
-            "add_special_tokens": False}
+        special = (
+            {} if self.prefix_text is None or not text.startswith(self.prefix_text) else {"add_special_tokens": False}
+        )
         return self.tokenizer.encode(text, **special)
 
     def pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -359,8 +392,9 @@ def _units(pairs: Sequence[tuple[list[int], list[int]]], max_length: int) -> lis
         if not continuation:
             raise ValueError(f"request {index} has a continuation without tokens; nothing to score")
         if len(continuation) > max_length:
-            raise ValueError(f"request {index}: a continuation of {len(continuation)} tokens exceeds max_length "
-                             f"{max_length}")
+            raise ValueError(
+                f"request {index}: a continuation of {len(continuation)} tokens exceeds max_length {max_length}"
+            )
         keep = max(0, len(context) + len(continuation) - (max_length + 1))
         by_context.setdefault(tuple(context[keep:]), []).append((index, continuation))
     return sorted((_Unit(c, r) for c, r in by_context.items()), key=lambda unit: len(unit.context))
@@ -457,8 +491,9 @@ def score_requests(
             last = torch.zeros_like(mask)
             last[torch.arange(len(batch), device=device), lengths - 1] = True
             positions = torch.arange(ids.shape[1], device=device).expand_as(ids)
-            out = model(input_ids=ids, attention_mask=mask.long(), position_ids=positions, use_cache=True,
-                        logits_to_keep=last)
+            out = model(
+                input_ids=ids, attention_mask=mask.long(), position_ids=positions, use_cache=True, logits_to_keep=last
+            )
             first_logits, cache = out.logits, out[cache_name]  # first_logits: one row per context
 
             rows = [(b, index, continuation) for b, u in enumerate(batch) for index, continuation in units[u].requests]
@@ -477,9 +512,14 @@ def score_requests(
                 which = torch.tensor([b for b, _, _ in part], device=device)
                 chunk_cache = _select_rows(cache, which)
                 positions = lengths[which, None] + torch.arange(ids2.shape[1], device=device)
-                logits = model(input_ids=ids2, attention_mask=torch.cat([mask[which], mask2], dim=1).long(),
-                               position_ids=positions, use_cache=True, logits_to_keep=mask2,
-                               **{cache_name: chunk_cache}).logits
+                logits = model(
+                    input_ids=ids2,
+                    attention_mask=torch.cat([mask[which], mask2], dim=1).long(),
+                    position_ids=positions,
+                    use_cache=True,
+                    logits_to_keep=mask2,
+                    **{cache_name: chunk_cache},
+                ).logits
                 targets = torch.tensor([t for _, _, continuation in part for t in continuation[1:]], device=device)
                 values, hits = _scored(logits, targets)
                 counts = [len(continuation) - 1 for _, _, continuation in part]
@@ -554,14 +594,23 @@ def evaluate_zero_shot(
     for task, i, item in chosen_items:
         records.append((task, i, item, len(pairs)))
         pairs += [encoder.pair(context, continuation) for context, continuation in item.requests]
-    loglik, greedy = score_requests(model, pairs, max_length=max_context_length(model, tokenizer),
-                                    batch_tokens=batch_tokens, progress=progress)
+    loglik, greedy = score_requests(
+        model, pairs, max_length=max_context_length(model, tokenizer), batch_tokens=batch_tokens, progress=progress
+    )
 
     table = []
     for task, i, item, start in records:
         values = loglik[start : start + len(item.requests)]
-        row = {"task": task, "item": i, "gold": item.gold, "loglik": tuple(values.tolist()),
-               "pred": -1, "acc": float(greedy[start]), "pred_norm": -1, "acc_norm": np.nan}
+        row = {
+            "task": task,
+            "item": i,
+            "gold": item.gold,
+            "loglik": tuple(values.tolist()),
+            "pred": -1,
+            "acc": float(greedy[start]),
+            "pred_norm": -1,
+            "acc_norm": np.nan,
+        }
         if task != "lambada_openai":
             row["pred"] = int(np.argmax(values))
             row["acc"] = float(row["pred"] == item.gold)
@@ -644,10 +693,21 @@ def zero_shot_difference(a: pd.DataFrame, b: pd.DataFrame, **bootstrap: object) 
     table = []
     for task in a["task"].unique():
         for metric in TASKS[task].metrics:
-            ci = paired_difference(_metric_values(a, task, metric), _metric_values(b, task, metric),
-                                   statistic=_statistic(metric), **bootstrap)
-            table.append({"task": task, "metric": metric, **ci._asdict(), "excludes_zero": ci.excludes_zero,
-                          "n": int((a["task"] == task).sum())})
+            ci = paired_difference(
+                _metric_values(a, task, metric),
+                _metric_values(b, task, metric),
+                statistic=_statistic(metric),
+                **bootstrap,
+            )
+            table.append(
+                {
+                    "task": task,
+                    "metric": metric,
+                    **ci._asdict(),
+                    "excludes_zero": ci.excludes_zero,
+                    "n": int((a["task"] == task).sum()),
+                }
+            )
     return pd.DataFrame(table)
 
 
@@ -717,15 +777,25 @@ def lm_eval_reference(
     lm.loglikelihood = timed
     with eval_mode(model):
         results = lm_eval.simple_evaluate(
-            model=lm, tasks=[f"course_{task}" for task in items], num_fewshot=0, log_samples=True,
-            task_manager=lm_eval.tasks.TaskManager(include_path=str(workdir), include_defaults=False), verbosity="ERROR",
+            model=lm,
+            tasks=[f"course_{task}" for task in items],
+            num_fewshot=0,
+            log_samples=True,
+            task_manager=lm_eval.tasks.TaskManager(include_path=str(workdir), include_defaults=False),
+            verbosity="ERROR",
         )
     table = []
     for task, chosen in items.items():
         by_doc = {sample["doc_id"]: sample for sample in results["samples"][f"course_{task}"]}
         for doc, item in enumerate(chosen):
             sample = by_doc[doc]
-            table.append({"task": task, "item": int(item),
-                          "loglik": tuple(float(response[0]) for response in sample["filtered_resps"]),
-                          "acc": float(sample["acc"]), "acc_norm": float(sample.get("acc_norm", np.nan))})
+            table.append(
+                {
+                    "task": task,
+                    "item": int(item),
+                    "loglik": tuple(float(response[0]) for response in sample["filtered_resps"]),
+                    "acc": float(sample["acc"]),
+                    "acc_norm": float(sample.get("acc_norm", np.nan)),
+                }
+            )
     return pd.DataFrame(table)

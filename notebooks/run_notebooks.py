@@ -43,8 +43,10 @@ def check_no_trailing_semicolons(notebook, name: str) -> None:
     for number, cell in enumerate(notebook.cells):
         lines = cell.source.rstrip().splitlines() if cell.cell_type == "code" else []
         if lines and lines[-1].rstrip().endswith(";") and not lines[-1].lstrip().startswith("%"):
-            raise ValueError(f"{name}, cell {number}: ends with ';', which nbval ignores; end it with plt.show() "
-                             "or assign the value instead")
+            raise ValueError(
+                f"{name}, cell {number}: ends with ';', which nbval ignores; end it with plt.show() "
+                "or assign the value instead"
+            )
 
 
 def with_parameters(source: Path, target: Path, overrides: dict[str, object]) -> None:
@@ -52,8 +54,9 @@ def with_parameters(source: Path, target: Path, overrides: dict[str, object]) ->
     (papermill's convention: the new cell is tagged "injected-parameters"). Every name must be assigned in the
     parameters cell, so a renamed parameter fails here instead of being silently ignored."""
     notebook = json.loads(source.read_text())
-    index = next((i for i, cell in enumerate(notebook["cells"]) if "parameters" in cell["metadata"].get("tags", [])),
-                 None)
+    index = next(
+        (i for i, cell in enumerate(notebook["cells"]) if "parameters" in cell["metadata"].get("tags", [])), None
+    )
     if index is None:
         raise ValueError(f"{source.name} has no cell tagged 'parameters'")
     defined = "".join(notebook["cells"][index]["source"])
@@ -61,15 +64,28 @@ def with_parameters(source: Path, target: Path, overrides: dict[str, object]) ->
     if unknown:
         raise ValueError(f"{source.name}: the parameters cell sets no {unknown}")
     code = "# Parameters injected by a test (e.g. small sizes, so that it runs in seconds)\n" + "\n".join(
-        f"{name} = {value!r}" for name, value in overrides.items())
-    cell = {"cell_type": "code", "execution_count": None, "id": "injected-parameters",
-            "metadata": {"tags": ["injected-parameters"]}, "outputs": [], "source": code}
+        f"{name} = {value!r}" for name, value in overrides.items()
+    )
+    cell = {
+        "cell_type": "code",
+        "execution_count": None,
+        "id": "injected-parameters",
+        "metadata": {"tags": ["injected-parameters"]},
+        "outputs": [],
+        "source": code,
+    }
     notebook["cells"].insert(index + 1, cell)
     target.write_text(json.dumps(notebook, indent=1))
 
 
-def run(notebook: NotebookNode, folder: Path, *, timeout: int = 600, env: dict[str, str] | None = None,
-        skip_tag: str = "skip-execution") -> None:
+def run(
+    notebook: NotebookNode,
+    folder: Path,
+    *,
+    timeout: int = 600,
+    env: dict[str, str] | None = None,
+    skip_tag: str = "skip-execution",
+) -> None:
     """Execute ``notebook`` in place, top to bottom, in a fresh kernel whose working folder is ``folder``.
 
     ``env``: the kernel's whole environment (default: this process's). Cells tagged ``skip_tag`` are not run
@@ -78,8 +94,13 @@ def run(notebook: NotebookNode, folder: Path, *, timeout: int = 600, env: dict[s
     """
     from nbclient import NotebookClient
 
-    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3", skip_cells_with_tag=skip_tag,
-                            resources={"metadata": {"path": str(folder)}})
+    client = NotebookClient(
+        notebook,
+        timeout=timeout,
+        kernel_name="python3",
+        skip_cells_with_tag=skip_tag,
+        resources={"metadata": {"path": str(folder)}},
+    )
     client.execute(**({} if env is None else {"env": env}))
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_models import N_LAYERS, TINY_CONFIGS, VOCAB, tiny_model
+from tiny_tokenizer import tiny_tokenizer
 from transformers import AutoModelForCausalLM
 
 from helpers.benefits import (
@@ -16,10 +18,6 @@ from helpers.benefits import (
     parameter_count,
     size_summary,
 )
-from helpers.blocks import num_blocks
-from helpers.pruning import prune_blocks
-from tiny_models import N_LAYERS, TINY_CONFIGS, VOCAB, tiny_model
-from tiny_tokenizer import tiny_tokenizer
 
 # Tiny llama: hidden 32, MLP 64, 4 heads of 8, 2 key-value heads (16 wide), RMSNorm weights only, no biases.
 D, MLP, HEADS, HEAD_DIM, KV = 32, 64, 4, 8, 16
@@ -110,8 +108,10 @@ def test_kv_cache_bytes_match_the_cache_a_forward_pass_fills(family, length):
     model = tiny_model(family)
     with torch.no_grad():
         cache = model(input_ids=torch.arange(3, 3 + length)[None], use_cache=True).past_key_values
-    filled = [layer.keys.numel() * layer.keys.element_size() + layer.values.numel() * layer.values.element_size()
-              for layer in cache.layers]
+    filled = [
+        layer.keys.numel() * layer.keys.element_size() + layer.values.numel() * layer.values.element_size()
+        for layer in cache.layers
+    ]
     assert kv_cache_bytes(model, length).tolist() == filled
 
 

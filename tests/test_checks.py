@@ -9,6 +9,8 @@ from typing import Literal, get_args
 import numpy as np
 import pandas as pd
 import pytest
+from tiny_models import tiny_model
+from tiny_tokenizer import tiny_tokenizer
 
 from helpers import plots
 from helpers.benefits import ideal_speedup, measure_latency
@@ -21,13 +23,11 @@ from helpers.display import fmt
 from helpers.healing import heal_with_lora, training_windows
 from helpers.perplexity import perplexity
 from helpers.selection import resolve_k, select_blocks
-from helpers.static_criteria import magnitude_scores, position_blocks
 from helpers.similarity import block_similarity
+from helpers.static_criteria import magnitude_scores, position_blocks
 from helpers.statistics import bootstrap_ci
 from helpers.ties import tied_ranks
 from helpers.zero_shot import item_ids, load_task
-from tiny_models import tiny_model
-from tiny_tokenizer import tiny_tokenizer
 
 MODEL = tiny_model("llama")
 TOKENIZER = tiny_tokenizer()
@@ -89,12 +89,15 @@ WRONG_TYPES = {
     "load_task source": (lambda: load_task("piqa", source=1), "source must be one of"),
     "sms_accuracy decision": (
         lambda: sms_accuracy(MODEL, TOKENIZER, pd.DataFrame({"text": ["hi"], "label": ["ham"]}), decision=0),
-        "decision must be one of 'argmax', 'prior'; got 0"),
+        "decision must be one of 'argmax', 'prior'; got 0",
+    ),
     "position_blocks strategy": (lambda: position_blocks(10, 2, None), "strategy must be one of"),
     "position_blocks n_blocks": (lambda: position_blocks(10.0, 2, "first"), r"n_blocks must be an integer; got 10.0"),
     "magnitude_scores norm": (lambda: magnitude_scores(MODEL, norm=1), "norm must be one of 'l1', 'l2'; got 1"),
-    "taylor_scores weights": (lambda: taylor_scores(MODEL, [{"input_ids": MODEL.dummy_inputs["input_ids"]}],
-                                                    weights=None, progress=False), "weights must be one of"),
+    "taylor_scores weights": (
+        lambda: taylor_scores(MODEL, [{"input_ids": MODEL.dummy_inputs["input_ids"]}], weights=None, progress=False),
+        "weights must be one of",
+    ),
     "tied_ranks method": (lambda: tied_ranks(SCORES, method=None), "method must be one of 'average', 'min'"),
     "normalise": (lambda: plots.normalise(SCORES.to_frame(), 3), "normalise must be one of 'rank', 'minmax', or None"),
     "select_blocks protect_first": (lambda: select_blocks(SCORES, 2, protect_first=1.0), "protect_first must be an"),
@@ -108,10 +111,14 @@ WRONG_TYPES = {
     "check_block_indices string": (lambda: check_block_indices("12", 6), "blocks must be a list of block indices"),
     "resolve_k k": (lambda: resolve_k("2", 6), r"k must be a number of blocks .*; got '2' \(str\)"),
     "select_blocks scores": (lambda: select_blocks(SCORES.to_numpy(), 2), "scores must be a pandas Series"),
-    "block_similarity one batch": (lambda: block_similarity(MODEL, {"input_ids": MODEL.dummy_inputs["input_ids"]},
-                                                            progress=False), "not one batch"),
-    "block_similarity batch": (lambda: block_similarity(MODEL, [MODEL.dummy_inputs["input_ids"]], progress=False),
-                               "batch 0 is a Tensor, not a dict"),
+    "block_similarity one batch": (
+        lambda: block_similarity(MODEL, {"input_ids": MODEL.dummy_inputs["input_ids"]}, progress=False),
+        "not one batch",
+    ),
+    "block_similarity batch": (
+        lambda: block_similarity(MODEL, [MODEL.dummy_inputs["input_ids"]], progress=False),
+        "batch 0 is a Tensor, not a dict",
+    ),
     "draw_shots shots": (lambda: draw_shots(SMS, 2.0, exclude=SMS.iloc[:0]), r"shots must be an integer; got 2.0"),
 }
 
@@ -121,8 +128,10 @@ WRONG_VALUES = {
     "position_blocks n_blocks": (lambda: position_blocks(1, 1, "first"), "n_blocks must be at least 2; got 1"),
     "magnitude_scores norm": (lambda: magnitude_scores(MODEL, norm="l3"), "norm must be one of 'l1', 'l2'; got 'l3'"),
     "tied_ranks method": (lambda: tied_ranks(SCORES, method="dense"), "method must be one of 'average', 'min'"),
-    "select_blocks protect_last": (lambda: select_blocks(SCORES, 2, protect_last=-1),
-                                   "protect_last must be at least 0"),
+    "select_blocks protect_last": (
+        lambda: select_blocks(SCORES, 2, protect_last=-1),
+        "protect_last must be at least 0",
+    ),
     "ideal_speedup seq_len": (lambda: ideal_speedup(MODEL, [1], seq_len=0), "seq_len must be at least 1, or None"),
     "measure_latency warmup": (lambda: measure_latency(MODEL, TOKENIZER, warmup=-1), "warmup must be at least 0"),
     "bootstrap_ci n_boot": (lambda: bootstrap_ci(np.ones(5), n_boot=0), "n_boot must be at least 1; got 0"),

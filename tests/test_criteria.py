@@ -7,15 +7,13 @@ import math
 
 import pytest
 import torch
+from tiny_models import N_LAYERS, TINY_CONFIGS, block_path, tiny_inputs, tiny_model
 
 from helpers.data_criteria import ppl_scores, sleb_removal, taylor_scores
 from helpers.pruning import prune_blocks
 from helpers.static_criteria import magnitude_scores, position_blocks
-from tiny_models import N_LAYERS, TINY_CONFIGS, block_path, tiny_inputs, tiny_model
 
 PPL_FAMILIES = sorted(TINY_CONFIGS)
-
-
 
 
 def batches():
@@ -221,7 +219,9 @@ def test_nan_in_the_head_or_embeddings_is_named():
     model = tiny_model("llama")
     with torch.no_grad():
         model.lm_head.weight[5].fill_(float("inf"))
-    with pytest.raises(FloatingPointError, match=r"by the final norm or the LM head \(every block's output is finite\)"):
+    with pytest.raises(
+        FloatingPointError, match=r"by the final norm or the LM head \(every block's output is finite\)"
+    ):
         ppl_scores(model, batches(), progress=False)
     model = tiny_model("llama")
     with torch.no_grad():

@@ -123,12 +123,20 @@ def test_wikitext_synthetic_articles_split_by_hand(tmp_data):
     calibration = ["= Gamma =", "gamma one", "= Eta =", "eta one"]
     evaluation = [
         "intro before any title",
-        "= Alpha =", "alpha one", "= = Section = =", "alpha two",
-        "= Beta =", "= National record", "beta one",
-        "= Delta =", "delta one",
+        "= Alpha =",
+        "alpha one",
+        "= = Section = =",
+        "alpha two",
+        "= Beta =",
+        "= National record",
+        "beta one",
+        "= Delta =",
+        "delta one",
         "= Epsilon =",
-        "= Zeta =", "zeta one",
-        "= Theta =", "theta one",
+        "= Zeta =",
+        "zeta one",
+        "= Theta =",
+        "theta one",
     ]
     assert load_wikitext("calibration", source="local") == calibration
     assert load_wikitext("evaluation", source="local") == evaluation
@@ -223,7 +231,7 @@ def test_sms_parsing_splits_on_the_first_tab_only(tmp_data):
         tmp_data,
         SMS_FILE,
         'ham\tHe said "see you\n'  # an unbalanced quote must not swallow the next lines
-        "spam\tWIN\t\"now\"   call  0800\r\n"
+        'spam\tWIN\t"now"   call  0800\r\n'
         "\n"
         "ham\t  Ok lar... \n",
     )
@@ -391,18 +399,25 @@ def test_batches_by_length_hold_the_same_rows_shortest_first_with_minimal_paddin
     tokenizer = tiny_tokenizer()
     texts = [f"w{i} " + "the cat " * (i % 5) for i in range(40)]
     options = dict(n_samples=13, seq_len=8, batch_size=4, seed=3)
-    picked = [row[mask.bool()].tolist() for batch in tokenize_batches(tokenizer, texts, **options)
-              for row, mask in zip(batch["input_ids"], batch["attention_mask"])]
+    picked = [
+        row[mask.bool()].tolist()
+        for batch in tokenize_batches(tokenizer, texts, **options)
+        for row, mask in zip(batch["input_ids"], batch["attention_mask"])
+    ]
     by_length = tokenize_batches(tokenizer, texts, **options, by_length=True)
-    rows = [row[mask.bool()].tolist() for batch in by_length
-            for row, mask in zip(batch["input_ids"], batch["attention_mask"])]
+    rows = [
+        row[mask.bool()].tolist()
+        for batch in by_length
+        for row, mask in zip(batch["input_ids"], batch["attention_mask"])
+    ]
     # Insertion by hand: each row goes after every picked row no longer than it (a stable sort by length).
     expected = []
     for row in picked:
         expected.insert(sum(len(other) <= len(row) for other in expected), row)
     assert rows == expected
     assert [batch["input_ids"].shape for batch in by_length] == [
-        (len(expected[i:i + 4]), len(expected[i:i + 4][-1])) for i in range(0, len(expected), 4)]
+        (len(expected[i : i + 4]), len(expected[i : i + 4][-1])) for i in range(0, len(expected), 4)
+    ]
     assert all(batch["attention_mask"][:, 0].all() for batch in by_length)  # right padding, as without by_length
 
 
@@ -464,8 +479,11 @@ def test_empty_or_wrongly_encoded_data_files_are_named(tmp_data, relative):
 
 def test_truncated_data_files_say_the_split_is_empty(tmp_data):
     write(tmp_data, WIKITEXT_FILE, " = Only article = \n\n Some text .\n")  # no 4th article: no calibration rows
-    with pytest.raises(ValueError, match=r"'calibration' split of WikiText-2 is empty: the offline copy .*wiki\.test"
-                                         r"\.raw holds only 2 non-empty rows in 1 article\(s\)\. Is it truncated"):
+    with pytest.raises(
+        ValueError,
+        match=r"'calibration' split of WikiText-2 is empty: the offline copy .*wiki\.test"
+        r"\.raw holds only 2 non-empty rows in 1 article\(s\)\. Is it truncated",
+    ):
         load_wikitext("calibration", source="local")
     write(tmp_data, WIKITEXT_FILE, "".join(f" = Article {i} = \n Short text .\n" for i in range(4)))
     with pytest.raises(ValueError, match=r"none of the 2 WikiText calibration rows is a paragraph of 200\+ characters"):

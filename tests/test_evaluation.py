@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tiny_models import tiny_model
+from tiny_tokenizer import WORDS, tiny_tokenizer
 
 from helpers.classification import draw_shots, sms_accuracy
 from helpers.perplexity import IGNORE, adds_bos, next_token_nll, perplexity, token_nll
 from helpers.pruning import prune_blocks, skip_blocks
-from tiny_models import tiny_model
-from tiny_tokenizer import WORDS, tiny_tokenizer
 
 TEXT_WORDS = [w for w in WORDS if not w.startswith("##")]
 
@@ -58,8 +58,10 @@ def test_next_token_nll_scores_each_label_from_the_position_before_it():
     torch.testing.assert_close(next_token_nll(logits, labels, "sum"), expected.sum())
     torch.testing.assert_close(next_token_nll(logits, labels, "mean"), expected.sum() / 4)  # 4 scored tokens
     # token_nll lines logits and targets up as given: no shift.
-    torch.testing.assert_close(token_nll(logits[0], torch.tensor([2, 1, IGNORE, 0])),
-                               torch.tensor([math.log(2), math.log(3), 0.0, math.log(6)]))
+    torch.testing.assert_close(
+        token_nll(logits[0], torch.tensor([2, 1, IGNORE, 0])),
+        torch.tensor([math.log(2), math.log(3), 0.0, math.log(6)]),
+    )
 
 
 def test_non_overlapping_windows_match_a_naive_loop(model, texts):
@@ -272,7 +274,13 @@ def forward_widths(model) -> tuple[list[tuple[int, int]], object]:
 # gemma2's sliding window (5 tokens) is far shorter than the prompts, so its cache keeps only the last tokens.
 @pytest.mark.parametrize(
     "family, add_bos, reuse_prefix",
-    [("llama", False, True), ("llama", True, True), ("gpt2", False, True), ("gemma2", False, True), ("llama", False, False)],
+    [
+        ("llama", False, True),
+        ("llama", True, True),
+        ("gpt2", False, True),
+        ("gemma2", False, True),
+        ("llama", False, False),
+    ],
 )
 def test_few_shot_scores_with_the_cached_prefix_equal_full_prompts(family, add_bos, reuse_prefix):
     model, tok = tiny_model(family), tiny_tokenizer(add_bos)
@@ -349,16 +357,19 @@ def test_sms_accuracy_rejects_bad_arguments(model, kwargs, message):
 )
 def test_sms_accuracy_rejects_wrong_types(model, kwargs, message):
     with pytest.raises(TypeError, match=message):
-        sms_accuracy(model, tiny_tokenizer(), sms_frame(3, seed=6), examples=sms_frame(20, seed=3), progress=False,
-                     **kwargs)
+        sms_accuracy(
+            model, tiny_tokenizer(), sms_frame(3, seed=6), examples=sms_frame(20, seed=3), progress=False, **kwargs
+        )
 
 
 def test_prior_with_empty_examples_is_a_clear_value_error(model):
     empty = sms_frame(20, seed=3).iloc[:0]
-    with pytest.raises(ValueError, match=r"decision='prior' reads the spam share from examples, but examples has no "
-                                         r"rows"):
-        sms_accuracy(model, tiny_tokenizer(), sms_frame(3, seed=6), examples=empty, decision="prior",
-                     progress=False)
+    with pytest.raises(
+        ValueError,
+        match=r"decision='prior' reads the spam share from examples, but examples has no "
+        r"rows",
+    ):
+        sms_accuracy(model, tiny_tokenizer(), sms_frame(3, seed=6), examples=empty, decision="prior", progress=False)
 
 
 def test_draw_shots_checks_shots_like_sms_accuracy():

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tiny_models import N_LAYERS, TINY_CONFIGS, tiny_model
+from tiny_tokenizer import WORDS, tiny_tokenizer
 from transformers import AutoModelForCausalLM
 
 from helpers.benefits import ideal_speedup, model_bytes, parameter_count
@@ -19,8 +21,6 @@ from helpers.display import fmt_ci
 from helpers.evaluation import FULL, benefits_table, compare_variants, evaluate_variants
 from helpers.perplexity import perplexity, perplexity_ci, perplexity_difference
 from helpers.pruning import prune_blocks
-from tiny_models import N_LAYERS, TINY_CONFIGS, tiny_model
-from tiny_tokenizer import WORDS, tiny_tokenizer
 
 matplotlib.use("Agg")
 
@@ -43,8 +43,17 @@ def setup():
     model, tokenizer = tiny_model("llama"), tiny_tokenizer()
     texts, frame, examples = sentences(40, 1), sms(30, 2), sms(20, 3)
     results = compare_variants(
-        model, tokenizer, VARIANTS, texts={"wiki": texts}, sms=frame, sms_examples=examples, shots=2,
-        seq_len=16, max_windows=None, max_sms=None, progress=False,
+        model,
+        tokenizer,
+        VARIANTS,
+        texts={"wiki": texts},
+        sms=frame,
+        sms_examples=examples,
+        shots=2,
+        seq_len=16,
+        max_windows=None,
+        max_sms=None,
+        progress=False,
     )
     return model, tokenizer, texts, frame, examples, results
 
@@ -52,8 +61,10 @@ def setup():
 def direct(model, tokenizer, texts, frame, examples, blocks):
     """Perplexity and SMS accuracy of a really pruned copy (or of the model itself for blocks=None)."""
     variant = model if blocks is None else prune_blocks(model, blocks)
-    return (perplexity(variant, tokenizer, texts, seq_len=16, progress=False),
-            sms_accuracy(variant, tokenizer, frame, shots=2, examples=examples, decision="prior", progress=False))
+    return (
+        perplexity(variant, tokenizer, texts, seq_len=16, progress=False),
+        sms_accuracy(variant, tokenizer, frame, shots=2, examples=examples, decision="prior", progress=False),
+    )
 
 
 def test_results_equal_direct_evaluation_of_pruned_copies(setup):
@@ -77,7 +88,8 @@ def test_paired_differences_and_verdicts_match_those_of_pruned_copies(setup):
     expected = perplexity_difference(full_ppl, early_ppl)
     assert tuple(results.difference(FULL, "early", "ppl_wiki")) == pytest.approx(tuple(expected), rel=1e-4)
     assert tuple(results.difference(FULL, "early", "sms_acc")) == pytest.approx(
-        tuple(accuracy_difference(full_acc, early_acc)))
+        tuple(accuracy_difference(full_acc, early_acc))
+    )
     assert results.verdict(FULL, "early", "ppl_wiki") == expected.verdict(better="lower")
     assert results.better("ppl_wiki") == "lower" and results.better("sms_acc") == "higher"
     assert tuple(results.difference(FULL, FULL, "ppl_wiki")) == (0.0, 0.0, 0.0)
@@ -130,9 +142,13 @@ def test_custom_measures_numbers_mappings_and_reuse():
         calls.append(num_blocks(m))
         return num_blocks(m)
 
-    results = evaluate_variants(model, {"a": [0], "b": [1, 2]},
-                                {"depth": depth, "pair": lambda m: {"twice": 2.0 * num_blocks(m), "one": 1}},
-                                reference="a", progress=False)
+    results = evaluate_variants(
+        model,
+        {"a": [0], "b": [1, 2]},
+        {"depth": depth, "pair": lambda m: {"twice": 2.0 * num_blocks(m), "one": 1}},
+        reference="a",
+        progress=False,
+    )
     assert calls == [N_LAYERS, N_LAYERS - 1, N_LAYERS - 2] and num_blocks(model) == N_LAYERS
     assert results.metrics == ["depth", "twice", "one"] and results.reference == "a"
     assert results.difference("a", "b", "twice").estimate == -2.0
@@ -140,8 +156,13 @@ def test_custom_measures_numbers_mappings_and_reuse():
     with pytest.raises(ValueError, match="plain number"):
         results.verdict("a", "b", "depth")
 
-    again = evaluate_variants(model, {"a": [0], "c": [3]}, {"depth": depth, "pair": lambda m: {"twice": 0, "one": 1}},
-                              reuse=results, progress=False)
+    again = evaluate_variants(
+        model,
+        {"a": [0], "c": [3]},
+        {"depth": depth, "pair": lambda m: {"twice": 0, "one": 1}},
+        reuse=results,
+        progress=False,
+    )
     assert calls[3:] == [N_LAYERS - 1]  # only "c" is new: the full model and "a" (same blocks) are reused
     assert list(again.variants) == [FULL, "a", "c"] and again.interval(FULL, "twice").estimate == 2.0 * N_LAYERS
 
@@ -154,7 +175,9 @@ def test_bad_arguments_raise(setup):
         compare_variants(model, tokenizer, VARIANTS, texts={}, sms=frame, progress=False)
     with pytest.raises(ValueError, match="out of range"):
         compare_variants(model, tokenizer, {"bad": [9]}, texts={"wiki": texts}, progress=False)
-    with pytest.raises(ValueError, match=r"'full' is reserved .* given blocks \[1, 2\]; give that variant another name"):
+    with pytest.raises(
+        ValueError, match=r"'full' is reserved .* given blocks \[1, 2\]; give that variant another name"
+    ):
         compare_variants(model, tokenizer, {"full": [1, 2]}, texts={"wiki": texts}, progress=False)
     with pytest.raises(TypeError, match="measure 'text' returned str"):
         evaluate_variants(model, {}, {"text": lambda m: "hello"}, progress=False)
@@ -222,14 +245,16 @@ def test_ranking_compare_and_majority_verdicts(setup):
         by_hand = "within noise" if ci.low <= baseline <= ci.high else ("better" if ci.low > baseline else "worse")
         assert results.majority_verdict(variant, "sms_acc") == by_hand
     assert list(results.table(differences=True)["sms_acc vs majority"]) == [
-        results.majority_verdict(v, "sms_acc") for v in results.variants]
+        results.majority_verdict(v, "sms_acc") for v in results.variants
+    ]
     with pytest.raises(KeyError, match="not a classification metric"):
         results.majority_verdict("early", "ppl_wiki")
 
 
 def test_plot_labels_rename_panels_and_their_options(setup):
     _, _, _, _, _, results = setup
-    fig = results.plot(title="tiny", labels={"ppl_wiki": "WikiText perplexity", "sms_acc": "SMS accuracy"},
-                       logy=["ppl_wiki"])
+    fig = results.plot(
+        title="tiny", labels={"ppl_wiki": "WikiText perplexity", "sms_acc": "SMS accuracy"}, logy=["ppl_wiki"]
+    )
     assert [axis.get_ylabel() for axis in fig.axes] == ["WikiText perplexity", "SMS accuracy"]
     assert fig.axes[0].get_yscale() == "log" and fig.axes[1].get_legend() is not None  # the majority line's legend

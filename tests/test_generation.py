@@ -6,12 +6,12 @@ import inspect
 
 import pytest
 import torch
+from tiny_models import tiny_model
+from tiny_tokenizer import tiny_tokenizer
 from transformers import Cache
 
 import helpers
 from helpers.generation import cache_argument_name, greedy_continuation
-from tiny_models import tiny_model
-from tiny_tokenizer import tiny_tokenizer
 
 PROMPT = "hi see you at home later"
 

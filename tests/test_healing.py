@@ -8,14 +8,14 @@ import random
 
 import pytest
 import torch
+from tiny_models import N_LAYERS, tiny_inputs, tiny_model
+from tiny_tokenizer import WORDS, tiny_tokenizer
 from transformers import AutoModelForCausalLM
 
 from helpers.blocks import num_blocks
 from helpers.healing import heal_with_lora, lora_targets, training_windows
 from helpers.perplexity import perplexity
 from helpers.pruning import prune_blocks
-from tiny_models import N_LAYERS, tiny_inputs, tiny_model
-from tiny_tokenizer import WORDS, tiny_tokenizer
 
 SEQ_LEN = 16
 N_WINDOWS = 8
@@ -129,8 +129,15 @@ def adapted(peft_model) -> list[str]:
 def test_default_adapters_are_the_projections_of_the_blocks():
     model, tokenizer = tiny_model("llama"), tiny_tokenizer()
     peft_model, _ = heal_with_lora(model, tokenizer, make_texts(2 * SEQ_LEN), merge=False, **{**HEAL, "steps": 1})
-    projections = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
-                   "mlp.up_proj", "mlp.down_proj"]
+    projections = [
+        "self_attn.q_proj",
+        "self_attn.k_proj",
+        "self_attn.v_proj",
+        "self_attn.o_proj",
+        "mlp.gate_proj",
+        "mlp.up_proj",
+        "mlp.down_proj",
+    ]
     # The copy lost block 2, so its blocks are 0..4.
     assert adapted(peft_model) == sorted(f"model.layers.{i}.{p}" for i in range(N_LAYERS - 1) for p in projections)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_models import N_LAYERS, TINY_CONFIGS, tiny_inputs, tiny_model
 
 from helpers.blocks import get_blocks
 from helpers.hooks import BlockIO, block_hooks, hidden_input, hidden_output, record_block_io, run_model
-from tiny_models import N_LAYERS, TINY_CONFIGS, tiny_inputs, tiny_model
 
 FAMILIES = sorted(TINY_CONFIGS)
 
@@ -92,9 +92,8 @@ def test_hooks_removed_when_hook_function_raises():
         if index == 2:
             raise RuntimeError("hook failed at block 2")
 
-    with pytest.raises(RuntimeError, match="block 2"):
-        with block_hooks(model, fail_at_block_2):
-            run_model(model, tiny_inputs())
+    with pytest.raises(RuntimeError, match="block 2"), block_hooks(model, fail_at_block_2):
+        run_model(model, tiny_inputs())
     assert all_hooks(model) == []
 
 
@@ -113,14 +112,20 @@ def test_hooks_removed_and_modes_restored_when_a_block_raises(monkeypatch):
 
 @pytest.mark.parametrize(
     "blocks, error",
-    [([N_LAYERS], ValueError), ([-1], ValueError), ([1, 1], ValueError), ([], ValueError), ("0", TypeError),
-     ([1.0], TypeError), (3, TypeError)],
+    [
+        ([N_LAYERS], ValueError),
+        ([-1], ValueError),
+        ([1, 1], ValueError),
+        ([], ValueError),
+        ("0", TypeError),
+        ([1.0], TypeError),
+        (3, TypeError),
+    ],
 )
 def test_bad_block_indices_rejected(blocks, error):
     model = tiny_model("llama")
-    with pytest.raises(error, match=r"valid indices are 0\.\.5"):
-        with block_hooks(model, lambda *args: None, blocks=blocks):
-            pass
+    with pytest.raises(error, match=r"valid indices are 0\.\.5"), block_hooks(model, lambda *args: None, blocks=blocks):
+        pass
     assert all_hooks(model) == []
 
 

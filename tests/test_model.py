@@ -12,15 +12,22 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
-from transformers import pipeline
+from tiny_models import N_LAYERS, VOCAB, tiny_model
+from tiny_tokenizer import tiny_tokenizer
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    BertConfig,
+    BertModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    pipeline,
+)
 
 import helpers.model as hm
 from helpers.blocks import get_blocks
 from helpers.pruning import prune_blocks
 from helpers.settings import CACHE_ENV
-from tiny_models import N_LAYERS, VOCAB, tiny_model
-from tiny_tokenizer import tiny_tokenizer
 
 PROMPT = "Depth pruning removes whole transformer blocks from a language model."
 
@@ -134,8 +141,14 @@ def test_pruned_model_saves_reloads_and_generates(packaged, tmp_path):
 def test_local_folder_dtype_and_pad_token(packaged, tmp_path):
     # A tiny random model with a tokenizer that has no pad token: load_model fills it in and honours dtype.
     _, tokenizer, folder = packaged
-    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=tokenizer.vocab_size)
+    config = LlamaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=tokenizer.vocab_size,
+    )
     LlamaForCausalLM(config).save_pretrained(tmp_path)
     no_pad = AutoTokenizer.from_pretrained(folder)
     no_pad.pad_token = None
@@ -270,8 +283,9 @@ def test_folder_without_weights_says_so(tmp_path):
 def test_non_causal_checkpoint_is_refused(tmp_path):
     # A BERT encoder: transformers would load it as BertLMHeadModel with a random head, silently.
     folder = tmp_path / "bert"
-    BertModel(BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                         intermediate_size=64)).save_pretrained(folder)
+    BertModel(
+        BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    ).save_pretrained(folder)
     tiny_tokenizer().save_pretrained(folder)
     with pytest.raises(ValueError, match=r"holds a BertModel \(model_type 'bert'\), not a causal language model"):
         hm.load_model(str(folder), device="cpu")
@@ -293,11 +307,14 @@ class _HubStandIn:
         raise OSError(self.message)
 
 
-@pytest.mark.parametrize("message", [
-    "You are trying to access a gated repo. Make sure to have access to it. 401 Client Error.",
-    "owner/nope is not a local folder and is not a valid model identifier listed on the hub. If this is a private "
-    "repository, make sure to pass a token having permission to this repo",
-])
+@pytest.mark.parametrize(
+    "message",
+    [
+        "You are trying to access a gated repo. Make sure to have access to it. 401 Client Error.",
+        "owner/nope is not a local folder and is not a valid model identifier listed on the hub. If this is a private "
+        "repository, make sure to pass a token having permission to this repo",
+    ],
+)
 def test_gated_or_unknown_hub_id_says_how_to_log_in(monkeypatch, message):
     monkeypatch.setattr(hm, "AutoConfig", _HubStandIn(message))
     with pytest.raises(OSError, match=r"(?s)could not load 'owner/nope'.*huggingface-cli login.*HF_TOKEN") as raised:
@@ -327,7 +344,7 @@ def test_save_pruned_reloads_with_pipeline_and_load_model(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(generator.model(**ids).logits, expected, atol=0, rtol=0)
     text = generator("is this message spam or ham ?", max_new_tokens=5, do_sample=False, return_full_text=False)
-    assert text[0]["generated_text"] == tokenizer.decode(expected_ids[0, ids["input_ids"].shape[1]:])
+    assert text[0]["generated_text"] == tokenizer.decode(expected_ids[0, ids["input_ids"].shape[1] :])
 
     loaded, loaded_tokenizer = hm.load_model(str(folder), device="cpu")
     with torch.no_grad():
@@ -340,8 +357,9 @@ def test_save_pruned_refuses_blocks_deleted_by_hand_and_a_foreign_tokenizer(tmp_
     del model.model.layers[2]
     with pytest.raises(ValueError, match=r"has 5 blocks but its config states 6.*use prune_blocks"):
         hm.save_pruned(model, tiny_tokenizer(), tmp_path / "a")
-    small = AutoModelForCausalLM.from_config(LlamaConfig(vocab_size=8, hidden_size=16, intermediate_size=32,
-                                                         num_hidden_layers=2, num_attention_heads=2))
+    small = AutoModelForCausalLM.from_config(
+        LlamaConfig(vocab_size=8, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2)
+    )
     with pytest.raises(ValueError, match=r"tokenizer has \d+ tokens but the model only 8 embeddings"):
         hm.save_pruned(small, tiny_tokenizer(), tmp_path / "b")
     with pytest.raises(TypeError, match="tokenizer must be a transformers tokenizer"):

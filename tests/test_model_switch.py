@@ -36,8 +36,9 @@ NOTEBOOKS = sorted(path.name for path in (REPO / "notebooks").glob("[0-9][0-9]_*
 SKIP_TAG = "nbval-skip"
 """The Colab install cell's tag: nbval skips it, and so does this test."""
 
-EXPLORER = dict(SEQ_LEN=32, WIKI_SAMPLES=2, SMS_SAMPLES=4, EVAL_WINDOWS=2, EVAL_SMS=8, SHOTS=2, PANEL_WINDOWS=2,
-                PANEL_SMS=8)
+EXPLORER = dict(
+    SEQ_LEN=32, WIKI_SAMPLES=2, SMS_SAMPLES=4, EVAL_WINDOWS=2, EVAL_SMS=8, SHOTS=2, PANEL_WINDOWS=2, PANEL_SMS=8
+)
 SMALL: dict[str, dict[str, object]] = {
     "01_fundamentals_and_benefits.ipynb": dict(NEW_TOKENS_TEXT=4, PROMPT_TOKENS=16, NEW_TOKENS=4, REPETITIONS=1),
     "02_static_block_selection.ipynb": dict(SEQ_LEN=32, MAX_WINDOWS=2, SHOTS=2, MAX_SMS=8, MAX_NEW_TOKENS=4),
@@ -45,8 +46,16 @@ SMALL: dict[str, dict[str, object]] = {
     "04_cosine_similarity.ipynb": dict(N_CALIBRATION=2, SEQ_LEN=32, EVAL_WINDOWS=2, EVAL_SMS=8, SHOTS=2),
     "05_wikitext_vs_sms.ipynb": EXPLORER,
     # SLEB is off by default; a learner may switch it on, and with a tiny model it costs nothing.
-    "06_shortened_llama_in_practice.ipynb": dict(CALIBRATION_SAMPLES=2, SEQ_LEN=32, EVAL_WINDOWS=2, EVAL_SMS=8,
-                                                 SHOTS=2, HEAL_STEPS=2, HEAL_BATCH=1, RUN_SLEB=True),
+    "06_shortened_llama_in_practice.ipynb": dict(
+        CALIBRATION_SAMPLES=2,
+        SEQ_LEN=32,
+        EVAL_WINDOWS=2,
+        EVAL_SMS=8,
+        SHOTS=2,
+        HEAL_STEPS=2,
+        HEAL_BATCH=1,
+        RUN_SLEB=True,
+    ),
     "07_hands_on_lab.ipynb": EXPLORER,
 }
 """Per notebook, the parameters that set how much it computes, made small: the tiny model is quick, but the stored
@@ -64,12 +73,17 @@ def wikitext_tokenizer(lines: list[str], vocab_size: int = VOCAB) -> PreTrainedT
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIALS,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     backend.train_from_iterator(lines, trainer=trainer)
     bos = backend.token_to_id("<bos>")
-    backend.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A $B:1",
-                                                           special_tokens=[("<bos>", bos)])
+    backend.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A $B:1", special_tokens=[("<bos>", bos)]
+    )
     return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>")
 
 
@@ -79,9 +93,20 @@ def gemma3_model(vocab_size: int, seed: int = 0) -> torch.nn.Module:
     The window (16 tokens) is shorter than the notebooks' windows here (SEQ_LEN 32), so both layer kinds really
     differ; the position limit leaves room for few-shot SMS prompts.
     """
-    config = Gemma3TextConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=12,
-                              num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=16,
-                              max_position_embeddings=2048, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    config = Gemma3TextConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=12,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        sliding_window=16,
+        max_position_embeddings=2048,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config).eval()
 
@@ -107,7 +132,9 @@ def kernel_env() -> dict[str, str]:
 
 def failed_cell(notebook: nbformat.NotebookNode) -> int | None:
     """Index, in the notebook as stored (without the injected cell), of the first cell with an error output."""
-    injected = next(i for i, cell in enumerate(notebook.cells) if "injected-parameters" in cell.metadata.get("tags", []))
+    injected = next(
+        i for i, cell in enumerate(notebook.cells) if "injected-parameters" in cell.metadata.get("tags", [])
+    )
     for index, cell in enumerate(notebook.cells):
         if any(output.get("output_type") == "error" for output in cell.get("outputs", [])):
             return index - (index > injected)

@@ -46,11 +46,14 @@ def test_stored_notebook_outputs_hold_with_another_cpus_kernels():
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "(no output)"
     checked = subprocess.run(
         [sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
-        env=env, capture_output=True, text=True,
+        env=env,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     print(f"nbval with {forced} (torch kernels: {checked}): {summary}")
     assert checked == forced["ATEN_CPU_CAPABILITY"].upper(), f"torch ignored {forced}: it used {checked}"
     assert result.returncode == 0, (
         f"strict nbval fails with another CPU's kernels ({forced}): a stored output depends on float rounding.\n"
-        + result.stdout[-6000:] + result.stderr[-2000:]
+        + result.stdout[-6000:]
+        + result.stderr[-2000:]
     )

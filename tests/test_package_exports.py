@@ -18,8 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 # `from helpers import a` / `from helpers.plots import (a,\n b)` / `import helpers`, whole statements.
-IMPORT = re.compile(r"^[ \t]*(?:from[ \t]+helpers(?P<module>\.\w+)?[ \t]+import[ \t]+(?P<names>\([^)]*\)|[^\n]*)"
-                    r"|import[ \t]+helpers\b[^\n]*)", re.MULTILINE)
+IMPORT = re.compile(
+    r"^[ \t]*(?:from[ \t]+helpers(?P<module>\.\w+)?[ \t]+import[ \t]+(?P<names>\([^)]*\)|[^\n]*)"
+    r"|import[ \t]+helpers\b[^\n]*)",
+    re.MULTILINE,
+)
 ATTRIBUTE = re.compile(r"(?<![\w.])helpers\.(\w+)(?:\.(\w+))?")
 
 
@@ -81,9 +84,11 @@ def test_unknown_name_is_an_attribute_error():
 
 
 def test_the_parser_finds_attributes_submodule_paths_and_imports():
-    code = ("import helpers\nfrom helpers.plots import (plot_a,\n    plot_b)\nfrom helpers import fmt as f\n"
-            "from helpers import fmt_pct  # percentages\nx = helpers.load_model(m)  # see helpers.tied_order\n"
-            "y = helpers.hooks.input_device(model)\nz = myhelpers.not_ours\n")
+    code = (
+        "import helpers\nfrom helpers.plots import (plot_a,\n    plot_b)\nfrom helpers import fmt as f\n"
+        "from helpers import fmt_pct  # percentages\nx = helpers.load_model(m)  # see helpers.tied_order\n"
+        "y = helpers.hooks.input_device(model)\nz = myhelpers.not_ours\n"
+    )
     assert used_names(code) == {"plot_a", "plot_b", "fmt", "fmt_pct", "load_model", "tied_order", "input_device"}
 
 
@@ -97,5 +102,11 @@ def test_every_name_a_notebook_takes_from_the_package_is_exported(path):
 def test_the_notebooks_use_names_from_every_kind_of_import():
     used = set().union(*(used_names(notebook_code(path)) for path in NOTEBOOKS))
     # One of each, by hand: an attribute, a name through a submodule, a plain import, a submodule import.
-    assert {"fmt", "input_device", "fmt_interval", "heal_with_lora", "plot_angular_distance",
-            "check_block_indices"} <= used
+    assert {
+        "fmt",
+        "input_device",
+        "fmt_interval",
+        "heal_with_lora",
+        "plot_angular_distance",
+        "check_block_indices",
+    } <= used

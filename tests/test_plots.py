@@ -25,8 +25,10 @@ def close_figures():
 
 @pytest.fixture
 def profiles():
-    return pd.DataFrame({"taylor": [5.0, 1.0, 3.0, np.nan, 2.0, 4.0], "magnitude": [10.0, 20, 30, 40, 50, 60]},
-                        index=pd.RangeIndex(6, name="block"))
+    return pd.DataFrame(
+        {"taylor": [5.0, 1.0, 3.0, np.nan, 2.0, 4.0], "magnitude": [10.0, 20, 30, 40, 50, 60]},
+        index=pd.RangeIndex(6, name="block"),
+    )
 
 
 def mesh(ax) -> np.ma.MaskedArray:
@@ -93,8 +95,10 @@ def test_profiles_reject_bad_input(profiles):
 
 def spans(ax) -> list[tuple[float, float, str, float]]:
     """(left, right, colour, alpha) of each shaded block span, left to right."""
-    return sorted((p.get_x(), p.get_x() + p.get_width(), to_hex(p.get_facecolor(), keep_alpha=False), p.get_alpha())
-                  for p in ax.patches)
+    return sorted(
+        (p.get_x(), p.get_x() + p.get_width(), to_hex(p.get_facecolor(), keep_alpha=False), p.get_alpha())
+        for p in ax.patches
+    )
 
 
 def test_profiles_by_default_linear_and_unshaded(profiles):
@@ -103,14 +107,17 @@ def test_profiles_by_default_linear_and_unshaded(profiles):
 
 
 def test_profiles_log_scale_and_lighter_protected_blocks(profiles):
-    fig = plots.plot_block_profiles(profiles, title="t", ylabel="score", logy=True, protected=[5, 0, 0],
-                                    highlight=[2])
+    fig = plots.plot_block_profiles(profiles, title="t", ylabel="score", logy=True, protected=[5, 0, 0], highlight=[2])
     ax = fig.axes[0]
     assert ax.get_yscale() == "log" and ax.get_ylabel() == "score (log scale)"
     # Protected blocks 0 and 5 in the palette's grey at alpha 0.15, the highlighted block 2 at 0.3.
     assert spans(ax) == [(-0.5, 0.5, "#949494", 0.15), (1.5, 2.5, "#949494", 0.3), (4.5, 5.5, "#949494", 0.15)]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
-        "protected blocks", "selected blocks", "taylor", "magnitude"]
+        "protected blocks",
+        "selected blocks",
+        "taylor",
+        "magnitude",
+    ]
 
 
 def test_profiles_log_scale_and_protected_refuse_what_they_cannot_show(profiles):
@@ -150,14 +157,19 @@ def test_block_heatmap_by_default_has_no_frames_lines_or_legend(profiles):
 def test_block_heatmap_frames_removed_cells_and_separates_protected_blocks(profiles):
     # Blocks 10..15: the cells sit at positions 0..5 along x; row 0 is "taylor", row 1 "magnitude".
     frame = profiles.set_axis(range(10, 16))
-    fig = plots.plot_block_heatmap(frame, title="t", cbar_label="c", protected=[10, 11, 15],
-                                   removed={"magnitude": [13, 12], "taylor": [14]})
+    fig = plots.plot_block_heatmap(
+        frame, title="t", cbar_label="c", protected=[10, 11, 15], removed={"magnitude": [13, 12], "taylor": [14]}
+    )
     ax = fig.axes[0]
     # Protected 10, 11 | 12, 13, 14 | 15: lines between positions 1 and 2, and 4 and 5.
     assert [(list(line.get_xdata()), to_hex(line.get_color()), line.get_linestyle()) for line in ax.lines] == [
-        ([2, 2], "#ffffff", "--"), ([5, 5], "#ffffff", "--")]
-    frames = [(p.get_x(), p.get_y(), p.get_width(), p.get_height(), to_hex(p.get_edgecolor()), p.get_fill())
-              for p in ax.patches]
+        ([2, 2], "#ffffff", "--"),
+        ([5, 5], "#ffffff", "--"),
+    ]
+    frames = [
+        (p.get_x(), p.get_y(), p.get_width(), p.get_height(), to_hex(p.get_edgecolor()), p.get_fill())
+        for p in ax.patches
+    ]
     assert frames == [(2, 1, 1, 1, "#d55e00", False), (3, 1, 1, 1, "#d55e00", False), (4, 0, 1, 1, "#d55e00", False)]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["removed"]
 
@@ -209,13 +221,15 @@ def test_token_heatmap_token_labels():
 
 @pytest.fixture
 def before_after():
-    return pd.DataFrame({
-        "metric": ["latency (ms)", "latency (ms)", "parameters (M)", "parameters (M)"],
-        "variant": ["baseline", "pruned", "baseline", "pruned"],
-        "value": [10.0, 8.0, 135.0, 110.0],
-        "low": [9.0, 7.5, np.nan, np.nan],
-        "high": [11.0, 8.25, np.nan, np.nan],
-    })
+    return pd.DataFrame(
+        {
+            "metric": ["latency (ms)", "latency (ms)", "parameters (M)", "parameters (M)"],
+            "variant": ["baseline", "pruned", "baseline", "pruned"],
+            "value": [10.0, 8.0, 135.0, 110.0],
+            "low": [9.0, 7.5, np.nan, np.nan],
+            "high": [11.0, 8.25, np.nan, np.nan],
+        }
+    )
 
 
 def test_before_after_bars_errors_and_labels(before_after):
@@ -255,8 +269,9 @@ def test_before_after_by_default_no_reference_and_level_names(before_after):
 
 
 def test_before_after_reference_line_on_its_panel_and_turned_names(before_after):
-    fig = plots.plot_before_after(before_after, title="t", reference={"latency (ms)": 9.5},
-                                  reference_label="target", xtick_rotation=45)
+    fig = plots.plot_before_after(
+        before_after, title="t", reference={"latency (ms)": 9.5}, reference_label="target", xtick_rotation=45
+    )
     latency, params = fig.axes
     (line,) = dashed(latency)
     assert list(line.get_ydata()) == [9.5, 9.5] and to_hex(line.get_color()) == "#949494"
@@ -302,14 +317,17 @@ def test_speedup_lines():
     assert ax.get_xlabel() == "blocks removed" and ax.get_ylabel() and ax.get_title()
 
 
-@pytest.mark.parametrize("draw", [
-    lambda f: plots.plot_block_profiles(f, title="t", ylabel="y"),
-    lambda f: plots.plot_block_heatmap(f, title="t", cbar_label="c"),
-    lambda f: plots.plot_depth_similarity(f),
-    lambda f: plots.plot_angular_distance(f),
-    lambda f: plots.plot_token_heatmap(f, title="t", cbar_label="c"),
-    lambda f: plots.plot_speedup(f, f),
-])
+@pytest.mark.parametrize(
+    "draw",
+    [
+        lambda f: plots.plot_block_profiles(f, title="t", ylabel="y"),
+        lambda f: plots.plot_block_heatmap(f, title="t", cbar_label="c"),
+        lambda f: plots.plot_depth_similarity(f),
+        lambda f: plots.plot_angular_distance(f),
+        lambda f: plots.plot_token_heatmap(f, title="t", cbar_label="c"),
+        lambda f: plots.plot_speedup(f, f),
+    ],
+)
 def test_empty_or_all_nan_input_rejected(draw):
     with pytest.raises(ValueError, match="empty"):
         draw(pd.DataFrame())

@@ -2,11 +2,11 @@
 bar would ignore the variable on its own)."""
 
 import pytest
+from tiny_models import tiny_model
+from tiny_tokenizer import tiny_tokenizer
 
 from helpers.perplexity import perplexity
 from helpers.settings import progress_bar
-from tiny_models import tiny_model
-from tiny_tokenizer import tiny_tokenizer
 
 TEXTS = ["you free win call now cash prize hi see at home later ok love"] * 4
 
@@ -18,16 +18,18 @@ def test_disabled_progress_is_the_bare_iterable(monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.mark.parametrize("value", ["", "0", "false"])
-def test_enabled_progress_draws_a_bar(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
-                                      value: str) -> None:
+def test_enabled_progress_draws_a_bar(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, value: str
+) -> None:
     monkeypatch.setenv("TQDM_DISABLE", value)
     assert list(progress_bar(range(3), "counting", enabled=True)) == [0, 1, 2]
     assert "counting" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("value", ["1", "true", "True"])
-def test_tqdm_disable_wins_over_an_enabled_bar(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
-                                               value: str) -> None:
+def test_tqdm_disable_wins_over_an_enabled_bar(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, value: str
+) -> None:
     monkeypatch.setenv("TQDM_DISABLE", value)
     items = [1, 2, 3]
     assert progress_bar(items, "counting", enabled=True) is items

@@ -7,12 +7,12 @@ import re
 
 import pytest
 import torch
+from tiny_models import N_LAYERS, TINY_CONFIGS, block_path, tiny_inputs, tiny_model
 from transformers import AutoModelForCausalLM
 
 import helpers.blocks as hb
 from helpers.blocks import check_block_indices, get_blocks
 from helpers.pruning import prune_blocks, skip_blocks
-from tiny_models import N_LAYERS, TINY_CONFIGS, block_path, tiny_inputs, tiny_model
 
 FAMILIES = sorted(TINY_CONFIGS)
 PER_LAYER = ("layer_types", "no_rope_layers")
@@ -50,8 +50,12 @@ def reference_model(model, kept):
 
 def greedy(model, inputs, use_cache):
     out = model.generate(
-        input_ids=inputs["input_ids"][:1], attention_mask=inputs["attention_mask"][:1], max_new_tokens=6,
-        do_sample=False, use_cache=use_cache, pad_token_id=0,
+        input_ids=inputs["input_ids"][:1],
+        attention_mask=inputs["attention_mask"][:1],
+        max_new_tokens=6,
+        do_sample=False,
+        use_cache=use_cache,
+        pad_token_id=0,
     )
     return out[0].tolist()
 
@@ -153,10 +157,9 @@ def test_skip_restores_model_exactly_even_after_exception(family):
     before_logits = logits(model, inputs)
     before_config = copy.deepcopy(model.config.to_dict())
     blocks_before = list(get_blocks(model))
-    with pytest.raises(RuntimeError, match="boom"):
-        with skip_blocks(model, [0, 2, 5]):
-            assert len(get_blocks(model)) == N_LAYERS - 3
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), skip_blocks(model, [0, 2, 5]):
+        assert len(get_blocks(model)) == N_LAYERS - 3
+        raise RuntimeError("boom")
     assert list(get_blocks(model)) == blocks_before
     assert model.config.to_dict() == before_config
     assert not hasattr(model.config, "depth_pruning")
@@ -190,9 +193,8 @@ def test_bad_indices_raise_and_do_not_mutate(bad, error, message):
         with pytest.raises(error, match=message):
             prune_blocks(model, bad, inplace=inplace)
     if bad != []:  # skipping nothing is allowed
-        with pytest.raises(error, match=message):
-            with skip_blocks(model, bad):
-                pass
+        with pytest.raises(error, match=message), skip_blocks(model, bad):
+            pass
     assert list(get_blocks(model)) == blocks_before
     assert model.config.to_dict() == before
 
@@ -267,8 +269,11 @@ def test_block_deleted_by_hand_is_still_found():
 
 @pytest.mark.parametrize(
     "family, setting, value",
-    [("gpt2", "scale_attn_by_inverse_layer_idx", True), ("qwen3_moe", "decoder_sparse_step", 2),
-     ("qwen3_moe", "mlp_only_layers", [0])],
+    [
+        ("gpt2", "scale_attn_by_inverse_layer_idx", True),
+        ("qwen3_moe", "decoder_sparse_step", 2),
+        ("qwen3_moe", "mlp_only_layers", [0]),
+    ],
 )
 def test_blocks_built_by_index_refuse_to_prune_but_can_skip(family, setting, value):
     model = tiny_model(family)

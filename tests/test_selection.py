@@ -101,8 +101,10 @@ def test_no_adjacent_is_the_rank_wise_best_valid_set_by_brute_force(n, seed, k, 
     chosen = select_blocks(scores, k, protect_first=first, protect_last=last, no_adjacent=True)
     assert chosen == list(best)
     # And for the negated scores with the direction flipped: the same choice.
-    assert select_blocks(-scores, k, protect_first=first, protect_last=last, no_adjacent=True,
-                         higher_is_important=False) == chosen
+    assert (
+        select_blocks(-scores, k, protect_first=first, protect_last=last, no_adjacent=True, higher_is_important=False)
+        == chosen
+    )
 
 
 def test_no_adjacent_finds_a_valid_set_where_plain_greedy_gets_stuck():

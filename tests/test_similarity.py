@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_models import N_LAYERS, TINY_CONFIGS, tiny_inputs, tiny_model
 
 from helpers.blocks import get_blocks
 from helpers.similarity import SimilarityReport, block_similarity
-from tiny_models import N_LAYERS, TINY_CONFIGS, tiny_inputs, tiny_model
 
 FAMILIES = sorted(TINY_CONFIGS)
 FINAL_NORM = {
@@ -78,8 +78,9 @@ def case(request):
     return report, [raw_hidden_states(model, batch) for batch in batches], batches
 
 
-@pytest.mark.parametrize(("positions", "suffix"), [(real_positions, ""), (last_positions, "_last")],
-                         ids=["all real tokens", "last token"])
+@pytest.mark.parametrize(
+    ("positions", "suffix"), [(real_positions, ""), (last_positions, "_last")], ids=["all real tokens", "last token"]
+)
 def test_block_cosine_is_token_weighted_mean_over_positions(case, positions, suffix):
     report, states, batches = case
     for block in range(N_LAYERS):
@@ -104,7 +105,8 @@ def test_depth_similarity_matches_double_loop(case):
     for i in range(N_LAYERS + 1):
         for j in range(N_LAYERS + 1):
             values = [
-                naive_cos(hs[i][row, t], hs[j][row, t]) for hs, batch in zip(states, batches)
+                naive_cos(hs[i][row, t], hs[j][row, t])
+                for hs, batch in zip(states, batches)
                 for row, t in real_positions(batch)
             ]
             assert report.depth_similarity.loc[i, j] == pytest.approx(np.mean(values), abs=1e-5)
@@ -269,8 +271,11 @@ def test_zero_state_at_padding_is_ignored():
         ([{"ids": torch.ones(1, 3)}], (0, 0), "input_ids"),
         ([tiny_inputs()], (1, 0), "sample"),
         ([tiny_inputs()], (0, 2), "sample"),
-        ([{"input_ids": torch.ones(2, 3, dtype=torch.long), "attention_mask": torch.tensor([[1, 1, 0], [0, 0, 0]])}],
-         (0, 0), "no real token"),
+        (
+            [{"input_ids": torch.ones(2, 3, dtype=torch.long), "attention_mask": torch.tensor([[1, 1, 0], [0, 0, 0]])}],
+            (0, 0),
+            "no real token",
+        ),
         ([{"input_ids": torch.ones(2, 3, dtype=torch.long), "attention_mask": torch.ones(2, 4)}], (0, 0), "same shape"),
     ],
 )

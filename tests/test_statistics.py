@@ -268,8 +268,9 @@ def test_ratio_and_paired_intervals_agree_with_a_naive_loop():
 
     worse = nll + rng.normal(0.5, 1.0, size=80)
     diff = perplexity_difference(ppl_result(nll, tokens), ppl_result(worse, tokens))
-    low, high = _naive_interval((nll, worse, tokens),
-                                lambda a, b, t: np.exp(b.sum() / t.sum()) - np.exp(a.sum() / t.sum()))
+    low, high = _naive_interval(
+        (nll, worse, tokens), lambda a, b, t: np.exp(b.sum() / t.sum()) - np.exp(a.sum() / t.sum())
+    )
     width = high - low
     assert diff.estimate == pytest.approx(np.exp(worse.sum() / tokens.sum()) - np.exp(nll.sum() / tokens.sum()))
     assert abs(diff.low - low) < 0.05 * width and abs(diff.high - high) < 0.05 * width

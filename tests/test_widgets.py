@@ -11,18 +11,20 @@ import pandas as pd
 import pytest
 import torch
 from matplotlib.colors import to_hex
-
-from helpers.display import fmt
-from helpers.blocks import get_blocks, num_blocks
-from helpers.pruning import prune_blocks
-from helpers.widgets import REMOVED_STYLE, BlockChooser, LivePanel, block_explorer
 from tiny_models import N_LAYERS, tiny_inputs, tiny_model
 from tiny_tokenizer import WORDS, tiny_tokenizer
 
-SCORES = pd.DataFrame({
-    "taylor": [3.0, 1.0, 4.0, 1.5, 9.0, 2.0],          # higher = more important
-    "similarity": [0.2, 0.9, 0.5, 0.95, 0.1, 0.6],     # higher = more removable
-})
+from helpers.blocks import get_blocks, num_blocks
+from helpers.display import fmt
+from helpers.pruning import prune_blocks
+from helpers.widgets import REMOVED_STYLE, BlockChooser, LivePanel, block_explorer
+
+SCORES = pd.DataFrame(
+    {
+        "taylor": [3.0, 1.0, 4.0, 1.5, 9.0, 2.0],  # higher = more important
+        "similarity": [0.2, 0.9, 0.5, 0.95, 0.1, 0.6],  # higher = more removable
+    }
+)
 
 
 def expected_colours(values, higher_is_important):
@@ -68,8 +70,7 @@ def test_colours_follow_importance_and_direction():
     # A removed block is faded and struck through; un-removing it gives its colour back.
     chooser.block_buttons[2].click()
     button = chooser.block_buttons[2]
-    assert (button.style.button_color, button.style.text_decoration) == (REMOVED_STYLE["button_color"],
-                                                                         "line-through")
+    assert (button.style.button_color, button.style.text_decoration) == (REMOVED_STYLE["button_color"], "line-through")
     button.click()
     assert colours(chooser) == expected_colours(SCORES["similarity"], False)
 
@@ -95,13 +96,16 @@ def test_single_table_hides_dataset_menu_and_nan_is_grey():
     assert colours(chooser)[2] == "#bdbdbd"
 
 
-@pytest.mark.parametrize("bad, match", [
-    (pd.DataFrame(), "non-empty"),
-    (SCORES.set_axis([1, 2, 3, 4, 5, 6]), "0..L-1"),
-    (SCORES.assign(name="x"), "numeric"),
-    ({"a": SCORES, "b": SCORES.iloc[:4]}, "same blocks"),
-    ({}, "non-empty dict"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (pd.DataFrame(), "non-empty"),
+        (SCORES.set_axis([1, 2, 3, 4, 5, 6]), "0..L-1"),
+        (SCORES.assign(name="x"), "numeric"),
+        ({"a": SCORES, "b": SCORES.iloc[:4]}, "same blocks"),
+        ({}, "non-empty dict"),
+    ],
+)
 def test_bad_scores_rejected(bad, match):
     with pytest.raises(ValueError, match=match):
         BlockChooser(bad)
@@ -114,21 +118,22 @@ def test_select_button_passes_criterion_direction_and_protection():
         calls.append((scores.tolist(), k, options))
         return [2, 1]
 
-    chooser = BlockChooser(SCORES, higher_is_important={"similarity": False}, protect_first=1, protect_last=2,
-                           select=fake_select)
+    chooser = BlockChooser(
+        SCORES, higher_is_important={"similarity": False}, protect_first=1, protect_last=2, select=fake_select
+    )
     chooser.criterion.value = "similarity"
     chooser.k.value = 2
     chooser.select_button.click()
-    assert calls == [(SCORES["similarity"].tolist(), 2,
-                      {"higher_is_important": False, "protect_first": 1, "protect_last": 2})]
+    assert calls == [
+        (SCORES["similarity"].tolist(), 2, {"higher_is_important": False, "protect_first": 1, "protect_last": 2})
+    ]
     assert chooser.selected == [1, 2]
 
 
 @pytest.mark.parametrize("criterion, higher", [("taylor", True), ("similarity", False)])
 def test_select_least_important_matches_argsort(criterion, higher):
     pytest.importorskip("helpers.selection")
-    chooser = BlockChooser(SCORES, higher_is_important={"similarity": False}, k=2, protect_first=1,
-                           protect_last=1)
+    chooser = BlockChooser(SCORES, higher_is_important={"similarity": False}, k=2, protect_first=1, protect_last=1)
     chooser.criterion.value = criterion
     chooser.select_button.click()
     allowed = np.arange(1, N_LAYERS - 1)
@@ -148,6 +153,7 @@ def test_select_error_is_shown_and_selection_kept():
 
 
 # --- LivePanel ---------------------------------------------------------------------------------------------------
+
 
 def logits(model):
     with torch.no_grad():
@@ -245,8 +251,13 @@ def test_auto_update_without_event_loop_evaluates_each_change(model):
 def test_auto_update_debounced_on_event_loop(model):
     calls = []
     chooser = BlockChooser(SCORES)
-    panel = LivePanel(model, {"depth": lambda m: calls.append(num_blocks(m)) or 0.0}, chooser=chooser,
-                      auto_update=True, debounce_s=0.05)
+    panel = LivePanel(
+        model,
+        {"depth": lambda m: calls.append(num_blocks(m)) or 0.0},
+        chooser=chooser,
+        auto_update=True,
+        debounce_s=0.05,
+    )
 
     async def burst_of_clicks():
         for block in (1, 2, 5):
@@ -265,11 +276,16 @@ def test_panel_rejects_reserved_metric_names(model):
 
 # --- the course's measurements -------------------------------------------------------------------------------------
 
+
 def course_data():
     rng = random.Random(0)
     texts = [" ".join(rng.choice(WORDS[:-3]) for _ in range(40)) for _ in range(4)]
-    sms = pd.DataFrame({"text": ["win cash prize now", "see you at home", "claim your free prize", "ok love"],
-                        "label": ["spam", "ham", "spam", "ham"]})
+    sms = pd.DataFrame(
+        {
+            "text": ["win cash prize now", "see you at home", "claim your free prize", "ok love"],
+            "label": ["spam", "ham", "spam", "ham"],
+        }
+    )
     return texts, sms
 
 
@@ -281,20 +297,22 @@ def test_for_course_numbers_equal_direct_calls_on_pruned_copy(model):
 
     tokenizer, (texts, sms) = tiny_tokenizer(), course_data()
     reference = logits(model)
-    panel = LivePanel.for_course(model, tokenizer, texts, sms, seq_len=16, max_windows=4, prompt="I am going",
-                                 max_new_tokens=4)
+    panel = LivePanel.for_course(
+        model, tokenizer, texts, sms, seq_len=16, max_windows=4, prompt="I am going", max_new_tokens=4
+    )
     results = panel.evaluate([2, 5])
     pruned = prune_blocks(model, [2, 5])
     assert results["perplexity"] == pytest.approx(
-        perplexity(pruned, tokenizer, texts, seq_len=16, max_windows=4, progress=False).ppl, rel=1e-6)
+        perplexity(pruned, tokenizer, texts, seq_len=16, max_windows=4, progress=False).ppl, rel=1e-6
+    )
     assert results["SMS accuracy"] == sms_accuracy(pruned, tokenizer, sms, progress=False).accuracy
     assert results["ideal_speedup"] == pytest.approx(ideal_speedup(model, [2, 5]))
-    assert results["parameters_removed"] == sum(
-        p.numel() for b in (2, 5) for p in get_blocks(model)[b].parameters())
+    assert results["parameters_removed"] == sum(p.numel() for b in (2, 5) for p in get_blocks(model)[b].parameters())
     prompt = tokenizer("I am going", return_tensors="pt")
     continuation = pruned.generate(**prompt, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    assert results["generation"] == tokenizer.decode(continuation[0, prompt["input_ids"].shape[1]:],
-                                                     skip_special_tokens=True)
+    assert results["generation"] == tokenizer.decode(
+        continuation[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True
+    )
     for metric in ("perplexity", "SMS accuracy"):  # each with its interval, and the paired change with a verdict
         assert panel.evaluation.formatted("chosen", metric) in panel.table.value
         assert panel.evaluation.formatted_difference("full", "chosen", metric) in panel.table.value
@@ -305,16 +323,28 @@ def test_for_course_passes_few_shot_options_to_sms_accuracy(model, monkeypatch):
     import helpers.classification as classification
 
     tokenizer, (texts, sms) = tiny_tokenizer(), course_data()
-    examples = pd.DataFrame({"text": ["txt win cash now", "hi see you later", "free prize call now", "ok going home",
-                                      "reply stop to win", "be there soon"],
-                             "label": ["spam", "ham", "spam", "ham", "spam", "ham"]})
+    examples = pd.DataFrame(
+        {
+            "text": [
+                "txt win cash now",
+                "hi see you later",
+                "free prize call now",
+                "ok going home",
+                "reply stop to win",
+                "be there soon",
+            ],
+            "label": ["spam", "ham", "spam", "ham", "spam", "ham"],
+        }
+    )
     options = {"shots": 2, "examples": examples, "decision": "prior"}
     calls = []
     original = classification.sms_accuracy
-    monkeypatch.setattr(classification, "sms_accuracy",
-                        lambda *args, **kwargs: calls.append(kwargs) or original(*args, **kwargs))
-    panel = LivePanel.for_course(model, tokenizer, texts, sms, seq_len=16, max_windows=2, sms_examples=3,
-                                 max_new_tokens=1, **options)
+    monkeypatch.setattr(
+        classification, "sms_accuracy", lambda *args, **kwargs: calls.append(kwargs) or original(*args, **kwargs)
+    )
+    panel = LivePanel.for_course(
+        model, tokenizer, texts, sms, seq_len=16, max_windows=2, sms_examples=3, max_new_tokens=1, **options
+    )
     results = panel.evaluate([1, 4])
     assert [{key: call[key] for key in options} for call in calls] == [options, options]  # full model, then pruned
     assert all(call["max_examples"] == 3 for call in calls)
@@ -327,8 +357,7 @@ def test_for_course_passes_few_shot_options_to_sms_accuracy(model, monkeypatch):
 def test_block_explorer_wires_chooser_to_panel(model):
     pytest.importorskip("helpers.benefits")
     texts, sms = course_data()
-    explorer = block_explorer(model, tiny_tokenizer(), SCORES, texts, sms, seq_len=16, max_windows=2,
-                              max_new_tokens=2)
+    explorer = block_explorer(model, tiny_tokenizer(), SCORES, texts, sms, seq_len=16, max_windows=2, max_new_tokens=2)
     chooser, panel = explorer.children
     chooser.selected = [1]
     panel.evaluate_button.click()

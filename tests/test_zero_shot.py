@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tiny_models import TINY_CONFIGS
+from tiny_tokenizer import tiny_tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from helpers.model import load_model, prepare_default_model
@@ -36,8 +38,6 @@ from helpers.zero_shot import (
     zero_shot_difference,
     zero_shot_summary,
 )
-from tiny_models import TINY_CONFIGS
-from tiny_tokenizer import tiny_tokenizer
 
 SHARED_DATA = Path("/work/shared/data")
 LOGLIK_TOLERANCE = 1e-3  # nats; float32 sums computed in other batch shapes differ by ~1e-5
@@ -78,8 +78,9 @@ def assert_same_as_lm_eval(ours: pd.DataFrame, reference: pd.DataFrame) -> None:
     """Same items, log-likelihoods within float32 noise, the same acc and acc_norm per item."""
     assert list(zip(ours["task"], ours["item"])) == list(zip(reference["task"], reference["item"]))
     for (_, a), (_, b) in zip(ours.iterrows(), reference.iterrows()):
-        np.testing.assert_allclose(a["loglik"], b["loglik"], rtol=0, atol=LOGLIK_TOLERANCE,
-                                   err_msg=f"{a['task']} item {a['item']}")
+        np.testing.assert_allclose(
+            a["loglik"], b["loglik"], rtol=0, atol=LOGLIK_TOLERANCE, err_msg=f"{a['task']} item {a['item']}"
+        )
         assert a["acc"] == b["acc"], f"{a['task']} item {a['item']}"
         assert a["acc_norm"] == b["acc_norm"] or np.isnan(a["acc_norm"]) and np.isnan(b["acc_norm"])
 
@@ -112,8 +113,13 @@ def test_pairs_tokenise_like_lm_eval(smollm_tokenizer, add_bos):
     model = tiny_model("llama", len(tokenizer))
     reference = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=1)
     ours = _Encoder(tokenizer)
-    pairs = [("Question: is the message free?\nAnswer:", " yes"), ("the cat sat on ", "the mat ."),
-             ("[BOS] hi ", "ok"), ("<|im_start|>hi ", " there"), ("Answer:  ", "you win")]
+    pairs = [
+        ("Question: is the message free?\nAnswer:", " yes"),
+        ("the cat sat on ", "the mat ."),
+        ("[BOS] hi ", "ok"),
+        ("<|im_start|>hi ", " there"),
+        ("Answer:  ", "you win"),
+    ]
     for context, continuation in pairs:
         assert ours.pair(context, continuation) == reference._encode_pair(context, continuation)
     assert (ours.pair("hi", "ok")[0][:1] == [tokenizer.bos_token_id]) == add_bos
@@ -126,10 +132,10 @@ def naive_scores(model, pairs, max_length):
     """One full forward pass per request on (context + continuation)[-(max_length + 1):][:-1], no cache, as lm-eval."""
     loglik, greedy = [], []
     for context, continuation in pairs:
-        tokens = (context + continuation)[-(max_length + 1):]
+        tokens = (context + continuation)[-(max_length + 1) :]
         with torch.no_grad():
             log_probs = model(input_ids=torch.tensor([tokens[:-1]])).logits[0].log_softmax(-1)
-        scored = log_probs[-len(continuation):]
+        scored = log_probs[-len(continuation) :]
         target = torch.tensor(continuation)
         loglik.append(float(scored.gather(1, target[:, None]).sum()))
         greedy.append(bool((scored.argmax(-1) == target).all()))
@@ -142,16 +148,24 @@ def test_scores_equal_a_naive_loop_for_every_family(family):
     g = torch.Generator().manual_seed(0)
     ids = lambda n: torch.randint(3, 96, (n,), generator=g).tolist()  # noqa: E731
     shared = ids(9)
-    pairs = [(shared, ids(3)), (shared, ids(1)), (shared, ids(6)), (ids(4), ids(1)), (ids(1), ids(5)),
-             (ids(7), ids(2)), (ids(30), ids(4)), (ids(12), ids(12)), (ids(9), ids(3))]
+    pairs = [
+        (shared, ids(3)),
+        (shared, ids(1)),
+        (shared, ids(6)),
+        (ids(4), ids(1)),
+        (ids(1), ids(5)),
+        (ids(7), ids(2)),
+        (ids(30), ids(4)),
+        (ids(12), ids(12)),
+        (ids(9), ids(3)),
+    ]
     greedy_target = ids(6)  # a continuation that is the model's own greedy choice
     with torch.no_grad():
         for _ in range(3):
             greedy_target.append(int(model(input_ids=torch.tensor([greedy_target])).logits[0, -1].argmax()))
     pairs.append((greedy_target[:6], greedy_target[6:]))
     for max_length, batch_tokens in ((1024, 40), (1024, 4096), (20, 64)):  # 20: the longest pairs are truncated
-        loglik, greedy = score_requests(model, pairs, max_length=max_length, batch_tokens=batch_tokens,
-                                        progress=False)
+        loglik, greedy = score_requests(model, pairs, max_length=max_length, batch_tokens=batch_tokens, progress=False)
         expected_loglik, expected_greedy = naive_scores(model, pairs, max_length)
         np.testing.assert_allclose(loglik, expected_loglik, rtol=0, atol=1e-4)
         assert greedy.tolist() == expected_greedy.tolist() and greedy[-1]
@@ -162,6 +176,7 @@ def test_scores_equal_a_naive_loop_for_every_family(family):
 
 def hub_rows_by_hand(task: str, folder: Path) -> list[dict]:
     """The hub rows lm-eval loads, built from the raw offline files with the data README's mapping."""
+
     def lines(name):
         return (folder / name).read_text(encoding="utf-8").splitlines()
 
@@ -170,23 +185,48 @@ def hub_rows_by_hand(task: str, folder: Path) -> list[dict]:
         return [{**d, "label": str(d["label"])} for d in files]
     if task in ("arc_easy", "arc_challenge", "openbookqa"):
         question = "question" if task != "openbookqa" else "question_stem"
-        return [{"id": d["id"], question: d["question"]["stem"],
-                 "choices": {"text": [c["text"] for c in d["question"]["choices"]],
-                             "label": [c["label"] for c in d["question"]["choices"]]},
-                 "answerKey": d["answerKey"]} for d in files]
+        return [
+            {
+                "id": d["id"],
+                question: d["question"]["stem"],
+                "choices": {
+                    "text": [c["text"] for c in d["question"]["choices"]],
+                    "label": [c["label"] for c in d["question"]["choices"]],
+                },
+                "answerKey": d["answerKey"],
+            }
+            for d in files
+        ]
     if task == "piqa":
-        return [{"goal": d["goal"], "sol1": d["sol1"], "sol2": d["sol2"], "label": int(l)}
-                for d, l in zip(files, lines("piqa/valid-labels.lst"))]
+        return [
+            {"goal": d["goal"], "sol1": d["sol1"], "sol2": d["sol2"], "label": int(y)}
+            for d, y in zip(files, lines("piqa/valid-labels.lst"))
+        ]
     if task == "winogrande":
         return [{key: d[key] for key in ("sentence", "option1", "option2", "answer")} for d in files]
     if task == "boolq":
-        return [{"question": d["question"], "passage": f"{d['title']} -- {d['passage']}", "idx": i,
-                 "label": 1 if d["answer"] else 0} for i, d in enumerate(files)]
+        return [
+            {
+                "question": d["question"],
+                "passage": f"{d['title']} -- {d['passage']}",
+                "idx": i,
+                "label": 1 if d["answer"] else 0,
+            }
+            for i, d in enumerate(files)
+        ]
     return [{"text": d["text"]} for d in files]
 
 
-ROWS = {"hellaswag": 10042, "arc_easy": 2376, "arc_challenge": 1172, "piqa": 1838, "winogrande": 1267,
-        "boolq": 3270, "openbookqa": 500, "lambada_openai": 5153}  # the data README's row counts
+ROWS = {
+    "hellaswag": 10042,
+    "arc_easy": 2376,
+    "arc_challenge": 1172,
+    "piqa": 1838,
+    "winogrande": 1267,
+    "boolq": 3270,
+    "openbookqa": 500,
+    "lambada_openai": 5153,
+}  # the data README's row counts
 
 
 @pytest.mark.parametrize("task", TASK_NAMES)
@@ -211,8 +251,10 @@ def test_hub_and_offline_copies_give_the_same_rows(real_data, monkeypatch, task)
 
 def test_prompts_follow_the_readme(real_data):
     hellaswag = TASKS["hellaswag"].to_item(load_task("hellaswag")[0])
-    assert hellaswag.requests[0] == ("Roof shingle removal: A man is sitting on a roof. He",
-                                     " is using wrap to wrap a pair of skis.")
+    assert hellaswag.requests[0] == (
+        "Roof shingle removal: A man is sitting on a roof. He",
+        " is using wrap to wrap a pair of skis.",
+    )
     assert hellaswag.gold == 3 and len(hellaswag.choices) == 4
     arc = load_task("arc_easy")
     regents = next(i for i, row in enumerate(arc) if row["id"].startswith("NYSEDREGENTS"))
@@ -221,7 +263,7 @@ def test_prompts_follow_the_readme(real_data):
     wino = TASKS["winogrande"].to_item(load_task("winogrande")[0])
     assert len(wino.requests) == 2 and wino.requests[0][1] == wino.requests[1][1] and wino.choices == ()
     text = load_task("lambada_openai")[0]["text"]
-    (context, target), = TASKS["lambada_openai"].to_item({"text": text}).requests
+    ((context, target),) = TASKS["lambada_openai"].to_item({"text": text}).requests
     assert context + target == text and " " not in target[1:]
 
 
@@ -255,8 +297,9 @@ def frame(task, acc, loglik=None):
 
 
 def test_summary_and_paired_difference_use_the_bootstrap():
-    a = pd.concat([frame("boolq", [1.0, 0.0, 1.0, 1.0]),
-                   frame("lambada_openai", [1.0, 0.0, 0.0], [(-1.0,), (-2.0,), (-4.0,)])])
+    a = pd.concat(
+        [frame("boolq", [1.0, 0.0, 1.0, 1.0]), frame("lambada_openai", [1.0, 0.0, 0.0], [(-1.0,), (-2.0,), (-4.0,)])]
+    )
     summary = zero_shot_summary(a, n_boot=200).set_index(["task", "metric"])
     assert summary.loc[("boolq", "acc"), "estimate"] == 0.75
     assert summary.loc[("boolq", "acc"), "high"] == bootstrap_ci(np.array([1.0, 0.0, 1.0, 1.0]), n_boot=200).high

@@ -6,16 +6,68 @@ Special ids match ``tiny_models``: pad 0, BOS 1, EOS 2.
 
 from __future__ import annotations
 
+from tiny_models import VOCAB
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from tiny_models import VOCAB
-
 SPECIALS = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"]
-WORDS = (
-    "Message : Is this message sp ##am or ham ? Answer the a you free win call now cash prize hi see at home later "
-    "ok love txt to claim ! . , 0 1 2 3 4 5 6 7 8 9 I am going be there soon your mobile has won reply stop"
-).split()
+WORDS = [
+    "Message",
+    ":",
+    "Is",
+    "this",
+    "message",
+    "sp",
+    "##am",
+    "or",
+    "ham",
+    "?",
+    "Answer",
+    "the",
+    "a",
+    "you",
+    "free",
+    "win",
+    "call",
+    "now",
+    "cash",
+    "prize",
+    "hi",
+    "see",
+    "at",
+    "home",
+    "later",
+    "ok",
+    "love",
+    "txt",
+    "to",
+    "claim",
+    "!",
+    ".",
+    ",",
+    "0",
+    "1",
+    "2",
+    "3",
+    "4",
+    "5",
+    "6",
+    "7",
+    "8",
+    "9",
+    "I",
+    "am",
+    "going",
+    "be",
+    "there",
+    "soon",
+    "your",
+    "mobile",
+    "has",
+    "won",
+    "reply",
+    "stop",
+]
 assert len(SPECIALS) + len(WORDS) <= VOCAB
 
 

@@ -90,5 +90,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         terminalreporter.write_line(f"browser tests: screenshots in {config.stash[ARTIFACTS]}")
     if GUARD in config.stash:
         blocked = Counter(config.stash[GUARD].blocked)
-        terminalreporter.write_line(f"browser tests: {blocked.total()} request(s) to hosts other than 127.0.0.1 "
-                                    "aborted" + "".join(f"\n    {n} x {url}" for url, n in blocked.items()))
+        terminalreporter.write_line(
+            f"browser tests: {blocked.total()} request(s) to hosts other than 127.0.0.1 "
+            "aborted" + "".join(f"\n    {n} x {url}" for url, n in blocked.items())
+        )

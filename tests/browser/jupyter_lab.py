@@ -8,6 +8,7 @@ course's own notebooks, run them and add cells to them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -93,18 +94,30 @@ class JupyterLab:
             path = dirs["config"] / "lab" / "user-settings" / f"{plugin}.jupyterlab-settings"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(settings))
-        return {"JUPYTER_CONFIG_DIR": str(dirs["config"]), "JUPYTER_DATA_DIR": str(dirs["data"]),
-                "JUPYTER_RUNTIME_DIR": str(dirs["runtime"]), "IPYTHONDIR": str(dirs["ipython"])}
+        return {
+            "JUPYTER_CONFIG_DIR": str(dirs["config"]),
+            "JUPYTER_DATA_DIR": str(dirs["data"]),
+            "JUPYTER_RUNTIME_DIR": str(dirs["runtime"]),
+            "IPYTHONDIR": str(dirs["ipython"]),
+        }
 
     def start(self) -> None:
         env = {**kernel_env(), **os.environ, **self._write_settings()}  # explicit values in the caller's env win
-        command = [str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser", "--ip=127.0.0.1",
-                   f"--port={self.port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
-                   f"--ServerApp.root_dir={self.root_dir}"]
+        command = [
+            str(Path(sys.executable).parent / "jupyter"),
+            "lab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={self.port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.root_dir={self.root_dir}",
+        ]
         with open(self.log_path, "wb") as log:
             # Own process group: stop() can end the server and every kernel it started in one signal.
-            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+            self.process = subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
         deadline = time.monotonic() + self.start_timeout_s
         while True:
             if self.process.poll() is not None:
@@ -114,14 +127,16 @@ class JupyterLab:
                 return
             except (urllib.error.URLError, ConnectionError):
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"JupyterLab did not answer within {self.start_timeout_s} s:\n"
-                                       f"{self.log_tail()}") from None
+                    raise RuntimeError(
+                        f"JupyterLab did not answer within {self.start_timeout_s} s:\n{self.log_tail()}"
+                    ) from None
                 time.sleep(0.5)
 
     def api(self, method: str, path: str, timeout: float = 10) -> object:
         """Call the server's REST API (``/api/<path>``) with the token; returns the decoded JSON (None if empty)."""
-        request = urllib.request.Request(f"{self.base}/api/{path}", method=method,
-                                         headers={"Authorization": f"token {self.token}"})
+        request = urllib.request.Request(
+            f"{self.base}/api/{path}", method=method, headers={"Authorization": f"token {self.token}"}
+        )
         with urllib.request.urlopen(request, timeout=timeout) as response:
             body = response.read()
         return json.loads(body) if body else None
@@ -152,10 +167,8 @@ class JupyterLab:
             if self.process.poll() is not None:
                 break
             os.killpg(self.process.pid, sig)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

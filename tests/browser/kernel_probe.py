@@ -18,7 +18,7 @@ def least_important(chooser: BlockChooser) -> list[int]:
     Ties go to the lower block (``keep="first"`` on the block-ordered scores), as ``select_blocks`` documents.
     """
     n_blocks = chooser.n_blocks
-    scores = chooser.scores.iloc[chooser.protect_first.value:n_blocks - chooser.protect_last.value]
+    scores = chooser.scores.iloc[chooser.protect_first.value : n_blocks - chooser.protect_last.value]
     k = chooser.k.value
     if chooser.higher_is_important(chooser.criterion.value):
         chosen = scores.nsmallest(k, keep="first")
@@ -29,8 +29,11 @@ def least_important(chooser: BlockChooser) -> list[int]:
 
 def _panel_showing(blocks: list[int]) -> LivePanel:
     """The one live panel (found among all objects, whatever the notebook named it) whose chooser selects ``blocks``."""
-    panels = [obj for obj in gc.get_objects()
-              if isinstance(obj, LivePanel) and obj.chooser is not None and obj.chooser.selected == blocks]
+    panels = [
+        obj
+        for obj in gc.get_objects()
+        if isinstance(obj, LivePanel) and obj.chooser is not None and obj.chooser.selected == blocks
+    ]
     if len(panels) != 1:
         raise LookupError(f"expected one block explorer selecting {blocks}, found {len(panels)}")
     return panels[0]

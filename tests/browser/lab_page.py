@@ -54,8 +54,15 @@ PROMPT_STATE_JS = """panel => [...panel.querySelectorAll('.jp-CodeCell')].map(ce
 
 
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 """The system Chromium (Playwright's own browser downloads are not used), without any traffic of its own."""
 
 
@@ -63,8 +70,13 @@ def launch_chromium(playwright: Playwright, user_data_dir: Path) -> tuple[Browse
     """Headless Chromium with a fresh profile in ``user_data_dir``, and the ``RequestGuard`` every request of it
     goes through."""
     context = playwright.chromium.launch_persistent_context(
-        str(user_data_dir), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-        viewport={"width": 1400, "height": 1000}, service_workers="block")  # workers' requests would bypass routing
+        str(user_data_dir),
+        executable_path=str(CHROMIUM),
+        headless=True,
+        args=CHROMIUM_ARGS,
+        viewport={"width": 1400, "height": 1000},
+        service_workers="block",
+    )  # workers' requests would bypass routing
     guard = RequestGuard()
     context.route("**/*", guard)
     return context, guard
@@ -124,8 +136,11 @@ class LabPage:
         self.notebook.wait_for(timeout=timeout_s * 1000)
         self.wait(lambda: self.kernel_state() == "idle", timeout_s, f"the kernel of {path} to start")
         kernel_name = self.notebook.locator(".jp-Toolbar-kernelName")
-        self.wait(lambda: kernel_name.inner_text().strip() not in ("", "No Kernel"), timeout_s,
-                   "the notebook to connect to its kernel")
+        self.wait(
+            lambda: kernel_name.inner_text().strip() not in ("", "No Kernel"),
+            timeout_s,
+            "the notebook to connect to its kernel",
+        )
 
     def menu(self, menu: str, command: str) -> None:
         """Click ``menu`` in the menu bar, then the item with the JupyterLab command id ``command``."""
@@ -151,8 +166,9 @@ class LabPage:
                 # so that the moment between clicking and the first cell being queued is not taken for it).
                 stopped_polls = stopped_polls + 1 if any(ran) else 0
                 if stopped_polls >= 2:
-                    raise AssertionError(f"Run All stopped before code cell {not_run[0]} of {self.path}:\n"
-                                         f"{self.error_outputs()}")
+                    raise AssertionError(
+                        f"Run All stopped before code cell {not_run[0]} of {self.path}:\n{self.error_outputs()}"
+                    )
             if time.monotonic() > deadline:
                 raise AssertionError(f"{self.path} still running after {timeout_s} s")
             self.pause(0.5)
@@ -172,14 +188,21 @@ class LabPage:
         self.page.keyboard.insert_text(code)
         self.page.keyboard.press("Shift+Enter")
         prompt = cell.locator(".jp-InputPrompt")
-        self.wait(lambda: re.fullmatch(r"\[\d+\]:", prompt.inner_text().strip()) is not None
-                   and self.kernel_state() == "idle", timeout_s, "the typed cell to run")
+        self.wait(
+            lambda: (
+                re.fullmatch(r"\[\d+\]:", prompt.inner_text().strip()) is not None and self.kernel_state() == "idle"
+            ),
+            timeout_s,
+            "the typed cell to run",
+        )
         return "\n".join(cell.locator(".jp-OutputArea-output").all_inner_texts())
 
     def run_probe(self, selections: list[list[int]]) -> dict:
         """Type and run a cell that prints ``kernel_probe.report(selections)`` from the notebook's kernel; return it."""
-        output = self.run_cell(f"import json, runpy; print({PROBE_MARKER!r} + json.dumps(runpy.run_path("
-                               f"{str(PROBE)!r})['report']({selections!r})))")
+        output = self.run_cell(
+            f"import json, runpy; print({PROBE_MARKER!r} + json.dumps(runpy.run_path("
+            f"{str(PROBE)!r})['report']({selections!r})))"
+        )
         lines = [line for line in output.splitlines() if line.startswith(PROBE_MARKER)]
         if not lines:
             raise AssertionError(f"the kernel probe printed no report:\n{output}")
@@ -194,10 +217,15 @@ class LabPage:
 
     def problems(self) -> list[str]:
         """JavaScript errors, widgets showing errors, and requests to other hosts, since this page was opened."""
-        return ([f"JavaScript error: {error}" for error in self.console_errors]
-                + [f"widget error: {error}" for error in self.widget_errors()]
-                + [f"request to another host (aborted): {url}" for url in self.guard.blocked[self._blocked_before:]
-                   if url not in EXPECTED_EXTERNAL])
+        return (
+            [f"JavaScript error: {error}" for error in self.console_errors]
+            + [f"widget error: {error}" for error in self.widget_errors()]
+            + [
+                f"request to another host (aborted): {url}"
+                for url in self.guard.blocked[self._blocked_before :]
+                if url not in EXPECTED_EXTERNAL
+            ]
+        )
 
     def wait(self, condition: Callable[[], bool], timeout_s: float, what: str) -> None:
         """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout_s`` seconds."""

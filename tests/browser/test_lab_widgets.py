@@ -25,8 +25,9 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.browser
 
 NOTEBOOKS = sorted(path.name for path in (REPO / "notebooks").glob("0*.ipynb"))
-SMALL = dict(SEQ_LEN=32, WIKI_SAMPLES=1, SMS_SAMPLES=4, EVAL_WINDOWS=2, EVAL_SMS=8, SHOTS=2, PANEL_WINDOWS=2,
-             PANEL_SMS=8)
+SMALL = dict(
+    SEQ_LEN=32, WIKI_SAMPLES=1, SMS_SAMPLES=4, EVAL_WINDOWS=2, EVAL_SMS=8, SHOTS=2, PANEL_WINDOWS=2, PANEL_SMS=8
+)
 EXPLORER_NOTEBOOKS = {"05_wikitext_vs_sms.ipynb": SMALL, "07_hands_on_lab.ipynb": SMALL}
 """Chapters whose block explorer is run and clicked (their widgets only exist once the cells ran), with the
 parameters they run with here: the stored defaults take minutes on two CPU cores, and what is tested is the
@@ -64,8 +65,11 @@ def check_block_explorer(lab_page: LabPage, path: str, screenshots: Path) -> Non
     lab_page.run_all()
     assert lab_page.problems() == [], "errors after running the notebook"
     page = lab_page.page
-    explorer = lab_page.notebook.locator(".jp-OutputArea-output").filter(
-        has=page.get_by_role("button", name=SELECT_LEAST, exact=True)).first
+    explorer = (
+        lab_page.notebook.locator(".jp-OutputArea-output")
+        .filter(has=page.get_by_role("button", name=SELECT_LEAST, exact=True))
+        .first
+    )
     explorer.wait_for()
     screenshots.mkdir(parents=True, exist_ok=True)
     explorer.screenshot(path=screenshots / "1-before.png")
@@ -92,7 +96,8 @@ def check_block_explorer(lab_page: LabPage, path: str, screenshots: Path) -> Non
     # is within half a unit of its third digit: 0.5% of it.
     for blocks, shown, expected in zip([least, both], [shown_least, shown_both], probe["perplexity"]):
         assert math.isclose(_value(shown["perplexity"]), expected, rel_tol=5e-3), (
-            f"perplexity shown for blocks {blocks}: {shown['perplexity']}, on a pruned copy: {expected}")
+            f"perplexity shown for blocks {blocks}: {shown['perplexity']}, on a pruned copy: {expected}"
+        )
     assert shown_least["perplexity"] != shown_both["perplexity"], "removing one more block changed nothing shown"
     for metric in probe["metrics"]:  # every metric row shows the kernel's value
         assert math.isclose(_value(shown_both[metric]), probe["results"][metric], rel_tol=5e-3), metric
@@ -124,7 +129,10 @@ def _evaluate(lab_page: LabPage, explorer: Locator, blocks: list[int]) -> dict[s
     """Click Evaluate, wait for the results of ``blocks``; return the panel's shown value per row label."""
     explorer.get_by_role("button", name="Evaluate", exact=True).click()
     removed = explorer.locator("table.live-panel-results td[data-name='blocks removed']")
-    lab_page.wait(lambda: removed.count() == 1 and removed.inner_text().strip() == f"{len(blocks)} {blocks}",
-                  900, f"the live panel's results for blocks {blocks}")
+    lab_page.wait(
+        lambda: removed.count() == 1 and removed.inner_text().strip() == f"{len(blocks)} {blocks}",
+        900,
+        f"the live panel's results for blocks {blocks}",
+    )
     cells = explorer.locator("table.live-panel-results td[data-name]")
     return {cell.get_attribute("data-name"): cell.inner_text().strip() for cell in cells.all()}
