@@ -49,6 +49,21 @@ def check_no_trailing_semicolons(notebook, name: str) -> None:
             )
 
 
+WIDGET_ONLY = "widget-only"
+"""Tag of a cell whose only output is a live widget: a saved notebook can show nothing of it but its text repr
+("VBox(children=...)"), which is what GitHub would display, so it is stored with no output."""
+
+
+def strip_widget_outputs(notebook, name: str) -> None:
+    """Clear the outputs of cells tagged WIDGET_ONLY; they must also carry nbval's "nbval-ignore-output" tag."""
+    for number, cell in enumerate(notebook.cells):
+        tags = cell.get("metadata", {}).get("tags", [])
+        if WIDGET_ONLY in tags:
+            if "nbval-ignore-output" not in tags:
+                raise ValueError(f"{name}, cell {number}: tagged {WIDGET_ONLY!r} but not 'nbval-ignore-output'")
+            cell.outputs = []
+
+
 def with_parameters(source: Path, target: Path, overrides: dict[str, object]) -> None:
     """Write ``source`` to ``target`` with a cell that sets ``overrides`` right after the cell tagged "parameters"
     (papermill's convention: the new cell is tagged "injected-parameters"). Every name must be assigned in the
@@ -116,6 +131,7 @@ def execute(path: Path, timeout: int = 1800) -> float:
     run(notebook, path.parent, timeout=timeout)
     # Widget state is per-session noise: the widget cells' outputs are ignored by nbval anyway.
     notebook.metadata.pop("widgets", None)
+    strip_widget_outputs(notebook, path.name)
     nbformat.write(notebook, path)
     return time.perf_counter() - started
 
