@@ -39,6 +39,9 @@ def _unique(tensors: Iterable[torch.Tensor]) -> list[torch.Tensor]:
 def parameter_count(model: torch.nn.Module) -> int:
     """Number of parameters, counting tied weights (SmolLM2's embedding = LM head) once.
 
+    On a whole model this is ``PreTrainedModel.num_parameters()``; it is written here because it also counts any
+    module (a block list) and two views of one storage once (the tests check both against transformers).
+
     Args:
         model: any torch module (a whole model, or its block list).
 
@@ -49,7 +52,8 @@ def parameter_count(model: torch.nn.Module) -> int:
 
 
 def model_bytes(model: torch.nn.Module) -> int:
-    """Bytes of the model's parameters and buffers (e.g. rotary tables), each storage counted once.
+    """Bytes of the model's parameters and buffers (e.g. rotary tables), each storage counted once: on a whole model
+    ``PreTrainedModel.get_memory_footprint()`` (checked against it in the tests).
 
     Args:
         model: any torch module.

@@ -40,6 +40,10 @@ def test_parameter_count_counts_tied_weights_once(tied):
     assert parameter_count(model) == expected
     buffer_bytes = sum(b.numel() * b.element_size() for b in model.buffers())
     assert model_bytes(model) == 4 * expected + buffer_bytes
+    # transformers' own counts agree on a model whose tied weight is one Parameter object; the package keeps its
+    # own because it also counts a ModuleList of blocks and two views of one storage once.
+    assert parameter_count(model) == model.num_parameters()
+    assert model_bytes(model) == model.get_memory_footprint()
 
 
 def test_parameter_count_of_a_tied_gpt2_by_hand():
