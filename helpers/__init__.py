@@ -10,12 +10,14 @@ import importlib
 from typing import Any
 
 from .benefits import (
+    describe_decode_cost,
     ideal_speedup,
     kv_cache_bytes,
     measure_latency,
     model_bytes,
     parameter_count,
     size_summary,
+    speedup_spread,
 )
 from .blocks import BLOCK_PATHS, check_block_indices, get_blocks, num_blocks
 from .classification import ClassificationResult, accuracy_ci, accuracy_difference, sms_accuracy, sms_prompt
@@ -46,6 +48,7 @@ _LAZY = {
             "plot_block_heatmap",
             "plot_block_profiles",
             "plot_depth_similarity",
+            "plot_removed_blocks",
             "plot_speedup",
             "plot_token_heatmap",
         ],
@@ -120,12 +123,14 @@ __all__ = [
     "rank_correlation",
     # benefits: size and speed
     "benefits_table",
+    "describe_decode_cost",
     "ideal_speedup",
     "kv_cache_bytes",
     "measure_latency",
     "model_bytes",
     "parameter_count",
     "size_summary",
+    "speedup_spread",
     # display
     "configure_display",
     "fmt",

@@ -1,22 +1,25 @@
 """What depth pruning buys: fewer parameters and bytes, and faster prefill and decoding.
 
 Three views of the gain. Counts (``parameter_count``, ``model_bytes``) are exact. ``ideal_speedup`` is what the
-removed share of per-token compute promises. ``measure_latency`` is what a machine delivers; at batch size 1
-decoding is bound by per-block overheads and weight reads, so it can beat or miss the ideal figure.
+removed share of per-token compute promises. ``measure_latency`` is what a machine delivers, with the spread of its
+repetitions; at batch size 1 decoding is bound by per-block overheads and weight reads, so it can beat or miss the
+ideal figure. ``speedup_spread`` reads measured speedups against that spread, and ``describe_decode_cost`` splits
+the decode step into a per-block and a fixed per-token part.
 """
 
 from __future__ import annotations
 
-import statistics
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .blocks import check_block_indices, get_blocks
 from .checks import check_int
+from .display import fmt, fmt_pct
 from .generation import cache_argument_name
 from .hooks import input_device
 from .pruning import decoder_config
@@ -26,6 +29,8 @@ LATENCY_TEXT = (
     "a feed-forward layer, so every removed block saves memory and time for every token the model reads or writes. "
 )
 """Repeated and cut to ``prompt_tokens`` tokens: the same prompt on every run and every machine."""
+QUARTILES = (25, 75)
+"""Percentiles of the repetitions that ``measure_latency`` reports as the spread (the interquartile range)."""
 
 
 def _unique(tensors: Iterable[torch.Tensor]) -> list[torch.Tensor]:
@@ -259,6 +264,16 @@ def greedy_decode(model: PreTrainedModel, prompt: torch.Tensor, new_tokens: int)
     return torch.cat(generated, dim=1), prefilled - start, done - prefilled
 
 
+def _median_and_quartiles(name: str, values: Sequence[float]) -> dict[str, float]:
+    """``{name: median, name_q25: 25th percentile, name_q75: 75th}`` (numpy's linear interpolation)."""
+    low, high = np.percentile(values, QUARTILES)
+    return {
+        name: float(np.median(values)),
+        f"{name}_q{QUARTILES[0]}": float(low),
+        f"{name}_q{QUARTILES[1]}": float(high),
+    }
+
+
 def measure_latency(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -269,11 +284,13 @@ def measure_latency(
     warmup: int = 1,
     batch_size: int = 1,
 ) -> pd.Series:
-    """Median prefill latency and decoding speed of ``model`` on a fixed prompt (``latency_prompt``).
+    """Prefill latency and decoding speed of ``model`` on a fixed prompt (``latency_prompt``): medians and spread.
 
-    Each repetition runs ``greedy_decode``: ``prefill_ms`` = time to first token; ``decode_tokens_per_s`` =
-    generated tokens per second over all ``batch_size`` sequences in the one-token steps after it. ``warmup``
-    untimed runs come first (they pay for allocations and kernel selection). Medians resist a stray slow run.
+    Each repetition runs ``greedy_decode``: ``prefill_ms`` = time to first token; ``decode_ms_per_token`` = the
+    one-token steps after it, per step; ``decode_tokens_per_s`` = generated tokens per second over all ``batch_size``
+    sequences. ``warmup`` untimed runs come first (they pay for allocations and kernel selection). Medians resist a
+    stray slow run; the 25th and 75th percentiles of the repetitions (``_q25``, ``_q75``: the interquartile range)
+    show how much the runs spread, so that a difference between two models can be read against it.
 
     Args:
         model: the causal LM to time.
@@ -285,7 +302,9 @@ def measure_latency(
         batch_size: sequences decoded together.
 
     Returns:
-        A Series named "latency" with ``prefill_ms``, ``decode_ms_per_token`` and ``decode_tokens_per_s`` (medians).
+        A Series named "latency" with ``prefill_ms``, ``prefill_ms_q25``, ``prefill_ms_q75``,
+        ``decode_ms_per_token``, ``decode_ms_per_token_q25``, ``decode_ms_per_token_q75`` and
+        ``decode_tokens_per_s`` (from the median decode time).
 
     Raises:
         TypeError: if an option is not an integer.
@@ -301,18 +320,154 @@ def measure_latency(
     ):
         check_int(name, value, minimum=least)
     prompt = latency_prompt(tokenizer, prompt_tokens, batch_size)
-    prefill, decode = [], []
+    prefill_ms, decode_ms = [], []
     for run in range(warmup + repetitions):
         _, prefill_s, decode_s = greedy_decode(model, prompt, new_tokens)
         if run >= warmup:
-            prefill.append(prefill_s)
-            decode.append(decode_s)
-    decode_s = statistics.median(decode)
+            prefill_ms.append(1000 * prefill_s)
+            decode_ms.append(1000 * decode_s / (new_tokens - 1))
+    decode = _median_and_quartiles("decode_ms_per_token", decode_ms)
     return pd.Series(
         {
-            "prefill_ms": 1000 * statistics.median(prefill),
-            "decode_ms_per_token": 1000 * decode_s / (new_tokens - 1),
-            "decode_tokens_per_s": batch_size * (new_tokens - 1) / decode_s,
+            **_median_and_quartiles("prefill_ms", prefill_ms),
+            **decode,
+            "decode_tokens_per_s": 1000 * batch_size / decode["decode_ms_per_token"],
         },
         name="latency",
     )
+
+
+def speedup_spread(
+    table: pd.DataFrame,
+    *,
+    metric: str = "decode_ms_per_token",
+    baseline: str = "full",
+    ideal: str | None = "ideal_speedup",
+) -> pd.DataFrame:
+    """Each variant's speedup over ``baseline`` on a timed ``metric``, the range its repetitions allow, and verdicts.
+
+    A speedup is the baseline's time over the variant's (medians). Its range pairs opposite quartiles of the
+    repetitions: from the baseline's 25th percentile over the variant's 75th (the variant's slow runs against the
+    baseline's fast ones) to the baseline's 75th over the variant's 25th. The variant is "faster" when the whole
+    range lies above 1 (its interquartile range lies below the baseline's), "slower" when it lies below 1, and
+    "within the spread" when the two interquartile ranges overlap, even only at an end. Likewise against the ideal
+    speedup: "above the ideal", "below the ideal" or "ideal within the spread".
+
+    Args:
+        table: one row per variant, with ``metric`` and its ``_q25`` / ``_q75`` columns (``measure_latency``'s keys,
+            as ``benefits_table`` lays them out), and the ``ideal`` column when one is named.
+        metric: the timed column, in time units (lower = faster).
+        baseline: the row the others are compared with.
+        ideal: the column of ideal speedups to read the measured ones against; None: no such comparison.
+
+    Returns:
+        A frame indexed like ``table`` without the baseline row: ``speedup``, ``speedup_low``, ``speedup_high`` and
+        ``vs_baseline``, and with ``ideal`` also ``ideal_speedup`` and ``vs_ideal``.
+
+    Raises:
+        KeyError: if ``baseline`` is not a row, or a needed column is missing.
+        ValueError: if a time or quartile is not positive.
+    """
+    low_column, high_column = (f"{metric}_q{q}" for q in QUARTILES)
+    times = table[[metric, low_column, high_column]].astype(float)
+    if not (times.to_numpy() > 0).all():
+        raise ValueError(f"{metric} and its quartiles must be positive times, got\n{times}")
+    base = times.loc[baseline]
+    variants = times.drop(index=baseline)
+    spread = pd.DataFrame(
+        {
+            "speedup": base[metric] / variants[metric],
+            "speedup_low": base[low_column] / variants[high_column],
+            "speedup_high": base[high_column] / variants[low_column],
+        }
+    )
+    spread["vs_baseline"] = [
+        _read_range(low, high, 1.0, ("faster", "slower", "within the spread"))
+        for low, high in zip(spread["speedup_low"], spread["speedup_high"])
+    ]
+    if ideal is not None:
+        spread["ideal_speedup"] = table.loc[spread.index, ideal].astype(float)
+        spread["vs_ideal"] = [
+            _read_range(low, high, level, ("above the ideal", "below the ideal", "ideal within the spread"))
+            for low, high, level in zip(spread["speedup_low"], spread["speedup_high"], spread["ideal_speedup"])
+        ]
+    return spread
+
+
+def _read_range(low: float, high: float, level: float, words: tuple[str, str, str]) -> str:
+    """``words`` = (above, below, containing): where the range [low, high] lies against ``level``."""
+    if low > level:
+        return words[0]
+    if high < level:
+        return words[1]
+    return words[2]
+
+
+def describe_decode_cost(
+    table: pd.DataFrame,
+    head_share: float,
+    *,
+    baseline: str = "full",
+    metric: str = "decode_ms_per_token",
+    blocks: str = "blocks_left",
+) -> str:
+    """Fit ``time per decode step = fixed + per_block x blocks`` and read the fixed part against the LM head's share.
+
+    The ideal speedup counts multiply-accumulates only, so it assumes that the part of a step no block removal
+    touches is the LM head's share of the compute. The fitted fixed part (a least-squares line through the
+    variants' median step times) is that part as measured. If it is the larger share, every token pays more outside
+    the blocks than the head's multiply-accumulates account for (embedding lookup, picking the token, Python and
+    kernel launches per forward call, a head matmul slower per multiply-accumulate than the blocks'), and the
+    measured speedups should trail the ideal ones; if it is the smaller share, each block costs more time than its
+    multiply-accumulates suggest (per-block overheads: norms, kernel launches, cache updates), and removing blocks
+    can beat the ideal speedup.
+
+    Args:
+        table: one row per variant with ``metric`` (ms per decode step) and ``blocks`` (blocks left).
+        head_share: the LM head's share of the full model's per-token multiply-accumulates, in (0, 1).
+        baseline: the full model's row, whose step the fixed part is a share of.
+        metric: the column of median step times in ms.
+        blocks: the column of block counts.
+
+    Returns:
+        The reading, in sentences; a warning instead when the fit is not a line with a positive slope and a
+        non-negative intercept (too noisy to read), or when fewer than two depths were timed.
+
+    Raises:
+        KeyError: if ``baseline`` or a column is missing.
+        ValueError: if ``head_share`` is not in (0, 1).
+    """
+    if not 0 < head_share < 1:
+        raise ValueError(f"head_share must be a share in (0, 1), got {head_share}")
+    step = float(table.loc[baseline, metric])
+    depths = table[blocks].astype(float)
+    if depths.nunique() < 2:
+        return "Only one depth was timed: no line can be fitted through the decode times."
+    per_block, fixed = np.polyfit(depths, table[metric].astype(float), 1)
+    if per_block <= 0 or fixed < 0:
+        return (
+            f"The straight-line fit gives {fmt(per_block)} ms per block and {fmt(fixed)} ms per token: the timings "
+            "are too noisy for a fit (is the machine busy?); raise REPETITIONS and re-run."
+        )
+    fixed_share = fixed / step
+    fit = (
+        f"Straight-line fit of the decode step: {fmt(per_block)} ms per block + {fmt(fixed)} ms per token whatever "
+        f"the depth. That fixed part is {fmt_pct(fixed_share, decimals=0)} of the full model's {fmt(step)} ms step; "
+        f"the LM head does {fmt_pct(head_share, decimals=0)} of the per-token multiply-accumulates, the share the "
+        "ideal speedup assumes no block removal touches. "
+    )
+    if fixed_share > head_share:
+        reading = (
+            "The fixed part is the larger share: every token pays more outside the blocks than the head's "
+            "multiply-accumulates account for (the embedding lookup, picking the token, Python and kernel launches "
+            "per forward call, a head matmul slower per multiply-accumulate than the blocks'), so the fit predicts "
+            "measured speedups below the ideal ones."
+        )
+    else:
+        reading = (
+            "The fixed part is no larger than the head's share: each block costs at least as much time as its "
+            "multiply-accumulates suggest (per-block overheads: norms, kernel launches, cache updates), so the fit "
+            "predicts measured speedups at or above the ideal ones."
+        )
+    caveat = " The fit runs through medians: the verdicts against the ideal say where the repetitions bear it out."
+    return fit + reading + caveat

@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
+from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator, MultipleLocator
 
 from .checks import check_choice
@@ -38,6 +39,8 @@ _STYLE = {"axes.spines.top": False, "axes.spines.right": False, "axes.titleweigh
 _HIGHLIGHT_COLOUR = "#949494"  # the palette's grey (PALETTE[7])
 _PROTECTED_ALPHA = 0.15  # protected blocks are shaded more lightly than the highlighted ones (0.3)
 _REMOVED_COLOUR = PALETTE[3]  # vermillion: frames removed cells, visible on every viridis colour
+SELECTION_COLOURS = {"kept": "#e8e8e8", "removed": "#303030"}
+"""The two colours of ``plot_removed_blocks``: kept blocks light, removed blocks dark."""
 # Annotating cells is readable up to about this many blocks x rows at the default figure sizes.
 _ANNOTATE_MAX = (16, 10)
 _TICK_EVERY_BLOCK = 40
@@ -336,6 +339,55 @@ def plot_block_heatmap(
 
 
 @_styled
+def plot_removed_blocks(
+    selections: Mapping[str, Iterable[int]],
+    n_blocks: int,
+    *,
+    title: str,
+    ax: Axes | None = None,
+    xlabel: str = "block",
+    ylabel: str = "variant",
+    figsize: tuple[float, float] = (10.0, 3.5),
+) -> Figure:
+    """Which blocks each selection removes: one row per selection, removed blocks dark, kept blocks light.
+
+    A binary map, so two colours with a two-entry legend (``SELECTION_COLOURS``) instead of a colour bar.
+
+    Args:
+        selections: ``{name: blocks removed}``, one row each, in order.
+        n_blocks: the model's depth; blocks 0..n_blocks-1 run along x.
+        title: the axes' title.
+        ax: the Axes to draw on; None draws on a new figure of ``figsize``.
+        xlabel: the x label.
+        ylabel: the y label.
+        figsize: the size of a new figure.
+
+    Returns:
+        The Figure drawn on.
+
+    Raises:
+        ValueError: for no selections, ``n_blocks`` below 1, blocks outside 0..n_blocks-1, or an ``ax`` that is not
+            an Axes.
+    """
+    if not selections:
+        raise ValueError("selections is empty; give at least one {name: blocks removed}")
+    if n_blocks < 1:
+        raise ValueError(f"n_blocks must be at least 1, got {n_blocks}")
+    index = pd.RangeIndex(n_blocks, name="block")
+    removed = {name: _known_blocks(blocks, index, f"selections[{name!r}]") for name, blocks in selections.items()}
+    data = pd.DataFrame({name: index.isin(blocks).astype(float) for name, blocks in removed.items()}, index=index)
+    fig, ax = _figure_and_axes(ax, figsize)
+    colours = ListedColormap([SELECTION_COLOURS["kept"], SELECTION_COLOURS["removed"]])
+    sns.heatmap(data.T, ax=ax, cmap=colours, vmin=0, vmax=1, cbar=False, linewidths=0.5, linecolor="white")
+    handles = [
+        Patch(facecolor=SELECTION_COLOURS[state], edgecolor="#888888", label=state) for state in ("removed", "kept")
+    ]
+    ax.legend(handles=handles, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, fontsize="small", frameon=False)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    return fig
+
+
+@_styled
 def plot_depth_similarity(
     matrix: pd.DataFrame,
     *,
@@ -608,6 +660,7 @@ def plot_speedup(
     measured: pd.Series,
     ideal: pd.Series,
     *,
+    spread: tuple[pd.Series, pd.Series] | None = None,
     title: str = "Measured vs ideal speedup",
     ax: Axes | None = None,
     xlabel: str = "blocks removed",
@@ -616,11 +669,13 @@ def plot_speedup(
 ) -> Figure:
     """Measured speedup beside the ideal one (from the compute removed) as more blocks are removed.
 
-    A grey line marks 1x (no speedup).
+    A grey line marks 1x (no speedup); ``spread`` shades the range the timed repetitions allow around the measured
+    line (e.g. ``speedup_low`` and ``speedup_high`` of ``speedup_spread``).
 
     Args:
         measured: the measured speedups, indexed by the number of blocks removed.
         ideal: the ideal speedups (``ideal_speedup``), indexed likewise.
+        spread: (low, high) ends of the measured speedups' range, indexed likewise; None: no shading.
         title: the axes' title.
         ax: the Axes to draw on; None draws on a new figure of ``figsize``.
         xlabel: the x label.
@@ -631,8 +686,8 @@ def plot_speedup(
         The Figure drawn on.
 
     Raises:
-        ValueError: for either series that is not a Series or one-column frame, is empty, not numeric or all NaN; an
-            ``ax`` that is not an Axes.
+        ValueError: for either series (or an end of ``spread``) that is not a Series or one-column frame, is empty,
+            not numeric or all NaN; an ``ax`` that is not an Axes.
     """
     measured_frame, ideal_frame = _numeric_frame(measured, "measured"), _numeric_frame(ideal, "ideal")
     if measured_frame.shape[1] != 1 or ideal_frame.shape[1] != 1:
@@ -643,6 +698,9 @@ def plot_speedup(
     measured_series = measured_frame.iloc[:, 0].sort_index()
     ax.plot(ideal_series.index, ideal_series, ls="--", marker="o", markersize=4, color=PALETTE[0], label="ideal")
     ax.plot(measured_series.index, measured_series, marker="s", markersize=4, color=PALETTE[1], label="measured")
+    if spread is not None:
+        low, high = (_numeric_frame(end, name).iloc[:, 0].sort_index() for end, name in zip(spread, ("low", "high")))
+        ax.fill_between(low.index, low, high, color=PALETTE[1], alpha=0.2, lw=0, label="measured, spread of the runs")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.grid(alpha=0.3)

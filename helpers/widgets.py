@@ -1,7 +1,7 @@
 """Interactive block explorer: pick blocks to remove, coloured by importance, and see what removing them costs.
 
-``BlockChooser`` shows one button per block, coloured by a chosen importance score, and can select the k least
-important blocks of a criterion. ``LivePanel`` re-evaluates the model with the chosen blocks skipped
+``BlockChooser`` shows one button per block, coloured by its importance rank on a chosen criterion, and can select
+the k least important blocks of a criterion. ``LivePanel`` re-evaluates the model with the chosen blocks skipped
 (``skip_blocks``: no copy, exact restore) and shows the numbers beside those of the full model. ``block_explorer``
 wires both. The widgets are plain ipywidgets: they can be built and driven (set values, ``.click()``) without a
 frontend, nothing is displayed at import time, and errors raised by a callback are shown in the widget.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import html
-import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +26,7 @@ from .display import fmt
 from .evaluation import FULL, INFO_COLUMNS, Measure, VariantResults, evaluate_variants
 from .generation import greedy_continuation
 from .pruning import skip_blocks
+from .ties import tied_ranks
 
 if TYPE_CHECKING:  # imported lazily in LivePanel.for_course
     from .classification import Decision
@@ -79,9 +79,12 @@ def _as_score_tables(scores: Scores) -> dict[str, pd.DataFrame]:
 
 
 def importance_colours(scores: pd.Series, *, higher_is_important: bool = True, cmap: str = "viridis") -> list[str]:
-    """Hex colour per block: the colormap at the block's importance, min-max scaled over the blocks (NaN -> grey).
+    """Hex colour per block: the colormap at the block's importance *rank* among the blocks (NaN -> grey).
 
-    The most important block gets the colormap's top colour; a constant score gets its middle colour.
+    Colouring by rank rather than by value keeps one outlying block (e.g. block 0, far more important than the rest)
+    from squeezing all the others into one colour: the least important block gets the colormap's bottom colour, the
+    most important its top, and the others are spread evenly between in the order of their scores. Near-ties
+    (``tied_ranks``) share a colour; when every score is tied, all get the middle colour.
 
     Args:
         scores: one score per block.
@@ -94,15 +97,18 @@ def importance_colours(scores: pd.Series, *, higher_is_important: bool = True, c
     Raises:
         KeyError: if ``cmap`` is not a matplotlib colormap name.
     """
-    importance = scores if higher_is_important else -scores
-    low, high = importance.min(), importance.max()
     colormap = matplotlib.colormaps[cmap]
+    importance = pd.Series(scores.to_numpy(dtype=float), index=range(len(scores)))
+    if not higher_is_important:
+        importance = -importance
+    ranks = tied_ranks(importance.dropna()) if importance.notna().any() else pd.Series(dtype=float)
+    low, high = (ranks.min(), ranks.max()) if len(ranks) else (0.0, 0.0)
     colours = []
-    for value in importance:
-        if math.isnan(value):
+    for position in importance.index:
+        if position not in ranks.index:
             colours.append(NO_SCORE_COLOUR)
         else:
-            colours.append(to_hex(colormap((value - low) / (high - low) if high > low else 0.5)))
+            colours.append(to_hex(colormap((ranks[position] - low) / (high - low) if high > low else 0.5)))
     return colours
 
 
@@ -117,7 +123,7 @@ def _error_html(error: BaseException) -> str:
 
 
 class BlockChooser(widgets.VBox):
-    """Buttons, one per block, to choose the blocks to remove; coloured by the chosen criterion's importance.
+    """Buttons, one per block, to choose the blocks to remove; coloured by importance rank on the chosen criterion.
 
     Per-dataset score tables give a dataset menu. The chosen blocks are the trait ``selected`` (sorted list): read
     it, set it, or ``observe`` it. Each block button toggles its block on ``click()``; ipywidgets' ToggleButton
@@ -274,8 +280,10 @@ class BlockChooser(widgets.VBox):
             button.tooltip = f"block {block} ({state}): {self.criterion.value} = {scores.iloc[block]:.4g}"
         low, high = ("lowest", "highest") if direction else ("highest", "lowest")
         self.legend.value = (
-            f"<small>colour: importance by <b>{html.escape(str(self.criterion.value))}</b>, dark = least important "
-            f"({low} value), bright = most important ({high} value); struck through = removed. "
+            f"<small>colour: importance rank by <b>{html.escape(str(self.criterion.value))}</b>, dark = least "
+            f"important ({low} value), bright = most important ({high} value), evenly spaced by rank rather than by "
+            "value so that one outlying block does not wash out the others (tied blocks share a colour; hover for "
+            f"the value); struck through = removed. "
             f"Removing {len(removed)} of {self.n_blocks} blocks: {sorted(removed)}</small>"
         )
 

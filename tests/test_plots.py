@@ -317,6 +317,38 @@ def test_speedup_lines():
     assert ax.get_xlabel() == "blocks removed" and ax.get_ylabel() and ax.get_title()
 
 
+def test_speedup_spread_shaded_between_its_ends():
+    measured = pd.Series([1.0, 1.1, 1.25], index=[0, 3, 6])
+    low, high = measured - 0.05, measured + [0.0, 0.1, 0.2]
+    ax = plots.plot_speedup(measured, measured, spread=(low[::-1], high)).axes[0]  # ends are sorted by index
+    (band,) = ax.collections
+    vertices = band.get_paths()[0].vertices
+    shaded = {(x, y) for x, y in vertices.round(6).tolist()}
+    assert {(x, y) for x, y in zip(low.index, low.round(6))} <= shaded
+    assert {(x, y) for x, y in zip(high.index, high.round(6))} <= shaded
+    assert "spread" in ax.get_legend().get_texts()[-1].get_text()
+    assert not plots.plot_speedup(measured, measured).axes[0].collections  # no spread: no band
+
+
+def test_removed_blocks_two_colours_and_a_legend():
+    fig = plots.plot_removed_blocks({"first": [0, 1], "deep": [4, 2]}, 6, title="Removed")
+    assert len(fig.axes) == 1  # no colour bar for a binary map
+    ax = fig.axes[0]
+    cells = mesh(ax)
+    np.testing.assert_array_equal(cells, [[1, 1, 0, 0, 0, 0], [0, 0, 1, 0, 1, 0]])
+    colours = [to_hex(c) for c in ax.collections[0].get_facecolors()]
+    removed, kept = plots.SELECTION_COLOURS["removed"], plots.SELECTION_COLOURS["kept"]
+    assert colours == [removed, removed, kept, kept, kept, kept, kept, kept, removed, kept, removed, kept]
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["removed", "kept"]
+    assert [to_hex(h.get_facecolor()) for h in legend.legend_handles] == [removed, kept]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["first", "deep"] and ax.get_title() == "Removed"
+    with pytest.raises(ValueError, match=r"selections\['deep'\] blocks \[6\]"):
+        plots.plot_removed_blocks({"deep": [6]}, 6, title="t")
+    with pytest.raises(ValueError, match="empty"):
+        plots.plot_removed_blocks({}, 6, title="t")
+
+
 @pytest.mark.parametrize(
     "draw",
     [

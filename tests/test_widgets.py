@@ -28,10 +28,11 @@ SCORES = pd.DataFrame(
 
 
 def expected_colours(values, higher_is_important):
-    """By hand: importance scaled to [0, 1] over the blocks, then the viridis colour at that point."""
+    """By hand (no ties in the test scores): each block's place in the importance order, scaled to [0, 1], then the
+    viridis colour at that point."""
     importance = np.asarray(values) if higher_is_important else -np.asarray(values)
-    scaled = (importance - importance.min()) / (importance.max() - importance.min())
-    return [to_hex(matplotlib.colormaps["viridis"](x)) for x in scaled]
+    place = {block: i for i, block in enumerate(sorted(range(len(importance)), key=lambda b: importance[b]))}
+    return [to_hex(matplotlib.colormaps["viridis"](place[b] / (len(importance) - 1))) for b in range(len(importance))]
 
 
 def colours(chooser):
@@ -73,6 +74,23 @@ def test_colours_follow_importance_and_direction():
     assert (button.style.button_color, button.style.text_decoration) == (REMOVED_STYLE["button_color"], "line-through")
     button.click()
     assert colours(chooser) == expected_colours(SCORES["similarity"], False)
+
+
+def test_an_outlier_does_not_flatten_the_other_colours():
+    chooser = BlockChooser(pd.Series([0.98, 0.02, 0.05, 0.1, 0.2, 0.23]))
+    shown = colours(chooser)
+    assert len(set(shown[1:])) == 5  # blocks 1..5 all distinct despite block 0's 0.98
+    viridis = matplotlib.colormaps["viridis"]
+    assert shown == [to_hex(viridis(x)) for x in (1.0, 0.0, 0.2, 0.4, 0.6, 0.8)]  # ordered by rank, evenly spaced
+    assert "rank" in chooser.legend.value and "outlying" in chooser.legend.value
+
+
+def test_tied_scores_share_a_colour_and_constant_scores_get_the_middle():
+    viridis = matplotlib.colormaps["viridis"]
+    # 2.0 and 2.000001 are near-ties (within 0.1%): average rank 2.5 of 1..4 -> (2.5 - 1) / 3 = 0.5.
+    chooser = BlockChooser(pd.Series([1.0, 2.0, 2.000001, 5.0]))
+    assert colours(chooser) == [to_hex(viridis(x)) for x in (0.0, 0.5, 0.5, 1.0)]
+    assert set(colours(BlockChooser(pd.Series([3.0, 3.0, 3.0])))) == {to_hex(viridis(0.5))}
 
 
 @pytest.mark.parametrize("layout", ["dict", "multiindex"])
