@@ -28,6 +28,7 @@ from .evaluation import FULL, VariantResults, benefits_table, compare_variants, 
 from .generation import greedy_continuation
 from .hooks import BlockIO, block_hooks, input_device, record_block_io, run_model
 from .model import load_model, save_pruned
+from .paper import HealingOutcome, count_runs, describe_blocks, paired_verdict, shortened_llama_findings
 from .perplexity import PerplexityResult, perplexity, perplexity_ci, perplexity_difference
 from .pruning import prune_blocks, skip_blocks
 from .selection import PLUS_HEURISTIC, removable_blocks, resolve_k, select_blocks
@@ -98,6 +99,12 @@ __all__ = [
     "tie_groups",
     "tied_order",
     "tied_ranks",
+    "count_runs",
+    "describe_blocks",
+    # a paper's findings checked on the miniature (chapter 6)
+    "HealingOutcome",
+    "paired_verdict",
+    "shortened_llama_findings",
     # evaluation and statistics
     "FULL",
     "VariantResults",

@@ -45,16 +45,15 @@ SMALL: dict[str, dict[str, object]] = {
     "03_pytorch_hooks.ipynb": dict(N_CALIBRATION=2, SEQ_LEN=32),
     "04_cosine_similarity.ipynb": dict(N_CALIBRATION=2, SEQ_LEN=32, EVAL_WINDOWS=2, EVAL_SMS=8, SHOTS=2),
     "05_wikitext_vs_sms.ipynb": EXPLORER,
-    # SLEB is off by default; a learner may switch it on, and with a tiny model it costs nothing.
     "06_shortened_llama_in_practice.ipynb": dict(
         CALIBRATION_SAMPLES=2,
         SEQ_LEN=32,
         EVAL_WINDOWS=2,
         EVAL_SMS=8,
+        SLEB_SAMPLES=1,
         SHOTS=2,
         HEAL_STEPS=2,
         HEAL_BATCH=1,
-        RUN_SLEB=True,
     ),
     "07_hands_on_lab.ipynb": EXPLORER,
 }
