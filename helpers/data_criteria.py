@@ -2,7 +2,8 @@
 
 All of them look at calibration batches (``helpers.data.calibration_batches``: dicts of right-padded ``input_ids``
 and ``attention_mask``); the loss is the next-token negative log-likelihood over every real token (labels =
-``input_ids`` with padding set to -100). Every score is HIGHER = MORE IMPORTANT, like every criterion in this
+``input_ids`` with padding set to -100), or over the tokens a batch's own ``labels`` mark (``sms_task_batches``: the
+answer token only). Every score is HIGHER = MORE IMPORTANT, like every criterion in this
 package, and the model is left exactly as it was found (weights, training flag, ``requires_grad``, ``.grad``).
 
 The perplexity criterion is the expensive one: the paper runs a full pass of a pruned copy for each of the L
@@ -11,6 +12,11 @@ removing block i leaves blocks 0..i-1 untouched, so the model without block i is
 blocks i+1..L-1, then the head". Block i costs L-1-i blocks instead of L-1: half the block work. The head still
 runs once per block (on real tokens only), so on SmolLM2-135M the whole criterion takes about 0.53-0.56 of the naive
 time (``benchmarks/bench_ppl.py``).
+
+``ppl_by_sample`` and ``block_influence_by_sample`` keep each calibration sample's share of a score
+(``SampleScores``), so the score of any subset of the samples costs no model run: ``split_half_agreement`` and
+``resampling_verdict`` use that to measure how much two halves of one calibration set disagree by chance alone, the
+baseline a difference between two datasets has to exceed.
 """
 
 from __future__ import annotations
