@@ -20,9 +20,27 @@ from .benefits import (
     speedup_spread,
 )
 from .blocks import BLOCK_PATHS, check_block_indices, get_blocks, num_blocks
-from .classification import ClassificationResult, accuracy_ci, accuracy_difference, sms_accuracy, sms_prompt
-from .data import calibration_batches, load_sms, load_wikitext, tokenize_batches
-from .data_criteria import ppl_scores, sleb_removal, taylor_scores
+from .classification import (
+    ClassificationResult,
+    accuracy_ci,
+    accuracy_difference,
+    sms_accuracy,
+    sms_prompt,
+    sms_task_batches,
+)
+from .data import calibration_batches, calibration_texts, disjoint_draws, load_sms, load_wikitext, tokenize_batches
+from .data_criteria import (
+    BEYOND_NOISE,
+    WITHIN_NOISE,
+    SampleScores,
+    block_influence_by_sample,
+    ppl_by_sample,
+    ppl_scores,
+    resampling_verdict,
+    sleb_removal,
+    split_half_agreement,
+    taylor_scores,
+)
 from .display import configure_display, fmt, fmt_ci, fmt_interval, fmt_pct, format_columns
 from .evaluation import FULL, VariantResults, benefits_table, compare_variants, evaluate_variants, quality_measures
 from .generation import greedy_continuation
@@ -72,6 +90,8 @@ __all__ = [
     "skip_blocks",
     # data
     "calibration_batches",
+    "calibration_texts",
+    "disjoint_draws",
     "load_sms",
     "load_wikitext",
     "tokenize_batches",
@@ -92,6 +112,13 @@ __all__ = [
     "select_blocks",
     "sleb_removal",
     "taylor_scores",
+    "SampleScores",
+    "ppl_by_sample",
+    "block_influence_by_sample",
+    "split_half_agreement",
+    "resampling_verdict",
+    "BEYOND_NOISE",
+    "WITHIN_NOISE",
     "SimilarityReport",
     "block_similarity",
     "TIE_RTOL",
@@ -116,6 +143,7 @@ __all__ = [
     "perplexity",
     "sms_accuracy",
     "sms_prompt",
+    "sms_task_batches",
     "evaluate_zero_shot",
     "zero_shot_difference",
     "zero_shot_summary",

@@ -20,6 +20,7 @@ difference are called spam, as many as the spam share of ``examples`` (e.g. the 
 from __future__ import annotations
 
 import copy
+import random
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -33,7 +34,7 @@ from .checks import check_choice, check_int
 from .data import SMS_LABELS, right_pad
 from .generation import cache_argument_name
 from .hooks import input_device, raise_non_finite
-from .perplexity import token_nll
+from .perplexity import IGNORE, token_nll
 from .settings import progress_bar
 from .statistics import ConfidenceInterval, bootstrap_ci, paired_difference
 
@@ -77,6 +78,70 @@ def sms_prompt(text: str, shots: pd.DataFrame | None = None) -> str:
     pairs = [] if shots is None else zip(shots["text"], shots["label"])
     solved = "".join(f"Message: {t}\n{QUESTION}\nAnswer: {y}\n\n" for t, y in pairs)
     return solved + f"Message: {text}\n{QUESTION}\nAnswer:"
+
+
+def sms_task_batches(
+    tokenizer: PreTrainedTokenizerBase,
+    frame: pd.DataFrame,
+    *,
+    examples: pd.DataFrame,
+    shots: int,
+    n_samples: int,
+    seed: int = 0,
+    batch_size: int = 8,
+) -> list[dict[str, torch.Tensor]]:
+    """Calibration batches in the evaluation's task format: ``sms_prompt(text, shots)`` followed by the answer.
+
+    Each row is the prompt's tokens followed by the tokens of " ham" or " spam" (the message's label), tokenized
+    apart exactly as ``sms_accuracy`` scores them. ``labels`` is -100 everywhere except on the answer's tokens, so a
+    loss-based criterion (``ppl_scores``, ``taylor_scores``, ``sleb_removal``) measures only how well the model
+    answers. The shots are drawn once from ``examples`` with ``draw_shots`` (the same for every row, as in
+    ``sms_accuracy``), never among the calibration messages themselves. Rows are right-padded (``right_pad``) and
+    batched shortest first.
+
+    Args:
+        tokenizer: the model's tokenizer.
+        frame: the messages to draw from (columns ``text``, ``label``), e.g. ``load_sms("calibration")``.
+        examples: the frame the shots come from (may be ``frame``: the drawn messages are excluded).
+        shots: solved examples in every prompt; 0 for zero-shot.
+        n_samples: how many messages, picked by shuffling the rows of ``frame`` with ``random.Random(seed)``.
+        seed: seeds the pick and ``draw_shots``.
+        batch_size: rows per batch.
+
+    Returns:
+        A list of batches with ``input_ids``, ``attention_mask`` and ``labels``.
+
+    Raises:
+        TypeError: if ``shots``, ``n_samples`` or ``batch_size`` is not an integer.
+        ValueError: if ``frame`` or ``examples`` is not a frame with columns ``text`` and ``label`` and labels
+            ham/spam, ``n_samples`` is outside 1..len(frame), ``batch_size`` is below 1, the tokenizer has neither a
+            pad nor an eos token; as ``draw_shots``.
+    """
+    _check_frame(frame, "frame")
+    check_int("n_samples", n_samples, maximum=len(frame))
+    check_int("batch_size", batch_size)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad_id is None:
+        raise ValueError("the tokenizer has neither a pad token nor an eos token to pad with; set tokenizer.pad_token")
+    order = list(range(len(frame)))
+    random.Random(seed).shuffle(order)
+    drawn = frame.iloc[order[:n_samples]]
+    chosen = draw_shots(examples, shots, exclude=drawn, seed=seed) if shots else None
+    answers = {label: tokenizer(" " + label, add_special_tokens=False)["input_ids"] for label in SMS_LABELS}
+    rows = []
+    for text, label in zip(drawn["text"], drawn["label"]):
+        prompt = tokenizer(sms_prompt(text, chosen))["input_ids"]
+        rows.append((list(prompt) + answers[label], len(prompt)))
+    rows.sort(key=lambda row: len(row[0]))  # stable: similar lengths share a batch, so little padding is computed
+    batches = []
+    for start in range(0, len(rows), batch_size):
+        part = rows[start : start + batch_size]
+        batch = right_pad([ids for ids, _ in part], pad_id)
+        labels = torch.full_like(batch["input_ids"], IGNORE)
+        for row, (ids, answer_start) in enumerate(part):
+            labels[row, answer_start : len(ids)] = batch["input_ids"][row, answer_start : len(ids)]
+        batches.append({**batch, "labels": labels})
+    return batches
 
 
 def _check_frame(frame: pd.DataFrame, name: str) -> None:

@@ -13,7 +13,7 @@ import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, Literal, TypeVar, get_args
 
 import pandas as pd
 import torch
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from datasets import Dataset
     from transformers import PreTrainedTokenizerBase
 
+T = TypeVar("T")
 Split = Literal["calibration", "evaluation", "all"]
 Source = Literal["auto", "hub", "local"]
 CalibrationDataset = Literal["wikitext", "sms"]
@@ -319,6 +320,73 @@ def tokenize_batches(
     return [right_pad(rows[start : start + batch_size], pad_id) for start in range(0, len(rows), batch_size)]
 
 
+def calibration_texts(dataset: CalibrationDataset = "wikitext", *, source: Source = "auto") -> list[str]:
+    """The texts ``calibration_batches`` samples from: the calibration split of "wikitext" or "sms".
+
+    For WikiText, headings and rows shorter than ``MIN_PARAGRAPH_CHARS`` characters are left out, so every sample is
+    a real paragraph that fills most of a 128-token sample rather than a title or a one-line caption.
+
+    Args:
+        dataset: "wikitext" (paragraphs of ``load_wikitext("calibration")``) or "sms" (the messages of
+            ``load_sms("calibration")``).
+        source: where the data comes from, as in ``load_wikitext``.
+
+    Returns:
+        The texts, in file order.
+
+    Raises:
+        TypeError: if ``dataset`` is not a string; as ``load_wikitext``/``load_sms``.
+        ValueError: if ``dataset`` is not "wikitext" or "sms", or no WikiText calibration row is a paragraph; as
+            ``load_wikitext``/``load_sms``.
+        FileNotFoundError: as ``load_wikitext``/``load_sms``.
+    """
+    check_choice("dataset", dataset, CALIBRATION_DATASETS)
+    if dataset == "sms":
+        return load_sms("calibration", source=source)["text"].tolist()
+    rows = load_wikitext("calibration", source=source)
+    texts = [row for row in rows if not row.startswith("= ") and len(row) >= MIN_PARAGRAPH_CHARS]
+    if not texts:
+        raise ValueError(
+            f"none of the {len(rows)} WikiText calibration rows is a paragraph of {MIN_PARAGRAPH_CHARS}+ "
+            f"characters; the data is too short (a truncated {data_dir() / WIKITEXT_FILE}?)"
+        )
+    return texts
+
+
+def disjoint_draws(items: Sequence[T], *, n_draws: int, n_samples: int, seed: int = 0) -> list[list[T]]:
+    """``n_draws`` disjoint random draws of ``n_samples`` items each: one seeded shuffle, cut into consecutive slices.
+
+    Two draws never share a position of ``items`` (equal texts at two positions can still meet, as in the data).
+    Used to measure resampling noise: two draws of the same data differ only by chance.
+
+    Args:
+        items: what to draw from (texts, or sample indices).
+        n_draws: how many draws.
+        n_samples: items per draw.
+        seed: seeds the shuffle (``random.Random(seed)``).
+
+    Returns:
+        A list of ``n_draws`` lists of ``n_samples`` items, each in shuffled order.
+
+    Raises:
+        TypeError: if ``n_draws``, ``n_samples`` or ``seed`` is not an integer.
+        ValueError: if ``n_draws`` or ``n_samples`` is below 1, or ``items`` holds fewer than
+            ``n_draws * n_samples`` items.
+    """
+    check_int("n_draws", n_draws)
+    check_int("n_samples", n_samples)
+    check_int("seed", seed, minimum=0)
+    needed = n_draws * n_samples
+    if len(items) < needed:
+        raise ValueError(
+            f"{n_draws} disjoint draws of {n_samples} need {needed} items; only {len(items)} are given. Draw fewer "
+            "or smaller samples."
+        )
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    return [[items[i] for i in order[d * n_samples : (d + 1) * n_samples]] for d in range(n_draws)]
+
+
 def calibration_batches(
     tokenizer: PreTrainedTokenizerBase,
     dataset: CalibrationDataset = "wikitext",
@@ -330,10 +398,7 @@ def calibration_batches(
     by_length: bool = False,
     source: Source = "auto",
 ) -> list[dict[str, torch.Tensor]]:
-    """Token batches of ``n_samples`` calibration texts of "wikitext" or "sms" (see ``tokenize_batches``).
-
-    For WikiText, headings and rows shorter than ``MIN_PARAGRAPH_CHARS`` characters are left out, so every sample is
-    a real paragraph that fills most of ``seq_len`` tokens rather than a title or a one-line caption.
+    """Token batches of ``n_samples`` of the ``calibration_texts`` of "wikitext" or "sms" (see ``tokenize_batches``).
 
     Args:
         tokenizer: the model's tokenizer.
@@ -354,17 +419,7 @@ def calibration_batches(
             ``load_wikitext``/``load_sms`` and ``tokenize_batches``.
         FileNotFoundError: as ``load_wikitext``/``load_sms``.
     """
-    check_choice("dataset", dataset, CALIBRATION_DATASETS)
-    if dataset == "wikitext":
-        rows = load_wikitext("calibration", source=source)
-        texts = [row for row in rows if not row.startswith("= ") and len(row) >= MIN_PARAGRAPH_CHARS]
-        if not texts:
-            raise ValueError(
-                f"none of the {len(rows)} WikiText calibration rows is a paragraph of {MIN_PARAGRAPH_CHARS}+ "
-                f"characters; the data is too short (a truncated {data_dir() / WIKITEXT_FILE}?)"
-            )
-    else:
-        texts = load_sms("calibration", source=source)["text"].tolist()
+    texts = calibration_texts(dataset, source=source)
     return tokenize_batches(
         tokenizer, texts, n_samples=n_samples, seq_len=seq_len, batch_size=batch_size, seed=seed, by_length=by_length
     )

@@ -2,7 +2,8 @@
 
 All of them look at calibration batches (``helpers.data.calibration_batches``: dicts of right-padded ``input_ids``
 and ``attention_mask``); the loss is the next-token negative log-likelihood over every real token (labels =
-``input_ids`` with padding set to -100). Every score is HIGHER = MORE IMPORTANT, like every criterion in this
+``input_ids`` with padding set to -100), or over the tokens a batch's own ``labels`` mark (``sms_task_batches``: the
+answer token only). Every score is HIGHER = MORE IMPORTANT, like every criterion in this
 package, and the model is left exactly as it was found (weights, training flag, ``requires_grad``, ``.grad``).
 
 The perplexity criterion is the expensive one: the paper runs a full pass of a pruned copy for each of the L
@@ -11,6 +12,11 @@ removing block i leaves blocks 0..i-1 untouched, so the model without block i is
 blocks i+1..L-1, then the head". Block i costs L-1-i blocks instead of L-1: half the block work. The head still
 runs once per block (on real tokens only), so on SmolLM2-135M the whole criterion takes about 0.53-0.56 of the naive
 time (``benchmarks/bench_ppl.py``).
+
+``ppl_by_sample`` and ``block_influence_by_sample`` keep each calibration sample's share of a score
+(``SampleScores``), so the score of any subset of the samples costs no model run: ``split_half_agreement`` and
+``resampling_verdict`` use that to measure how much two halves of one calibration set disagree by chance alone, the
+baseline a difference between two datasets has to exceed.
 """
 
 from __future__ import annotations
@@ -18,21 +24,70 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 from transformers import PreTrainedModel
 
 from .blocks import get_blocks
+from .data import disjoint_draws
 from .hooks import eval_mode, hidden_input, input_device, raise_non_finite, run_model
 from .perplexity import IGNORE, token_nll
 from .pruning import prune_blocks, skip_blocks
-from .selection import removable_blocks, resolve_k
+from .selection import removable_blocks, resolve_k, select_blocks
 from .settings import progress_bar
+from .similarity import block_similarity
 from .static_criteria import WeightSet, block_scores, block_weights
+from .statistics import rank_correlation
 from .ties import first_minimum
 
 Batch = Mapping[str, torch.Tensor]
+BEYOND_NOISE = "beyond resampling noise"
+WITHIN_NOISE = "within resampling noise"
+
+
+@dataclass(frozen=True)
+class SampleScores:
+    """A token-averaged block score kept per calibration sample, so the score of any subset of the samples is known
+    without running the model again (``scores(samples)``), e.g. to measure resampling noise by splitting the samples.
+
+    ``sums``: one row per sample (index ``sample``: the rows of all batches in order), one column per block: the
+    sample's sum of the per-token quantity (NLL for the PPL criterion, 1 - cos for Block Influence). ``tokens``: the
+    tokens each sample contributes. ``name``: the score's name. ``exponentiate``: the score is exp(token mean)
+    (a perplexity) rather than the token mean.
+    """
+
+    sums: pd.DataFrame
+    tokens: pd.Series
+    name: str
+    exponentiate: bool = False
+
+    @property
+    def n_samples(self) -> int:
+        """How many samples the scores are kept for."""
+        return len(self.sums)
+
+    def scores(self, samples: Sequence[int] | None = None) -> pd.Series:
+        """The block scores of the given samples together, token-weighted as if computed on those samples alone.
+
+        Args:
+            samples: sample indices (rows of ``sums``); None for all.
+
+        Returns:
+            A Series named ``name``, indexed by ``block``.
+
+        Raises:
+            KeyError: if a sample index does not exist.
+            ValueError: if the samples hold no token, or a score is not finite.
+        """
+        rows = slice(None) if samples is None else list(samples)
+        tokens = int(self.tokens.loc[rows].sum())
+        if tokens == 0:
+            raise ValueError(f"samples {samples} hold no scored token")
+        mean = self.sums.loc[rows].sum().to_numpy() / tokens
+        return block_scores(np.exp(mean) if self.exponentiate else mean, self.name)
 
 
 class _Captured(Exception):
@@ -45,9 +100,18 @@ def _targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return where, labels[:, 1:][where]
 
 
+def _targets_per_row(labels: torch.Tensor) -> torch.Tensor:
+    """How many tokens each row predicts (on the CPU)."""
+    return (labels[:, 1:] != IGNORE).sum(dim=1).cpu()
+
+
 def _prepare(model: PreTrainedModel, batches: Sequence[Batch]) -> tuple[list[tuple[dict, torch.Tensor]], int]:
-    """(model inputs, labels) per batch on the model's input device (labels are -100 on padding), and the number
-    of tokens to predict in all batches."""
+    """(model inputs, labels) per batch on the model's input device, and the number of tokens to predict in all
+    batches.
+
+    The labels are the batch's ``labels`` when it has them (e.g. ``sms_task_batches``: -100 everywhere but the answer
+    token), else its ``input_ids``; either way -100 on padding.
+    """
     if isinstance(batches, Mapping) or not batches:
         raise ValueError("batches must be a non-empty list of dicts with 'input_ids' (and 'attention_mask')")
     device = input_device(model)
@@ -57,8 +121,11 @@ def _prepare(model: PreTrainedModel, batches: Sequence[Batch]) -> tuple[list[tup
         if not isinstance(ids, torch.Tensor) or ids.ndim != 2:
             raise ValueError(f"batch {number} has no 2-D 'input_ids' tensor; each batch is a dict of token tensors")
         mask = batch.get("attention_mask", torch.ones_like(ids))
+        labels = batch.get("labels", ids)
+        if not isinstance(labels, torch.Tensor) or labels.shape != ids.shape:
+            raise ValueError(f"batch {number}: 'labels' must be a tensor shaped like 'input_ids' {tuple(ids.shape)}")
         inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
-        prepared.append((inputs, ids.masked_fill(mask == 0, IGNORE).to(device)))
+        prepared.append((inputs, labels.masked_fill(mask == 0, IGNORE).to(device)))
     n_tokens = sum(len(_targets(labels)[1]) for _, labels in prepared)
     if n_tokens == 0:
         raise ValueError("the batches hold no token to predict (every row has at most one real token)")
@@ -180,10 +247,11 @@ def _without_block(model: PreTrainedModel, index: int, state: torch.Tensor) -> I
         handle.remove()
 
 
-def _nll_real_tokens(model: PreTrainedModel, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> float:
-    """Summed next-token NLL over the real tokens; the head only sees the positions that predict one."""
+def _nll_by_row(model: PreTrainedModel, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    """Summed next-token NLL of each row over its scored tokens (float64, on the CPU); the head only sees the
+    positions that predict one."""
     where, targets = _targets(labels)
-    # The head (vocab x hidden, as big as several blocks) runs on real positions only; anything the model applies
+    # The head (vocab x hidden, as big as several blocks) runs on scored positions only; anything the model applies
     # to its logits afterwards (e.g. Gemma-2's soft-capping) is element-wise and works on the shorter input.
     handle = model.get_output_embeddings().register_forward_pre_hook(
         lambda m, args: (args[0][:, :-1][where.to(args[0].device)],)
@@ -192,20 +260,23 @@ def _nll_real_tokens(model: PreTrainedModel, inputs: dict[str, torch.Tensor], la
         logits = model(**inputs, use_cache=False).logits
     finally:
         handle.remove()
-    return token_nll(logits, targets, "sum").item()
+    rows = where.nonzero()[:, 0].cpu()
+    per_token = token_nll(logits, targets).double().cpu()
+    return torch.zeros(len(labels), dtype=torch.float64).index_add_(0, rows, per_token)
 
 
-def _cached_nll(model: PreTrainedModel, prepared: list, candidates: Sequence[int], progress: bool) -> list[float]:
-    """Summed NLL of the model without each candidate block (positions in the current block list)."""
+def _cached_nll(model: PreTrainedModel, prepared: list, candidates: Sequence[int], progress: bool) -> torch.Tensor:
+    """Summed NLL of each row (all batches' rows in order) without each candidate block (positions in the current
+    block list): shape (candidates, rows)."""
     states = [_block_inputs(model, inputs) for inputs, _ in prepared]
     nll = []
     for index in progress_bar(candidates, "PPL without each block", progress):
-        total = 0.0
+        parts = []
         for (inputs, labels), cached in zip(prepared, states):
             with _without_block(model, index, cached[index]):
-                total += _nll_real_tokens(model, inputs, labels)
-        nll.append(total)
-    return nll
+                parts.append(_nll_by_row(model, inputs, labels))
+        nll.append(torch.cat(parts))
+    return torch.stack(nll)
 
 
 def _naive_nll(model: PreTrainedModel, prepared: list, progress: bool) -> list[float]:
@@ -234,6 +305,41 @@ def _refuse_non_finite_model(model: PreTrainedModel, prepared: list, what: str) 
             raise_non_finite(model, inputs, what)
 
 
+def ppl_by_sample(model: PreTrainedModel, batches: Sequence[Batch], *, progress: bool = True) -> SampleScores:
+    """The PPL criterion kept per sample: ``ppl_by_sample(model, batches).scores()`` is ``ppl_scores(model,
+    batches)``, and ``.scores(samples)`` the criterion on a subset of the samples, with no further model run.
+
+    Args:
+        model: the model to score; it is only skipped through, never modified.
+        batches: calibration batches (dicts with 2-D ``input_ids``, optionally ``attention_mask`` and ``labels``).
+        progress: show a progress bar.
+
+    Returns:
+        A ``SampleScores`` of summed NLL per sample and block, named "ppl", exponentiated.
+
+    Raises:
+        ValueError: if the model has fewer than 2 blocks, ``batches`` is invalid (as ``taylor_scores``), or the
+            NLL without some block is not finite while the full model's is.
+        FloatingPointError: if the full model's logits are NaN or inf (``raise_non_finite`` names where they start).
+    """
+    n_blocks = len(get_blocks(model))
+    if n_blocks < 2:
+        raise ValueError("the PPL criterion needs a model of at least 2 blocks (one must stay)")
+    prepared, _ = _prepare(model, batches)
+    with eval_mode(model), torch.inference_mode():
+        nll = _cached_nll(model, prepared, range(n_blocks), progress)
+        if not torch.isfinite(nll).all():
+            _refuse_non_finite_model(model, prepared, "the PPL criterion")
+    tokens = torch.cat([_targets_per_row(labels) for _, labels in prepared])
+    samples = pd.RangeIndex(nll.shape[1], name="sample")
+    return SampleScores(
+        sums=pd.DataFrame(nll.T.numpy(), index=samples, columns=pd.RangeIndex(n_blocks, name="block")),
+        tokens=pd.Series(tokens.numpy(), index=samples, name="tokens"),
+        name="ppl",
+        exponentiate=True,
+    )
+
+
 def ppl_scores(
     model: PreTrainedModel, batches: Sequence[Batch], *, cached: bool = True, progress: bool = True
 ) -> pd.Series:
@@ -260,12 +366,11 @@ def ppl_scores(
     n_blocks = len(get_blocks(model))
     if n_blocks < 2:
         raise ValueError("the PPL criterion needs a model of at least 2 blocks (one must stay)")
+    if cached:
+        return ppl_by_sample(model, batches, progress=progress).scores()
     prepared, n_tokens = _prepare(model, batches)
     with eval_mode(model), torch.inference_mode():
-        if cached:
-            nll = _cached_nll(model, prepared, range(n_blocks), progress)
-        else:
-            nll = _naive_nll(model, prepared, progress)
+        nll = _naive_nll(model, prepared, progress)
         if not all(map(math.isfinite, nll)):
             _refuse_non_finite_model(model, prepared, "the PPL criterion")
     return block_scores([math.exp(total / n_tokens) for total in nll], "ppl")
@@ -315,7 +420,7 @@ def sleb_removal(
             kept = [b for b in range(n_blocks) if b not in removed]
             with skip_blocks(model, removed):
                 scored = [b for b in candidates if b not in removed]
-                nll = _cached_nll(model, prepared, [kept.index(b) for b in scored], progress=False)
+                nll = _cached_nll(model, prepared, [kept.index(b) for b in scored], progress=False).sum(dim=1).tolist()
                 if not all(map(math.isfinite, nll)):
                     _refuse_non_finite_model(model, prepared, "SLEB's perplexity")
             ppl = block_scores([math.exp(total / n_tokens) for total in nll], "ppl", blocks=scored)
@@ -323,3 +428,144 @@ def sleb_removal(
             removed.append(block)
             rows.append({"step": step, "block": block, "ppl": ppl[block]})
     return pd.DataFrame(rows).set_index("step")
+
+
+def block_influence_by_sample(
+    model: PreTrainedModel, batches: Sequence[Batch], *, progress: bool = True
+) -> SampleScores:
+    """Block Influence (``block_similarity``'s ``block_influence``) kept per sample: each row of each batch is
+    measured on its own, so ``.scores(samples)`` is Block Influence on any subset of the samples.
+
+    Any ``labels`` in the batches are ignored: Block Influence averages over every real token's hidden state.
+
+    Args:
+        model: the model to measure.
+        batches: dicts with 2-D ``input_ids`` and optionally ``attention_mask``.
+        progress: show a progress bar.
+
+    Returns:
+        A ``SampleScores`` of summed 1 - cos per sample and block, named "block_influence".
+
+    Raises:
+        ValueError, TypeError: as ``block_similarity``.
+    """
+    rows = [
+        {name: batch[name][row : row + 1] for name in ("input_ids", "attention_mask") if name in batch}
+        for batch in batches
+        for row in range(len(batch["input_ids"]))
+    ]
+    sums, tokens = [], []
+    for single in progress_bar(rows, "Block Influence by sample", progress):
+        blocks = block_similarity(model, [single], progress=False).blocks
+        count = int(blocks["tokens"].iloc[0])
+        sums.append((blocks["block_influence"] * count).to_numpy())
+        tokens.append(count)
+    samples = pd.RangeIndex(len(rows), name="sample")
+    return SampleScores(
+        sums=pd.DataFrame(sums, index=samples, columns=pd.RangeIndex(len(sums[0]), name="block")),
+        tokens=pd.Series(tokens, index=samples, name="tokens"),
+        name="block_influence",
+    )
+
+
+def split_half_agreement(
+    profiles: Mapping[str, SampleScores],
+    *,
+    blocks: Sequence[int],
+    k: int,
+    splits: int = 5,
+    seed: int = 0,
+    protect_first: int = 0,
+    protect_last: int = 0,
+) -> pd.DataFrame:
+    """How far two halves of one calibration set agree (resampling noise) and halves of two sets agree (noise plus
+    the data's effect), for one criterion.
+
+    Each split cuts every set's samples into two disjoint random halves (``disjoint_draws``, seed ``seed + split``)
+    and scores each half. For every pair of halves compared, it gives Spearman's rho over ``blocks`` and how many of
+    the ``k`` blocks each half would remove (``select_blocks`` with the protection) are the same. Same-set pairs
+    (half 0 vs half 1 of one set) show what resampling alone does; cross-set pairs compare half h of one set with
+    half h of another, so both sides always have the same sizes as the noise pairs.
+
+    Args:
+        profiles: per calibration set, the criterion kept per sample (``ppl_by_sample``, ``block_influence_by_sample``).
+        blocks: the blocks to correlate over (e.g. the removable ones).
+        k: how many blocks a selection removes.
+        splits: how many random splits.
+        seed: seed of the first split.
+        protect_first: blocks at the start a selection never removes.
+        protect_last: blocks at the end a selection never removes.
+
+    Returns:
+        One row per split and pair: ``split``, ``first``, ``second`` (set names; equal for a same-set pair),
+        ``spearman`` and ``overlap`` (blocks in common, 0..k).
+
+    Raises:
+        ValueError: if a set has fewer than 2 samples; as ``rank_correlation`` and ``select_blocks``.
+        TypeError: as ``disjoint_draws`` and ``select_blocks``.
+    """
+    names = list(profiles)
+    rows = []
+    for split in range(splits):
+        halves = {}
+        for name, profile in profiles.items():
+            if profile.n_samples < 2:
+                raise ValueError(f"{name!r} has {profile.n_samples} sample(s); splitting in halves needs 2 or more")
+            draws = disjoint_draws(
+                range(profile.n_samples), n_draws=2, n_samples=profile.n_samples // 2, seed=seed + split
+            )
+            halves[name] = [profile.scores(draw) for draw in draws]
+        pairs = [(name, name, 0, 1) for name in names]
+        pairs += [(a, b, h, h) for i, a in enumerate(names) for b in names[i + 1 :] for h in (0, 1)]
+        for first, second, h1, h2 in pairs:
+            x, y = halves[first][h1], halves[second][h2]
+            chosen = [set(select_blocks(s, k, protect_first=protect_first, protect_last=protect_last)) for s in (x, y)]
+            rho = rank_correlation(x.loc[list(blocks)], y.loc[list(blocks)])["spearman"]
+            rows.append(
+                {
+                    "split": split,
+                    "first": first,
+                    "second": second,
+                    "spearman": rho,
+                    "overlap": len(chosen[0] & chosen[1]),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def resampling_verdict(agreement: pd.DataFrame, first: str, second: str) -> pd.DataFrame:
+    """Whether two calibration sets disagree beyond resampling noise, from ``split_half_agreement``.
+
+    For each measure (``spearman``, ``overlap``), the noise range is that of the same-set pairs of ``first`` and of
+    ``second``, the data range that of the ``first`` vs ``second`` pairs. The verdict is "beyond resampling noise"
+    only when every cross-set value lies below every same-set value (the two ranges do not touch), else "within
+    resampling noise": resampling alone can produce that much disagreement.
+
+    Args:
+        agreement: the frame ``split_half_agreement`` returns.
+        first: one set's name.
+        second: the other's.
+
+    Returns:
+        One row per measure (index ``measure``) with ``noise_min``, ``noise_max``, ``data_min``, ``data_max`` and
+        ``verdict``.
+
+    Raises:
+        ValueError: if ``agreement`` has no same-set or no cross-set pair for these names.
+    """
+    same = agreement[(agreement["first"] == agreement["second"]) & agreement["first"].isin([first, second])]
+    crossed = {(first, second), (second, first)}
+    cross = agreement[[pair in crossed for pair in zip(agreement["first"], agreement["second"])]]
+    if same.empty or cross.empty:
+        raise ValueError(f"agreement has no same-set or no cross-set pairs for {first!r} and {second!r}")
+    rows = {}
+    for measure in ("spearman", "overlap"):
+        noise, data = same[measure], cross[measure]
+        rows[measure] = {
+            "noise_min": noise.min(),
+            "noise_max": noise.max(),
+            "data_min": data.min(),
+            "data_max": data.max(),
+            "verdict": BEYOND_NOISE if data.max() < noise.min() else WITHIN_NOISE,
+        }
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("measure")

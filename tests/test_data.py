@@ -24,6 +24,8 @@ from helpers.data import (
     SMS_FILE,
     WIKITEXT_FILE,
     calibration_batches,
+    calibration_texts,
+    disjoint_draws,
     load_sms,
     load_wikitext,
     right_pad,
@@ -512,3 +514,44 @@ def test_calibration_batches_from_sms(real_data):
     assert sum(len(batch["input_ids"]) for batch in batches) == 5
     with pytest.raises(ValueError, match="'wikitext', 'sms'; got 'c4'"):
         calibration_batches(tiny_tokenizer(), "c4")
+
+
+# --- calibration texts and disjoint draws --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dataset", ["wikitext", "sms"])
+def test_calibration_texts_are_what_calibration_batches_samples(real_data, dataset):
+    tokenizer = tiny_tokenizer()
+    texts = calibration_texts(dataset)
+    if dataset == "wikitext":
+        assert all(not text.startswith("= ") and len(text) >= 200 for text in texts)
+        assert is_subsequence(texts, load_wikitext("calibration"))
+    else:
+        assert texts == load_sms("calibration")["text"].tolist()
+    by_hand = tokenize_batches(tokenizer, texts, n_samples=5, seq_len=16, seed=3)
+    batches = calibration_batches(tokenizer, dataset, n_samples=5, seq_len=16, seed=3)
+    assert len(by_hand) == len(batches)
+    for a, b in zip(by_hand, batches):
+        assert all(torch.equal(a[key], b[key]) for key in ("input_ids", "attention_mask"))
+
+
+def test_disjoint_draws_are_disjoint_sized_and_deterministic():
+    items = [f"text {i}" for i in range(23)]
+    draws = disjoint_draws(items, n_draws=4, n_samples=5, seed=7)
+    assert [len(draw) for draw in draws] == [5, 5, 5, 5]
+    flat = [item for draw in draws for item in draw]
+    assert len(set(flat)) == 20 and set(flat) <= set(items)
+    assert draws == disjoint_draws(items, n_draws=4, n_samples=5, seed=7)
+    assert draws != disjoint_draws(items, n_draws=4, n_samples=5, seed=8)
+    # one shuffle cut into slices: fewer draws are a prefix of more
+    assert disjoint_draws(items, n_draws=2, n_samples=5, seed=7) == draws[:2]
+    assert disjoint_draws(range(10), n_draws=2, n_samples=5, seed=0)[0] != list(range(5))  # shuffled
+
+
+def test_disjoint_draws_refuse_too_few_items_and_bad_counts():
+    with pytest.raises(ValueError, match="need 12 items; only 11"):
+        disjoint_draws(list(range(11)), n_draws=3, n_samples=4)
+    with pytest.raises(ValueError, match="n_draws"):
+        disjoint_draws(list(range(11)), n_draws=0, n_samples=4)
+    with pytest.raises(TypeError, match="n_samples"):
+        disjoint_draws(list(range(11)), n_draws=2, n_samples=2.5)
