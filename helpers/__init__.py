@@ -31,7 +31,6 @@ from .lab import (
     level_results,
     parameters_without,
     prediction_gate,
-    random_blocks,
     relative_update_scores,
     score_mismatch,
 )
@@ -142,7 +141,6 @@ __all__ = [
     "level_results",
     "parameters_without",
     "prediction_gate",
-    "random_blocks",
     "relative_update_scores",
     "score_mismatch",
     # display

@@ -1,4 +1,4 @@
-"""What the hands-on lab (chapter 7) checks a learner's work against: baselines, reference answers and verdicts.
+"""What the hands-on lab (chapter 7) checks a learner's work against: reference answers, exact counts and verdicts.
 
 Each exercise of the lab has a cell the learner edits and a check cell. The checks compare the learner's result with
 an independent computation from here: a reference criterion computed by another code path (``block_hooks`` instead
@@ -30,31 +30,6 @@ REQUIREMENTS: dict[str, str] = {
     "match": "not worse beyond noise (interval reaches 0 or lies below it)",
 }
 """What each kind of level asks of the learner's selection against its baseline, in words."""
-
-
-def random_blocks(n_blocks: int, k: int, *, seed: int, protect_first: int = 0, protect_last: int = 0) -> list[int]:
-    """``k`` blocks drawn at random (uniformly, without replacement) from the removable ones: a chance baseline.
-
-    Args:
-        n_blocks: how many blocks the model has.
-        k: how many blocks to draw.
-        seed: the seed of numpy's generator, so the baseline is the same on every run and machine.
-        protect_first: blocks at the start that are never drawn.
-        protect_last: blocks at the end that are never drawn.
-
-    Returns:
-        The drawn block indices, ascending.
-
-    Raises:
-        TypeError: if ``n_blocks``, ``k`` or ``seed`` is not an integer.
-        ValueError: if ``k`` is below 1, or the protected blocks leave fewer than ``k`` (``removable_blocks``).
-    """
-    check_int("n_blocks", n_blocks)
-    check_int("k", k)
-    check_int("seed", seed, minimum=0)
-    allowed = removable_blocks(n_blocks, k, protect_first=protect_first, protect_last=protect_last)
-    drawn = np.random.default_rng(seed).choice(allowed, size=k, replace=False)
-    return sorted(int(block) for block in drawn)
 
 
 def relative_update_scores(model: PreTrainedModel, batches: Sequence[Mapping[str, torch.Tensor]]) -> pd.Series:

@@ -17,24 +17,12 @@ from helpers.lab import (
     level_results,
     parameters_without,
     prediction_gate,
-    random_blocks,
     relative_update_scores,
     score_mismatch,
 )
 from helpers.perplexity import PerplexityResult
 from helpers.pruning import prune_blocks
 from helpers.selection import select_blocks
-
-
-def test_random_blocks_are_reproducible_removable_and_cover_every_candidate():
-    draws = [random_blocks(12, 3, seed=seed, protect_first=4, protect_last=2) for seed in range(200)]
-    assert draws[0] == random_blocks(12, 3, seed=0, protect_first=4, protect_last=2)
-    for drawn in draws:
-        assert drawn == sorted(set(drawn)) and len(drawn) == 3
-        assert all(4 <= block <= 9 for block in drawn)
-    assert set().union(*draws) == set(range(4, 10))  # uniform over the removable blocks: all of them come up
-    with pytest.raises(ValueError):
-        random_blocks(6, 3, seed=0, protect_first=2, protect_last=2)
 
 
 def naive_relative_update(model, batches):
