@@ -45,6 +45,15 @@ from .display import configure_display, fmt, fmt_ci, fmt_interval, fmt_pct, form
 from .evaluation import FULL, VariantResults, benefits_table, compare_variants, evaluate_variants, quality_measures
 from .generation import greedy_continuation
 from .hooks import BlockIO, block_hooks, input_device, record_block_io, run_model
+from .lab import (
+    blocks_for_speedup,
+    criterion_costs,
+    level_results,
+    parameters_without,
+    prediction_gate,
+    relative_update_scores,
+    score_mismatch,
+)
 from .model import load_model, save_pruned
 from .paper import HealingOutcome, count_runs, describe_blocks, paired_verdict, shortened_llama_findings
 from .perplexity import PerplexityResult, perplexity, perplexity_ci, perplexity_difference
@@ -166,6 +175,14 @@ __all__ = [
     "parameter_count",
     "size_summary",
     "speedup_spread",
+    # the lab's checks
+    "blocks_for_speedup",
+    "criterion_costs",
+    "level_results",
+    "parameters_without",
+    "prediction_gate",
+    "relative_update_scores",
+    "score_mismatch",
     # display
     "configure_display",
     "fmt",
