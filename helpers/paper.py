@@ -204,7 +204,7 @@ def shortened_llama_findings(
     without = scores["PPL"]
     ratio = without[0] / without.min()
     rows["Removing block 0 is catastrophic"] = (
-        f"PPL {fmt(PAPER_BLOCK0_PPL['block 0'])} vs {PAPER_BLOCK0_PPL['best block']} for the best block",
+        f"PPL {PAPER_BLOCK0_PPL['block 0']:g} vs {PAPER_BLOCK0_PPL['best block']} for the best block",
         f"{fmt(without[0])} vs {fmt(without.min())} ({fmt(ratio)}x, calibration)",
         HOLDS if ratio >= VITAL_RATIO else FAILS,
     )
