@@ -20,11 +20,15 @@ starting with the decoded BOS token (EOS when there is none) gets no special tok
 longer than ``max_length + 1`` tokens lose tokens at the left, as in lm-eval.
 
 Why it is faster than lm-eval, with the same numbers up to float rounding: lm-eval runs context + choice once per
-choice and computes the vocabulary logits at every position. Here each distinct context runs once (contexts of
-similar length batched together), its KV cache is kept, and all its choices' tokens run in one batch on that cache;
-the output head runs only where a log-probability is read (``logits_to_keep``), so a one-token continuation
-(LAMBADA's usual word, BoolQ's " yes"/" no") costs no pass at all after the context's. For models with
-sliding-window attention only contexts of equal length share a batch, so no padding sits inside a window.
+choice and computes the vocabulary logits at every position. Here the requests that share a context form one packed
+row: the context once, then every continuation but its last token, each continuation's position ids restarting at
+the context's length and a 4D attention mask letting it see only the context and itself. The context's last
+position gives every continuation's first log-probability, so a one-token continuation (LAMBADA's usual word, BoolQ's
+" yes"/" no") adds no token at all. Rows are sorted by length and run in few, full right-padded batches, and the
+output head runs only where a log-probability is read (``logits_to_keep``). Models whose positions or attention
+such a mask cannot express (ALiBi, sliding-window layers, flash or flex attention; see ``_packs``) instead run each
+distinct context once (similar lengths batched; with sliding windows only equal lengths, so no padding sits inside
+a window), keep its KV cache, and run all its choices' remaining tokens in batches on that cache.
 """
 
 from __future__ import annotations
@@ -405,6 +409,48 @@ def _has_sliding_window(model: PreTrainedModel) -> bool:
     return any(getattr(layer, "is_sliding", False) for layer in DynamicCache(config=decoder_config(model)).layers)
 
 
+PACKED_FAMILIES = frozenset(
+    {
+        "llama",
+        "mistral",
+        "mixtral",
+        "qwen2",
+        "qwen3",
+        "qwen3_moe",
+        "gemma",
+        "phi",
+        "phi3",
+        "olmo2",
+        "smollm3",
+        "starcoder2",
+        "gpt2",
+        "gpt_neox",
+        "gptj",
+        "gpt_bigcode",
+        "opt",
+    }
+)
+"""Model types whose decoders (read in transformers 5's source) take positions from ``position_ids`` when given
+(rotary or learned; OPT infers them from a 2D mask only when none are given) and pass a 4D attention mask through
+``create_causal_mask`` unchanged, so that a packed row can be scored; each is checked against a naive loop in the
+tests. Left out on purpose: ALiBi families (BLOOM; Falcon, which may use it), whose biases come from a 2D mask, and
+every family not checked."""
+
+MASK_CONVENTIONS = {"sdpa": "bool", "eager": "additive"}
+"""Attention implementation -> the 4D mask it takes (transformers' ``sdpa_mask``: bool, True = attend;
+``eager_mask``: float, 0 = attend, the dtype's minimum = masked). Flash and flex attention take no dense 4D mask."""
+
+
+def _packs(model: PreTrainedModel) -> bool:
+    """True when ``score_requests`` scores ``model`` on packed rows (a family of ``PACKED_FAMILIES``, no
+    sliding-window layer, whose window the mask would have to hold, and an attention taking a dense 4D mask)."""
+    return (
+        decoder_config(model).model_type in PACKED_FAMILIES
+        and model.config._attn_implementation in MASK_CONVENTIONS
+        and not _has_sliding_window(model)
+    )
+
+
 MAX_PADDING = 0.1
 """Largest share of padded positions a batch may hold: fewer, fuller batches are faster until padding dominates."""
 
@@ -442,10 +488,148 @@ def _right_padded(rows: Sequence[Sequence[int]], device: torch.device) -> tuple[
     return padded["input_ids"].to(device), padded["attention_mask"].bool().to(device)
 
 
-def _scored(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-position log-probability of ``targets`` and whether each target is the argmax (logits (n, vocab))."""
+class _Reads(NamedTuple):
+    """Which kept logit row predicts which token of which request (one entry per scored token)."""
+
+    rows: list[int]
+    targets: list[int]
+    requests: list[int]
+
+
+def _add_scores(logits: torch.Tensor, reads: _Reads, loglik: torch.Tensor, greedy: torch.Tensor) -> None:
+    """Adds each read's log-probability to its request's ``loglik`` and clears ``greedy`` where it is not the argmax.
+
+    Args:
+        logits: the kept logits, (kept positions, vocab).
+        reads: the logit row, target token and request of every scored token; a row may serve several reads.
+        loglik: float64 per request, updated in place.
+        greedy: bool per request, updated in place.
+    """
     log_probs = logits.float().log_softmax(dim=-1)
-    return log_probs.gather(1, targets[:, None])[:, 0], log_probs.argmax(dim=-1) == targets
+    rows = torch.tensor(reads.rows, device=logits.device)
+    targets = torch.tensor(reads.targets, device=logits.device)
+    requests = torch.tensor(reads.requests)
+    loglik.index_add_(0, requests, log_probs[rows, targets].double().cpu())
+    misses = (log_probs.argmax(dim=-1)[rows] != targets).cpu()
+    greedy[requests[misses]] = False
+
+
+def _packed_row(unit: _Unit) -> tuple[list[int], list[int], list[int], list[tuple[int, int, int]]]:
+    """``unit`` as one row: its context, then each continuation but its last token as a segment of its own.
+
+    Returns:
+        ``(ids, positions, segments, reads)``: the tokens; their position ids (every segment continues the context
+        at ``len(context)``); the segment of each token (0: context, i: the i-th continuation); and per scored token
+        (position in the row, target, request).
+    """
+    ids, segments, n = list(unit.context), [0] * len(unit.context), len(unit.context)
+    positions = list(range(n))
+    reads = [(n - 1, continuation[0], index) for index, continuation in unit.requests]
+    for segment, (index, continuation) in enumerate(unit.requests, start=1):
+        start = len(ids)
+        ids += continuation[:-1]
+        positions += range(n, n + len(continuation) - 1)
+        segments += [segment] * (len(continuation) - 1)
+        reads += [(start + j, target, index) for j, target in enumerate(continuation[1:])]
+    return ids, positions, segments, reads
+
+
+def _packed_mask(segments: torch.Tensor, convention: str, dtype: torch.dtype) -> torch.Tensor:
+    """The (batch, 1, T, T) mask of packed rows: a query sees earlier keys of the context and of its own segment.
+
+    ``segments`` is (batch, T): 0 for context tokens, i for the i-th continuation, -1 for padding. A padding query
+    sees itself (and other padding), so no query row is fully masked (that would give NaN, spreading through V).
+    """
+    length = segments.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=segments.device).tril()
+    query, key = segments[:, :, None], segments[:, None, :]
+    allowed = (causal & ((key == 0) | (key == query)))[:, None]
+    if convention == "bool":
+        return allowed
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def _run_packed(
+    model: PreTrainedModel,
+    units: list[_Unit],
+    batch_tokens: int,
+    progress: bool,
+    loglik: torch.Tensor,
+    greedy: torch.Tensor,
+) -> None:
+    """Scores ``units`` as packed rows (``_packed_row``), shortest first, in right-padded batches with a 4D mask."""
+    device = input_device(model)
+    convention = MASK_CONVENTIONS[model.config._attn_implementation]
+    rows = sorted((_packed_row(unit) for unit in units), key=lambda row: len(row[0]))
+    for batch in progress_bar(_batches([len(row[0]) for row in rows], batch_tokens, False), "zero-shot", progress):
+        part = [rows[i] for i in batch]
+        ids, _ = _right_padded([row[0] for row in part], device)
+        positions = right_pad([row[1] for row in part], pad_id=0)["input_ids"].to(device)
+        segments = right_pad([row[2] for row in part], pad_id=-1)["input_ids"].to(device)
+        kept = torch.zeros(ids.shape, dtype=torch.bool)
+        reads, offset = _Reads([], [], []), 0
+        for b, (_, _, _, row_reads) in enumerate(part):
+            read_positions = sorted({position for position, _, _ in row_reads})
+            kept[b, read_positions] = True
+            # logits_to_keep's flattening keeps the True positions in row-major order.
+            logit_row = {position: offset + k for k, position in enumerate(read_positions)}
+            offset += len(read_positions)
+            for position, target, index in row_reads:
+                reads.rows.append(logit_row[position])
+                reads.targets.append(target)
+                reads.requests.append(index)
+        mask = _packed_mask(segments, convention, model.dtype)
+        logits = model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=kept.to(device)
+        ).logits
+        _add_scores(logits, reads, loglik, greedy)
+
+
+def _run_cached(
+    model: PreTrainedModel,
+    units: list[_Unit],
+    batch_tokens: int,
+    progress: bool,
+    loglik: torch.Tensor,
+    greedy: torch.Tensor,
+) -> None:
+    """Scores ``units``: each batch of contexts once with the KV cache on, then the continuations on its rows."""
+    device, cache_name = input_device(model), cache_argument_name(model)
+    batches = _batches([len(unit.context) for unit in units], batch_tokens, _has_sliding_window(model))
+    for batch in progress_bar(batches, "zero-shot", progress):
+        ids, mask = _right_padded([units[u].context for u in batch], device)
+        lengths = mask.sum(dim=1)
+        last = torch.zeros_like(mask)
+        last[torch.arange(len(batch), device=device), lengths - 1] = True
+        positions = torch.arange(ids.shape[1], device=device).expand_as(ids)
+        out = model(
+            input_ids=ids, attention_mask=mask.long(), position_ids=positions, use_cache=True, logits_to_keep=last
+        )
+        rows = [(b, index, continuation) for b, u in enumerate(batch) for index, continuation in units[u].requests]
+        first = _Reads([b for b, _, _ in rows], [c[0] for _, _, c in rows], [index for _, index, _ in rows])
+        _add_scores(out.logits, first, loglik, greedy)  # one logit row per context
+
+        cache = out[cache_name]
+        rest = sorted((row for row in rows if len(row[2]) > 1), key=lambda row: len(row[2]))
+        for chunk in _batches([len(row[2]) - 1 for row in rest], batch_tokens, False):
+            part = [rest[i] for i in chunk]
+            ids2, mask2 = _right_padded([continuation[:-1] for _, _, continuation in part], device)
+            which = torch.tensor([b for b, _, _ in part], device=device)
+            logits = model(
+                input_ids=ids2,
+                attention_mask=torch.cat([mask[which], mask2], dim=1).long(),
+                position_ids=lengths[which, None] + torch.arange(ids2.shape[1], device=device),
+                use_cache=True,
+                logits_to_keep=mask2,
+                **{cache_name: _select_rows(cache, which)},
+            ).logits
+            reads, offset = _Reads([], [], []), 0
+            for _, index, continuation in part:  # mask2 keeps len(continuation) - 1 positions per row, in order
+                reads.rows.extend(range(offset, offset + len(continuation) - 1))
+                reads.targets.extend(continuation[1:])
+                reads.requests.extend([index] * (len(continuation) - 1))
+                offset += len(continuation) - 1
+            _add_scores(logits, reads, loglik, greedy)
 
 
 def score_requests(
@@ -458,9 +642,16 @@ def score_requests(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Log-likelihood of each (context ids, continuation ids) pair and whether greedy decoding reproduces it.
 
-    Each distinct context runs once with the KV cache on; the continuations' tokens after the first (whose
-    log-probability the context's last position gives) then run in batches on the rows of that cache they continue.
-    Contexts are batched shortest first, and so are the continuations of a batch of contexts.
+    Requests are grouped by their context (``_units``). Models that ``_packs`` accepts (``PACKED_FAMILIES``, no
+    sliding-window layer, sdpa or eager attention) score each group as one packed row, context then every
+    continuation but its last token, with position ids that restart at the context's length for each continuation
+    and a 4D mask that lets a continuation see only the context and itself; rows are batched shortest first. Every
+    other model runs each distinct context once with the KV cache on, then the continuations' tokens after the
+    first in batches on the rows of that cache they continue. Either way the context's last position gives every
+    continuation's first log-probability, and the output head runs only where a log-probability is read.
+
+    A packed row may exceed ``max_length`` (several continuations), but no position id does: a continuation's last
+    read position is ``len(context) + len(continuation) - 2 < max_length`` after truncation.
 
     Args:
         model: the causal LM (run in eval mode, without gradients).
@@ -478,54 +669,11 @@ def score_requests(
     """
     check_int("batch_tokens", batch_tokens)
     units = _units(pairs, max_length)
-    device, cache_name = input_device(model), cache_argument_name(model)
-    same_length = _has_sliding_window(model)
     loglik = torch.zeros(len(pairs), dtype=torch.float64)
     greedy = torch.ones(len(pairs), dtype=torch.bool)
-    batches = _batches([len(unit.context) for unit in units], batch_tokens, same_length)
+    run = _run_packed if _packs(model) else _run_cached
     with eval_mode(model), torch.inference_mode():
-        for batch in progress_bar(batches, "zero-shot", progress):
-            contexts = [units[u].context for u in batch]
-            ids, mask = _right_padded(contexts, device)
-            lengths = mask.sum(dim=1)
-            last = torch.zeros_like(mask)
-            last[torch.arange(len(batch), device=device), lengths - 1] = True
-            positions = torch.arange(ids.shape[1], device=device).expand_as(ids)
-            out = model(
-                input_ids=ids, attention_mask=mask.long(), position_ids=positions, use_cache=True, logits_to_keep=last
-            )
-            first_logits, cache = out.logits, out[cache_name]  # first_logits: one row per context
-
-            rows = [(b, index, continuation) for b, u in enumerate(batch) for index, continuation in units[u].requests]
-            targets = torch.tensor([continuation[0] for _, _, continuation in rows], device=device)
-            which = torch.tensor([b for b, _, _ in rows], device=device)
-            values, hits = _scored(first_logits[which], targets)
-            request_ids = [index for _, index, _ in rows]
-            loglik[request_ids] += values.double().cpu()
-            greedy[request_ids] &= hits.cpu()
-
-            rest = sorted((row for row in rows if len(row[2]) > 1), key=lambda row: len(row[2]))
-            chunks = _batches([len(row[2]) - 1 for row in rest], batch_tokens, False)
-            for chunk in chunks:
-                part = [rest[i] for i in chunk]
-                ids2, mask2 = _right_padded([continuation[:-1] for _, _, continuation in part], device)
-                which = torch.tensor([b for b, _, _ in part], device=device)
-                chunk_cache = _select_rows(cache, which)
-                positions = lengths[which, None] + torch.arange(ids2.shape[1], device=device)
-                logits = model(
-                    input_ids=ids2,
-                    attention_mask=torch.cat([mask[which], mask2], dim=1).long(),
-                    position_ids=positions,
-                    use_cache=True,
-                    logits_to_keep=mask2,
-                    **{cache_name: chunk_cache},
-                ).logits
-                targets = torch.tensor([t for _, _, continuation in part for t in continuation[1:]], device=device)
-                values, hits = _scored(logits, targets)
-                counts = [len(continuation) - 1 for _, _, continuation in part]
-                request_ids = [index for _, index, _ in part]
-                loglik[request_ids] += torch.stack([v.sum() for v in values.split(counts)]).double().cpu()
-                greedy[request_ids] &= torch.stack([h.all() for h in hits.split(counts)]).cpu()
+        run(model, units, batch_tokens, progress, loglik, greedy)
     return loglik.numpy(), greedy.numpy()
 
 

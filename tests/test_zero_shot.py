@@ -29,7 +29,11 @@ from helpers.zero_shot import (
     BENCHMARK_DIR,
     TASK_NAMES,
     TASKS,
+    _batches,
     _Encoder,
+    _packed_row,
+    _packs,
+    _units,
     evaluate_zero_shot,
     item_ids,
     lm_eval_reference,
@@ -142,12 +146,20 @@ def naive_scores(model, pairs, max_length):
     return np.array(loglik), np.array(greedy)
 
 
+PACKED = {
+    *("gemma", "gpt2", "gpt_bigcode", "gpt_neox", "gptj", "llama", "mixtral", "olmo2", "opt", "phi", "phi3"),
+    *("qwen3", "qwen3_moe", "smollm3"),
+}
+"""The tiny families scored on packed rows; the rest (ALiBi, sliding windows) use the KV cache."""
+
+
 @pytest.mark.parametrize("family", sorted(TINY_CONFIGS))
 def test_scores_equal_a_naive_loop_for_every_family(family):
     model = tiny_model(family, 96)
+    assert _packs(model) == (family in PACKED)  # the fast path is never skipped silently
     g = torch.Generator().manual_seed(0)
     ids = lambda n: torch.randint(3, 96, (n,), generator=g).tolist()  # noqa: E731
-    shared = ids(9)
+    shared, packed = ids(9), ids(5)
     pairs = [
         (shared, ids(3)),
         (shared, ids(1)),
@@ -158,17 +170,42 @@ def test_scores_equal_a_naive_loop_for_every_family(family):
         (ids(30), ids(4)),
         (ids(12), ids(12)),
         (ids(9), ids(3)),
+        *[(packed, ids(n)) for n in (2, 7, 1, 4, 9)],  # one packed row of segments of different lengths
     ]
     greedy_target = ids(6)  # a continuation that is the model's own greedy choice
     with torch.no_grad():
         for _ in range(3):
             greedy_target.append(int(model(input_ids=torch.tensor([greedy_target])).logits[0, -1].argmax()))
     pairs.append((greedy_target[:6], greedy_target[6:]))
-    for max_length, batch_tokens in ((1024, 40), (1024, 4096), (20, 64)):  # 20: the longest pairs are truncated
-        loglik, greedy = score_requests(model, pairs, max_length=max_length, batch_tokens=batch_tokens, progress=False)
-        expected_loglik, expected_greedy = naive_scores(model, pairs, max_length)
-        np.testing.assert_allclose(loglik, expected_loglik, rtol=0, atol=1e-4)
-        assert greedy.tolist() == expected_greedy.tolist() and greedy[-1]
+    lengths = sorted(len(_packed_row(unit)[0]) for unit in _units(pairs, 1024))
+    assert any(lengths[r[0]] != lengths[r[-1]] for r in _batches(lengths, 64, False))  # batches with padded rows
+    implementations = ["sdpa", "eager"] if family in PACKED else [model.config._attn_implementation]
+    for implementation in implementations:  # the packed mask as a bool (sdpa) and as an additive float (eager)
+        model.set_attn_implementation(implementation)
+        for max_length, batch_tokens in ((1024, 40), (1024, 64), (1024, 4096), (20, 64)):  # 20: long pairs truncated
+            loglik, greedy = score_requests(
+                model, pairs, max_length=max_length, batch_tokens=batch_tokens, progress=False
+            )
+            expected_loglik, expected_greedy = naive_scores(model, pairs, max_length)
+            np.testing.assert_allclose(loglik, expected_loglik, rtol=0, atol=1e-4)
+            assert greedy.tolist() == expected_greedy.tolist() and greedy[-1]
+
+
+@pytest.mark.parametrize("family", ["mistral", "qwen2", "starcoder2"])
+def test_sliding_window_families_pack_without_a_window(family):
+    config = TINY_CONFIGS[family]()
+    config.sliding_window, config.use_sliding_window = None, False
+    if getattr(config, "layer_types", None) is not None:
+        config.layer_types = ["full_attention"] * config.num_hidden_layers
+    model = AutoModelForCausalLM.from_config(config).eval()
+    assert _packs(model)
+    g = torch.Generator().manual_seed(1)
+    context = torch.randint(3, 96, (8,), generator=g).tolist()
+    pairs = [(context, torch.randint(3, 96, (n,), generator=g).tolist()) for n in (3, 1, 5)]
+    loglik, greedy = score_requests(model, pairs, max_length=128, batch_tokens=64, progress=False)
+    expected_loglik, expected_greedy = naive_scores(model, pairs, 128)
+    np.testing.assert_allclose(loglik, expected_loglik, rtol=0, atol=1e-4)
+    assert greedy.tolist() == expected_greedy.tolist()
 
 
 # --- documents: hub and offline copies --------------------------------------------------------------------------------
