@@ -9,6 +9,26 @@ ipywidgets nor peft.
 import importlib
 from typing import Any
 
+from .benchmark_results import (
+    BENCHMARK_TASKS,
+    HEADLINE_METRICS,
+    POOLED,
+    StoredZeroShot,
+    ZeroShotResult,
+    load_stored_zero_shot,
+    pooled_result,
+    stored_agreement,
+    zero_shot_measure,
+    zero_shot_results,
+)
+from .benchmark_variants import (
+    BenchmarkRun,
+    benchmark_table,
+    benchmark_variants,
+    retained_share,
+    signal_table,
+    word_vs_choice,
+)
 from .benefits import (
     describe_decode_cost,
     ideal_speedup,
@@ -42,7 +62,15 @@ from .data_criteria import (
     taylor_scores,
 )
 from .display import configure_display, fmt, fmt_ci, fmt_interval, fmt_pct, format_columns
-from .evaluation import FULL, VariantResults, benefits_table, compare_variants, evaluate_variants, quality_measures
+from .evaluation import (
+    FULL,
+    VariantResults,
+    benefits_table,
+    compare_variants,
+    evaluate_variants,
+    quality_measures,
+    unique_variants,
+)
 from .generation import greedy_continuation
 from .hooks import BlockIO, block_hooks, input_device, record_block_io, run_model
 from .lab import (
@@ -55,7 +83,14 @@ from .lab import (
     score_mismatch,
 )
 from .model import load_model, save_pruned
-from .paper import HealingOutcome, count_runs, describe_blocks, paired_verdict, shortened_llama_findings
+from .paper import (
+    HealingOutcome,
+    count_runs,
+    describe_blocks,
+    paired_verdict,
+    paper_pattern,
+    shortened_llama_findings,
+)
 from .perplexity import PerplexityResult, perplexity, perplexity_ci, perplexity_difference
 from .pruning import prune_blocks, skip_blocks
 from .selection import PLUS_HEURISTIC, removable_blocks, resolve_k, select_blocks
@@ -76,7 +111,9 @@ _LAZY = {
             "plot_block_heatmap",
             "plot_block_profiles",
             "plot_depth_similarity",
+            "plot_metric_by_k",
             "plot_removed_blocks",
+            "plot_retained",
             "plot_speedup",
             "plot_token_heatmap",
         ],
@@ -141,12 +178,14 @@ __all__ = [
     "HealingOutcome",
     "paired_verdict",
     "shortened_llama_findings",
+    "paper_pattern",
     # evaluation and statistics
     "FULL",
     "VariantResults",
     "evaluate_variants",
     "compare_variants",
     "quality_measures",
+    "unique_variants",
     "ClassificationResult",
     "PerplexityResult",
     "perplexity",
@@ -156,6 +195,23 @@ __all__ = [
     "evaluate_zero_shot",
     "zero_shot_difference",
     "zero_shot_summary",
+    # the zero-shot benchmarks of the course's variants, stored and checked live
+    "BENCHMARK_TASKS",
+    "HEADLINE_METRICS",
+    "POOLED",
+    "pooled_result",
+    "BenchmarkRun",
+    "StoredZeroShot",
+    "ZeroShotResult",
+    "benchmark_table",
+    "benchmark_variants",
+    "word_vs_choice",
+    "load_stored_zero_shot",
+    "retained_share",
+    "signal_table",
+    "stored_agreement",
+    "zero_shot_measure",
+    "zero_shot_results",
     "greedy_continuation",
     "ConfidenceInterval",
     "accuracy_ci",

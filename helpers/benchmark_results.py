@@ -27,6 +27,14 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .statistics import ConfidenceInterval, bootstrap_ci, paired_difference
 from .zero_shot import TASKS, evaluate_zero_shot, load_task
 
+BENCHMARK_TASKS = ("arc_easy", "piqa", "hellaswag", "lambada_openai")
+"""The tasks the course stores and shows: three multiple-choice tasks with signal at 135M parameters (ARC-Easy, PIQA,
+HellaSwag) and LAMBADA, which predicts a word, as generation does."""
+HEADLINE_METRICS = ("arc_easy acc", "piqa acc", "hellaswag acc_norm", "lambada_openai acc")
+"""One metric per task, as the course shows them: accuracy, and for HellaSwag the length-normalised accuracy (lm-eval
+reports both; HellaSwag's endings differ much in length, which raw log-likelihoods punish)."""
+POOLED = "all items (pooled)"
+"""The name of ``pooled_result``'s metric."""
 RESULTS_DIR = Path(__file__).parent / "results"
 STORED_ITEMS = RESULTS_DIR / "zero_shot_items.csv.gz"
 """The course's stored per-item results (``benchmarks/zero_shot_results.py`` writes them)."""
@@ -34,6 +42,8 @@ STORED_META = RESULTS_DIR / "zero_shot_items.json"
 """What the stored results are: model, variants and their removed blocks, tasks, item draw, code fingerprint."""
 FINGERPRINTED = ("zero_shot.py",)
 """The modules whose source defines the stored numbers: documents, prompts, tokenisation and scoring."""
+STORED_DTYPES = {"variant": str, "task": str, "item": int, "gold": int, "pred": int, "acc": float, "pred_norm": int}
+STORED_DTYPES |= {"acc_norm": float}  # as evaluate_zero_shot returns them (a CSV would read 1.0 back as 1)
 LOGLIK_NOISE = 1e-3
 """Nats: float32 log-likelihoods computed on another CPU or in other batch shapes differ by ~1e-5; two choices closer
 than this may swap places between two correct computations, nothing else may."""
@@ -137,20 +147,40 @@ def zero_shot_results(items: pd.DataFrame) -> dict[str, ZeroShotResult]:
     return found
 
 
+def pooled_result(found: Mapping[str, ZeroShotResult], metrics: Sequence[str]) -> ZeroShotResult:
+    """Accuracy over the items of several metrics together: one number for "the benchmarks", with an interval.
+
+    Every item counts once, so a task with more items weighs more (unlike the mean of the tasks' accuracies that
+    papers average); items are named "<task>:<row>" so that two models pair on the same items.
+
+    Args:
+        found: ``{metric: ZeroShotResult}`` of one model (``zero_shot_results``).
+        metrics: the metrics to pool, one per task.
+
+    Returns:
+        A ``ZeroShotResult`` of task ``POOLED``, metric "acc", chance the items' mean chance, no majority (NaN).
+
+    Raises:
+        KeyError: for a metric not in ``found``.
+        ValueError: if two metrics are of the same task (an item would count twice).
+    """
+    tasks = [found[m].task for m in metrics]
+    if len(set(tasks)) != len(tasks):
+        raise ValueError(f"pool one metric per task; {list(metrics)} repeat a task")
+    items = np.array([f"{found[m].task}:{i}" for m in metrics for i in found[m].items])
+    correct = np.concatenate([found[m].correct for m in metrics])
+    chance = sum(found[m].chance * len(found[m].items) for m in metrics) / len(items)
+    return ZeroShotResult(POOLED, "acc", items, correct, float(chance), np.nan)
+
+
 def zero_shot_measure(
-    tokenizer: PreTrainedTokenizerBase,
-    items: Mapping[str, Sequence[int]],
-    *,
-    keep: dict[str, pd.DataFrame] | None = None,
-    **options: Any,
+    tokenizer: PreTrainedTokenizerBase, items: Mapping[str, Sequence[int]], **options: Any
 ) -> Callable[[PreTrainedModel], dict[str, ZeroShotResult]]:
     """A measure for ``evaluate_variants``: zero-shot accuracy on the given items, one metric per task and metric.
 
     Args:
         tokenizer: the model's tokenizer.
         items: ``{task: [row index, ...]}``, as ``evaluate_zero_shot``'s ``items``.
-        keep: when given, each call appends its per-item frame under the key ``str(len(keep))`` (the calls come in
-            variant order), so the raw items can be compared with stored ones afterwards.
         **options: further options of ``evaluate_zero_shot`` (``batch_tokens``, ``source``, ``progress``).
 
     Returns:
@@ -158,10 +188,7 @@ def zero_shot_measure(
     """
 
     def measure(model: PreTrainedModel) -> dict[str, ZeroShotResult]:
-        frame = evaluate_zero_shot(model, tokenizer, list(items), items=dict(items), **options)
-        if keep is not None:
-            keep[str(len(keep))] = frame
-        return zero_shot_results(frame)
+        return zero_shot_results(evaluate_zero_shot(model, tokenizer, list(items), items=dict(items), **options))
 
     return measure
 
@@ -278,7 +305,7 @@ def load_stored_zero_shot(items_path: Path = STORED_ITEMS, meta_path: Path = STO
                 f"{path} is missing; the course ships it in helpers/results, and "
                 "`python benchmarks/zero_shot_results.py` writes it again"
             )
-    items = pd.read_csv(items_path)
+    items = pd.read_csv(items_path, dtype=STORED_DTYPES)
     items["loglik"] = items["loglik"].map(lambda text: tuple(float(v) for v in str(text).split(";")))
     return StoredZeroShot(items, json.loads(Path(meta_path).read_text(encoding="utf-8")))
 

@@ -11,6 +11,7 @@ figure. ``compare_variants`` (perplexity and SMS accuracy), ``benefits_table`` (
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Real
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .benchmark_results import ZeroShotResult, zero_shot_ci, zero_shot_result_difference
 from .benefits import ideal_speedup, measure_latency, model_bytes, parameter_count
 from .blocks import check_block_indices, get_blocks
 from .classification import ClassificationResult, accuracy_ci, accuracy_difference, sms_accuracy
@@ -37,7 +39,8 @@ FULL = "full"
 
 Measure = Callable[[PreTrainedModel], Any]
 """``f(model) -> result``, called on each variant inside ``skip_blocks``. A result is a ``PerplexityResult`` or a
-``ClassificationResult`` (they carry their units, so they get bootstrap intervals and paired differences), a number
+``ClassificationResult`` or ``ZeroShotResult`` (they carry their units, so they get bootstrap intervals and paired
+differences), a number
 (shown without an interval), or a mapping ``{metric: number}`` for several numbers measured together (latency)."""
 
 Better = Literal["lower", "higher"]
@@ -45,7 +48,9 @@ _UNIT_RESULTS: dict[type, tuple[Better, Callable[[Any], ConfidenceInterval], Cal
 _UNIT_RESULTS = {
     PerplexityResult: ("lower", perplexity_ci, perplexity_difference),
     ClassificationResult: ("higher", accuracy_ci, accuracy_difference),
+    ZeroShotResult: ("higher", zero_shot_ci, zero_shot_result_difference),
 }
+_ACCURACIES = (ClassificationResult, ZeroShotResult)
 INFO_COLUMNS = ["removed", "n_removed", "blocks_left", "parameters", "params_removed_pct", "MiB", "ideal_speedup"]
 """What ``VariantResults.wide`` shows about each variant before its metrics; all exact counts, nothing measured."""
 
@@ -55,12 +60,12 @@ def _flatten(name: str, result: Any) -> dict[str, Any]:
     items = dict(result.items()) if isinstance(result, (Mapping, pd.Series)) else {name: result}
     for metric, value in items.items():
         if not (
-            isinstance(value, (PerplexityResult, ClassificationResult))
+            isinstance(value, tuple(_UNIT_RESULTS))
             or (isinstance(value, (Real, np.number)) and not isinstance(value, bool))
         ):
             raise TypeError(
                 f"measure {name!r} returned {type(value).__name__} for metric {metric!r}; a measure must return a "
-                "PerplexityResult, a ClassificationResult, a number, or a mapping {metric: number}"
+                "PerplexityResult, a ClassificationResult, a ZeroShotResult, a number, or a mapping of them"
             )
     return items
 
@@ -86,6 +91,24 @@ class VariantResults:
     def metrics(self) -> list[str]:
         """The metric names, in measure order (empty when only sizes were compared)."""
         return list(self.results[self.reference])
+
+    def select(self, metrics: Sequence[str]) -> VariantResults:
+        """The same variants with only some metrics, in the given order (for a table or a figure of those).
+
+        Args:
+            metrics: metric names.
+
+        Returns:
+            A ``VariantResults`` with those metrics.
+
+        Raises:
+            KeyError: for a metric that was not measured.
+        """
+        missing = [metric for metric in metrics if metric not in self.metrics]
+        if missing:
+            raise KeyError(f"metrics {missing} were not measured; the metrics are {self.metrics}")
+        chosen = {variant: {m: found[m] for m in metrics} for variant, found in self.results.items()}
+        return dataclasses.replace(self, results=chosen)
 
     def _check(self, variant: str, metric: str) -> Any:
         if variant not in self.results:
@@ -270,7 +293,7 @@ class VariantResults:
         count), else ``fmt``'s 3 significant digits."""
         if style is not None:
             return dict(style)
-        return {"decimals": 3} if isinstance(self.results[self.reference][metric], ClassificationResult) else {}
+        return {"decimals": 3} if isinstance(self.results[self.reference][metric], _ACCURACIES) else {}
 
     def formatted(self, variant: str, metric: str, style: Mapping[str, Any] | None = None) -> str:
         """``metric`` of ``variant`` as text, "value [low, high]" (just the value for a plain number).
@@ -370,17 +393,20 @@ class VariantResults:
         return pd.DataFrame(rows)
 
     def majority_baselines(self) -> dict[str, float]:
-        """The level an accuracy must beat to carry signal: always answering the commonest label.
+        """The level an accuracy must beat to carry signal: always answering the commonest label (SMS) or the
+        commonest gold answer position (a multiple-choice benchmark).
 
         Returns:
-            ``{metric: majority-class accuracy}`` for the classification metrics, on the reference's messages
-            (every variant sees the same ones); empty without one.
+            ``{metric: majority accuracy}`` for the accuracy metrics that have one, on the reference's messages or
+            items (every variant sees the same ones); empty without one.
         """
-        return {
-            metric: result.baseline
-            for metric, result in self.results[self.reference].items()
-            if isinstance(result, ClassificationResult)
-        }
+        found = {}
+        for metric, result in self.results[self.reference].items():
+            if isinstance(result, ClassificationResult):
+                found[metric] = result.baseline
+            elif isinstance(result, ZeroShotResult) and not np.isnan(result.majority):
+                found[metric] = result.majority
+        return found
 
     def majority_verdict(self, variant: str, metric: str) -> str:
         """ "better", "worse" or "within noise": ``variant``'s accuracy interval read against the majority-class
@@ -449,6 +475,24 @@ class VariantResults:
                 for key, value in options.items()
             }
         return plot_before_after(long, title=title, **options)
+
+
+def unique_variants(selections: Mapping[str, Iterable[int]]) -> tuple[dict[str, list[int]], dict[str, str]]:
+    """Selections that remove the same blocks merged into one variant, so each distinct variant is evaluated once.
+
+    Args:
+        selections: ``{name: removed blocks}``; several names may remove the same blocks (in any order).
+
+    Returns:
+        ``(variants, variant_of)``: ``{"name1 = name2": sorted blocks}`` in first-seen order, and
+        ``{name: its variant's name}`` for every selection.
+    """
+    by_blocks: dict[tuple[int, ...], list[str]] = {}
+    for name, blocks in selections.items():
+        by_blocks.setdefault(tuple(sorted(int(b) for b in blocks)), []).append(name)
+    variants = {" = ".join(names): list(blocks) for blocks, names in by_blocks.items()}
+    variant_of = {name: variant for variant in variants for name in variant.split(" = ")}
+    return variants, variant_of
 
 
 def evaluate_variants(

@@ -147,6 +147,9 @@ def shortened_llama_findings(
     perplexity_metric: str = "ppl_wikitext",
     accuracy_metric: str = "sms_acc",
     accuracy_label: str = "SMS accuracy",
+    benchmarks: Results | None = None,
+    benchmark_metric: str = "all items (pooled)",
+    benchmark_label: str = "zero-shot benchmarks",
 ) -> pd.DataFrame:
     """The paper's findings beside a miniature's measurements, each with a verdict computed from them.
 
@@ -161,6 +164,10 @@ def shortened_llama_findings(
         perplexity_metric: the name of the perplexity metric in ``results``.
         accuracy_metric: the name of the accuracy metric in ``results`` (shown with 3 decimals).
         accuracy_label: what the accuracy measures, for the table.
+        benchmarks: the zero-shot benchmark results of "PPL" and "Taylor+" (e.g. ``BenchmarkRun.headline()``), for
+            the paper's own accuracy finding; None leaves that row out.
+        benchmark_metric: the accuracy of ``benchmarks`` to read (default: all items pooled).
+        benchmark_label: what that accuracy covers, for the table.
 
     Returns:
         A frame indexed by ``finding`` with the columns "paper (LLaMA-1-7B)", "here" and "holds here?" (``HOLDS``,
@@ -192,14 +199,24 @@ def shortened_llama_findings(
         f"{fmt_interval(gap.low, gap.high, sign=True)})",
         paired_verdict(gap, a="PPL", b="Taylor+", better="lower", paper_winner="PPL"),
     )
-    acc = {name: results.interval(name, accuracy_metric).estimate for name in ("PPL", "Taylor+")}
-    gap = results.difference("PPL", "Taylor+", accuracy_metric)
-    rows["Taylor+ gives higher accuracy than PPL"] = (
-        f"{PAPER_ZERO_SHOT['Taylor+']} vs {PAPER_ZERO_SHOT['PPL']} (7 zero-shot tasks, after LoRA)",
-        f"{fmt(acc['Taylor+'], decimals=3)} vs {fmt(acc['PPL'], decimals=3)} ({accuracy_label}; Taylor+ − PPL: "
-        f"{fmt_interval(gap.low, gap.high, decimals=3, sign=True)})",
-        paired_verdict(gap, a="PPL", b="Taylor+", better="higher", paper_winner="Taylor+"),
-    )
+    accuracies = {
+        f"Taylor+ gives higher accuracy than PPL ({accuracy_label})": (results, accuracy_metric, accuracy_label)
+    }
+    if benchmarks is not None:
+        accuracies[f"Taylor+ gives higher accuracy than PPL ({benchmark_label})"] = (
+            benchmarks,
+            benchmark_metric,
+            benchmark_label,
+        )
+    for finding, (source, metric, label) in accuracies.items():
+        acc = {name: source.interval(name, metric).estimate for name in ("PPL", "Taylor+")}
+        gap = source.difference("PPL", "Taylor+", metric)
+        rows[finding] = (
+            f"{PAPER_ZERO_SHOT['Taylor+']} vs {PAPER_ZERO_SHOT['PPL']} (7 zero-shot tasks, after LoRA)",
+            f"{fmt(acc['Taylor+'], decimals=3)} vs {fmt(acc['PPL'], decimals=3)} ({label}; Taylor+ − PPL: "
+            f"{fmt_interval(gap.low, gap.high, decimals=3, sign=True)})",
+            paired_verdict(gap, a="PPL", b="Taylor+", better="higher", paper_winner="Taylor+"),
+        )
 
     without = scores["PPL"]
     ratio = without[0] / without.min()
@@ -234,3 +251,33 @@ def shortened_llama_findings(
     frame = pd.DataFrame.from_dict(rows, orient="index", columns=[f"paper ({PAPER_MODEL})", "here", "holds here?"])
     frame.index.name = "finding"
     return frame
+
+
+PATTERN_FINDINGS = ("PPL criterion gives lower perplexity than Taylor+", "Taylor+ gives higher accuracy than PPL (")
+"""The two findings that make the paper's headline pattern (the second: the row whose name starts so and names the
+zero-shot benchmarks, see ``shortened_llama_findings``'s ``benchmark_label``)."""
+
+
+def paper_pattern(findings: pd.DataFrame, benchmark_label: str) -> tuple[str, str, str]:
+    """Whether the paper's headline pattern, "PPL criterion wins perplexity, Taylor+ wins zero-shot accuracy", holds.
+
+    Args:
+        findings: ``shortened_llama_findings``' frame, made with benchmarks.
+        benchmark_label: the ``benchmark_label`` it was made with.
+
+    Returns:
+        ``(overall, perplexity half, zero-shot half)``: overall "holds" when both halves hold, "does not hold" when
+        either fails or is reversed, else "is undecided".
+
+    Raises:
+        KeyError: if either finding is missing from ``findings``.
+    """
+    halves = (
+        findings.loc[PATTERN_FINDINGS[0], "holds here?"],
+        findings.loc[f"{PATTERN_FINDINGS[1]}{benchmark_label})", "holds here?"],
+    )
+    if all(half == HOLDS for half in halves):
+        return "holds", *halves
+    if any(half in (FAILS, REVERSED) for half in halves):
+        return "does not hold", *halves
+    return "is undecided", *halves

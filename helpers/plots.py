@@ -706,3 +706,114 @@ def plot_speedup(
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     return fig
+
+
+@_styled
+def plot_retained(
+    shares: pd.DataFrame,
+    *,
+    title: str,
+    highlight: Collection[str] = (),
+    ax: Axes | None = None,
+    figsize: tuple[float, float] = (10.0, 4.2),
+) -> Figure:
+    """Share of the full model's above-chance accuracy each variant keeps, one series per metric, with intervals.
+
+    Tasks with different chance levels (LAMBADA: 0, a four-way choice: 0.25) become comparable: 1 keeps everything
+    the full model knew beyond chance, 0 is chance. Highlighted metrics (e.g. LAMBADA, which predicts a word as
+    generation does) are drawn solid and the others dashed.
+
+    Args:
+        shares: ``helpers.retained_share``'s frame (columns ``variant``, ``metric``, ``share``, ``low``, ``high``).
+        title: the figure's title.
+        highlight: metrics drawn solid and thick.
+        ax: the Axes to draw on; None makes a new figure of ``figsize``.
+        figsize: the size of a new figure.
+
+    Returns:
+        The Figure drawn on.
+
+    Raises:
+        ValueError: if ``shares`` lacks those columns or is empty; for an ``ax`` that is not an Axes.
+    """
+    needed = ["variant", "metric", "share", "low", "high"]
+    if not isinstance(shares, pd.DataFrame) or shares.empty or not set(needed) <= set(shares.columns):
+        raise ValueError(f"shares must be a non-empty frame with columns {needed} (helpers.retained_share)")
+    fig, ax = _figure_and_axes(ax, figsize)
+    variants = list(dict.fromkeys(shares["variant"]))
+    metrics = list(dict.fromkeys(shares["metric"]))
+    width = 0.7 / len(metrics)
+    for i, metric in enumerate(metrics):
+        rows = shares[shares["metric"] == metric].set_index("variant").loc[variants]
+        x = np.arange(len(variants)) + (i - (len(metrics) - 1) / 2) * width
+        solid = metric in highlight
+        ax.errorbar(
+            x,
+            rows["share"],
+            yerr=[rows["share"] - rows["low"], rows["high"] - rows["share"]],
+            fmt="o-" if solid else "s--",
+            color=PALETTE[i % len(PALETTE)],
+            linewidth=2.2 if solid else 1.0,
+            markersize=6 if solid else 4,
+            capsize=3,
+            alpha=1.0 if solid else 0.8,
+            label=metric,
+        )
+    ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
+    ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.set_xticks(np.arange(len(variants)), variants, rotation=30, ha="right")
+    ax.set(title=title, ylabel="share of the full model's accuracy above chance", xlabel="variant")
+    ax.legend(fontsize="small", loc="best")
+    fig.tight_layout()
+    return fig
+
+
+@_styled
+def plot_metric_by_k(
+    results: VariantResults,
+    series: Mapping[str, Mapping[int, str]],
+    metric: str,
+    *,
+    title: str,
+    ylabel: str,
+    logy: bool = False,
+    ax: Axes | None = None,
+    figsize: tuple[float, float] = (8.0, 4.0),
+) -> Figure:
+    """One line per selection rule: ``metric`` with its 95% interval as more blocks are removed, the full model as
+    a dashed line.
+
+    Args:
+        results: the evaluation of every variant named in ``series`` (its reference is the full model).
+        series: ``{rule: {k: variant name}}``, e.g. ``{"middle": {2: "middle k=2", 4: ...}}``.
+        metric: a metric of ``results`` with intervals.
+        title: the figure's title.
+        ylabel: the y label.
+        logy: draw the y axis on a log scale.
+        ax: the Axes to draw on; None makes a new figure of ``figsize``.
+        figsize: the size of a new figure.
+
+    Returns:
+        The Figure drawn on.
+
+    Raises:
+        ValueError: if ``series`` is empty; for an ``ax`` that is not an Axes.
+        KeyError: for a variant or metric that ``results`` lacks.
+    """
+    if not series:
+        raise ValueError("series is empty: give {rule: {k: variant name}} for at least one rule")
+    fig, ax = _figure_and_axes(ax, figsize)
+    for i, (rule, by_k) in enumerate(series.items()):
+        ks = sorted(by_k)
+        intervals = [results.interval(by_k[k], metric) for k in ks]
+        values = np.array([ci.estimate for ci in intervals])
+        errors = [values - [ci.low for ci in intervals], [ci.high for ci in intervals] - values]
+        ax.errorbar(ks, values, yerr=errors, fmt="o-", capsize=3, color=PALETTE[i % len(PALETTE)], label=rule)
+    ax.axhline(results.interval(results.reference, metric).estimate, color="grey", linestyle="--", label="full model")
+    if logy:
+        ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(title=title, xlabel="blocks removed (k)", ylabel=ylabel)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig

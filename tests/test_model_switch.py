@@ -44,7 +44,9 @@ SMALL: dict[str, dict[str, object]] = {
     "02_static_block_selection.ipynb": dict(SEQ_LEN=32, MAX_WINDOWS=2, SHOTS=2, MAX_SMS=8, MAX_NEW_TOKENS=4),
     "03_pytorch_hooks.ipynb": dict(N_CALIBRATION=2, SEQ_LEN=32),
     "04_cosine_similarity.ipynb": dict(N_CALIBRATION=2, SEQ_LEN=32, EVAL_WINDOWS=2, EVAL_SMS=8, SHOTS=2),
-    "05_wikitext_vs_sms.ipynb": dict(**EXPLORER, TASK_SAMPLES=4, NOISE_SPLITS=2, ZERO_SHOT_SMS=4),
+    "05_wikitext_vs_sms.ipynb": dict(
+        **EXPLORER, TASK_SAMPLES=4, NOISE_SPLITS=2, ZERO_SHOT_SMS=4, K_SWEEP=(1, 2), SWEEP_WINDOWS=2, BENCHMARK_LIVE=2
+    ),
     "06_shortened_llama_in_practice.ipynb": dict(
         CALIBRATION_SAMPLES=2,
         SEQ_LEN=32,
@@ -54,6 +56,7 @@ SMALL: dict[str, dict[str, object]] = {
         SHOTS=2,
         HEAL_STEPS=2,
         HEAL_BATCH=1,
+        BENCHMARK_LIVE=2,
     ),
     "07_hands_on_lab.ipynb": EXPLORER,
 }

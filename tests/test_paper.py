@@ -15,6 +15,7 @@ from helpers.paper import (
     count_runs,
     describe_blocks,
     paired_verdict,
+    paper_pattern,
     shortened_llama_findings,
 )
 from helpers.statistics import ConfidenceInterval as CI
@@ -151,3 +152,40 @@ def test_findings_partly_and_without_healing():
     assert findings.loc["Without +, Taylor and Magnitude remove block 0 first", "here"] == (
         "Magnitude: block 0 ranks 1, Taylor: block 0 ranks 8"
     )
+
+
+def test_the_benchmark_accuracy_is_a_finding_of_its_own():
+    results = fake_results(ppl_gap=CI(4.0, 2.0, 6.0), acc_gap=CI(0.01, -0.02, 0.04))
+    benchmarks = FakeResults(
+        {("PPL", "pooled"): CI(0.40, 0.38, 0.42), ("Taylor+", "pooled"): CI(0.36, 0.34, 0.38)},
+        {("PPL", "Taylor+", "pooled"): CI(-0.04, -0.06, -0.02)},
+    )
+    findings = shortened_llama_findings(
+        results,
+        scores_frame(block0_ppl=500.0, magnitude_first=True, taylor_first=True),
+        {"PPL": [1, 3, 4], "Taylor+": [4, 5, 6]},
+        n_blocks=8,
+        accuracy_label="8-shot SMS",
+        benchmarks=benchmarks,
+        benchmark_metric="pooled",
+        benchmark_label="4 tasks",
+    )
+    sms = findings.loc["Taylor+ gives higher accuracy than PPL (8-shot SMS)"]
+    zero_shot = findings.loc["Taylor+ gives higher accuracy than PPL (4 tasks)"]
+    assert sms["holds here?"] == UNDECIDED and zero_shot["holds here?"] == REVERSED
+    assert zero_shot["here"] == "0.360 vs 0.400 (4 tasks; Taylor+ − PPL: [-0.060, -0.020])"
+    assert zero_shot["paper (LLaMA-1-7B)"] == "63.49 vs 61.83 (7 zero-shot tasks, after LoRA)"
+
+
+def test_the_pattern_needs_both_halves():
+    frame = pd.DataFrame(
+        {"holds here?": [HOLDS, HOLDS]},
+        index=["PPL criterion gives lower perplexity than Taylor+", "Taylor+ gives higher accuracy than PPL (4 tasks)"],
+    )
+    assert paper_pattern(frame, "4 tasks") == ("holds", HOLDS, HOLDS)
+    frame.iloc[1, 0] = UNDECIDED
+    assert paper_pattern(frame, "4 tasks") == ("is undecided", HOLDS, UNDECIDED)
+    frame.iloc[0, 0] = REVERSED
+    assert paper_pattern(frame, "4 tasks")[0] == "does not hold"
+    with pytest.raises(KeyError):
+        paper_pattern(frame, "7 tasks")

@@ -30,7 +30,16 @@ SMALL = dict(
 )
 EXPLORER_NOTEBOOKS = {
     # Chapter 5 splits each calibration set into halves (its noise baseline): two samples at least.
-    "05_wikitext_vs_sms.ipynb": dict(SMALL, WIKI_SAMPLES=2, TASK_SAMPLES=4, NOISE_SPLITS=2, ZERO_SHOT_SMS=4),
+    "05_wikitext_vs_sms.ipynb": dict(
+        SMALL,
+        WIKI_SAMPLES=2,
+        TASK_SAMPLES=4,
+        NOISE_SPLITS=2,
+        ZERO_SHOT_SMS=4,
+        K_SWEEP=(2,),
+        SWEEP_WINDOWS=2,
+        BENCHMARK_LIVE=2,
+    ),
     "07_hands_on_lab.ipynb": SMALL,
 }
 """Chapters whose block explorer is run and clicked (their widgets only exist once the cells ran), with the

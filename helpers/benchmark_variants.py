@@ -1,0 +1,333 @@
+"""The course's variants on the zero-shot benchmarks: from the stored per-item results, checked live, or all live.
+
+``benchmark_variants`` is the evaluation core's benchmark preset. For the course model and the course's selections
+it reads the stored results (about an hour of CPU work, ``benchmarks/zero_shot_results.py``) and re-scores a small
+seeded subset of them live, which must agree item by item (``stored_agreement``). For another model, other blocks, or
+when asked (``live_items``; "all" runs every item, for a GPU), it scores live. Either way it returns a
+``VariantResults`` whose metrics are ``"<task> <metric>"`` accuracies with bootstrap intervals, paired differences and
+verdicts against the majority answer. ``signal_table`` reads each task against chance and the majority answer;
+``retained_share`` puts tasks with different chance levels on one scale.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .benchmark_results import (
+    BENCHMARK_TASKS,
+    HEADLINE_METRICS,
+    POOLED,
+    StoredZeroShot,
+    ZeroShotResult,
+    code_fingerprint,
+    load_stored_zero_shot,
+    pooled_result,
+    stored_agreement,
+    zero_shot_measure,
+    zero_shot_results,
+)
+from .blocks import num_blocks
+from .checks import check_int
+from .display import fmt_ci
+from .evaluation import FULL, VariantResults, evaluate_variants
+from .pruning import skip_blocks
+from .statistics import ConfidenceInterval
+from .zero_shot import evaluate_zero_shot, item_ids, load_task
+
+
+@dataclass(frozen=True)
+class BenchmarkRun:
+    """What ``benchmark_variants`` found.
+
+    Attributes:
+        results: the variants' accuracies (metrics ``"<task> <metric>"``).
+        source: "stored" (the stored per-item results) or "live" (scored now).
+        reason: why that source, in a sentence for the notebook to print.
+        items: ``{task: [row index, ...]}`` behind ``results``.
+        agreement: with stored results, the live re-scoring of a subset against them (``stored_agreement`` rows with
+            a ``variant`` column); None for live results.
+    """
+
+    results: VariantResults
+    source: Literal["stored", "live"]
+    reason: str
+    items: dict[str, list[int]]
+    agreement: pd.DataFrame | None
+
+    @property
+    def agrees(self) -> bool | None:
+        """Whether every live re-scored item agreed with the stored one (``stored_agreement``); None when live."""
+        return None if self.agreement is None else bool(self.agreement["agrees"].all())
+
+    def headline(self, metrics: Sequence[str] = HEADLINE_METRICS) -> VariantResults:
+        """The results with one metric per task and, last, all their items pooled (``POOLED``).
+
+        Args:
+            metrics: one metric per task, among ``results.metrics``.
+
+        Returns:
+            A ``VariantResults`` with ``metrics`` and ``POOLED``.
+
+        Raises:
+            KeyError: for a metric that was not measured.
+            ValueError: as ``pooled_result``.
+        """
+        chosen = self.results.select(metrics)
+        pooled = {
+            variant: {**found, POOLED: pooled_result(found, metrics)} for variant, found in chosen.results.items()
+        }
+        return dataclasses.replace(chosen, results=pooled)
+
+
+def _stored_names(stored: StoredZeroShot | None, model: PreTrainedModel, model_id: str, plan: Mapping) -> str | dict:
+    """The stored variant of each planned one, or why the stored results cannot serve."""
+    if stored is None:
+        return "no stored results were found"
+    if stored.meta["model"] != model_id or stored.meta["n_blocks"] != num_blocks(model):
+        return f"the stored results are for {stored.meta['model']} ({stored.meta['n_blocks']} blocks), not {model_id}"
+    names = {name: stored.variant_of(blocks) for name, blocks in plan.items()}
+    missing = [name for name, found in names.items() if found is None]
+    if missing:
+        return f"no stored variant removes the blocks of {', '.join(missing)} (other parameters or another model)"
+    return names
+
+
+def _check_live(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    stored: StoredZeroShot,
+    names: Mapping[str, str],
+    plan: Mapping[str, list[int]],
+    check: Sequence[str],
+    check_items: int,
+    seed: int,
+    progress: bool,
+) -> pd.DataFrame:
+    """Re-score ``check_items`` seeded stored items per task for the ``check`` variants; compare with the store."""
+    stored_items = stored.item_ids()
+    subset = {
+        task: [ids[i] for i in item_ids(len(ids), check_items, seed + 1)] for task, ids in stored_items.items()
+    }  # seed + 1: a draw of its own, not the first items of the stored draw
+    rows = []
+    for name in check:
+        with skip_blocks(model, plan[name]) as variant:
+            live = evaluate_zero_shot(variant, tokenizer, list(subset), items=subset, progress=progress)
+        rows.append(stored_agreement(live, stored.frame(names[name])).assign(variant=name).reset_index())
+    return pd.concat(rows, ignore_index=True).set_index(["variant", "task"])
+
+
+def benchmark_variants(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    variants: Mapping[str, Sequence[int]],
+    *,
+    model_id: str,
+    live_items: int | Literal["all"] | None = None,
+    fallback_items: int = 20,
+    check_items: int = 5,
+    check_variants: Sequence[str] = (FULL,),
+    stored: StoredZeroShot | None = None,
+    tasks: Sequence[str] = BENCHMARK_TASKS,
+    seed: int = 0,
+    progress: bool = False,
+) -> BenchmarkRun:
+    """Zero-shot accuracy of the full model and every variant: stored and checked, or scored live.
+
+    Args:
+        model: the full model.
+        tokenizer: its tokenizer.
+        variants: ``{name: blocks to remove}``.
+        model_id: the model's id; the stored results serve only the model they were made with.
+        live_items: None: use the stored results when they cover the model and every variant's blocks, else score
+            ``fallback_items`` per task live. An integer: score that many seeded items per task live. "all": score
+            every item of each task live (hours on a CPU; minutes on a GPU).
+        fallback_items: items per task scored live when the stored results cannot serve.
+        check_items: with stored results, items per task re-scored live for each of ``check_variants``.
+        check_variants: the variants re-scored (names of ``variants``, or ``FULL``).
+        stored: the stored results; None reads the course's (``load_stored_zero_shot``).
+        tasks: the tasks scored live (stored results bring their own).
+        seed: the seed of the live item draws.
+        progress: show progress bars.
+
+    Returns:
+        A ``BenchmarkRun``.
+
+    Raises:
+        ValueError: for ``live_items`` that is neither None, a positive integer nor "all"; a ``check_variants`` name
+            that is not a variant; as ``evaluate_variants``.
+        TypeError: as ``evaluate_variants``, ``check_int``.
+    """
+    if live_items != "all":
+        check_int("live_items", live_items, none_means="the stored results")
+    check_int("fallback_items", fallback_items)
+    check_int("check_items", check_items)
+    plan = {FULL: [], **{name: sorted(int(b) for b in blocks) for name, blocks in variants.items()}}
+    unknown = [name for name in check_variants if name not in plan]
+    if unknown:
+        raise ValueError(f"check_variants {unknown} are not variants; choose among {list(plan)}")
+    if stored is None and live_items is None:
+        try:
+            stored = load_stored_zero_shot()
+        except FileNotFoundError:
+            stored = None
+    names = _stored_names(stored, model, model_id, plan) if live_items is None else "live scoring was asked for"
+    if isinstance(names, dict):
+        sizes = evaluate_variants(model, variants, {}, progress=False)
+        results = {name: zero_shot_results(stored.frame(names[name])) for name in plan}
+        agreement = _check_live(model, tokenizer, stored, names, plan, check_variants, check_items, seed, progress)
+        made_by = (
+            "this code" if stored.meta["code_fingerprint"] == code_fingerprint() else "an earlier version of the code"
+        )
+        reason = (
+            f"stored results of {len(plan)} variants (made by {made_by}), {check_items} items per task re-scored live "
+            f"for {', '.join(check_variants)}"
+        )
+        return BenchmarkRun(dataclasses.replace(sizes, results=results), "stored", reason, stored.item_ids(), agreement)
+    limit = None if live_items == "all" else (live_items or fallback_items)
+    items = {task: item_ids(len(load_task(task)), limit, seed) for task in tasks}
+    measure = zero_shot_measure(tokenizer, items, progress=progress)
+    results = evaluate_variants(model, variants, {"zero-shot": measure}, progress=progress)
+    counts = ", ".join(f"{task} {len(ids)}" for task, ids in items.items())
+    return BenchmarkRun(results, "live", f"scored live ({names}): {counts} items", items, None)
+
+
+def _zero_shot_metrics(results: VariantResults) -> list[str]:
+    return [m for m in results.metrics if isinstance(results.results[results.reference][m], ZeroShotResult)]
+
+
+def signal_table(results: VariantResults) -> pd.DataFrame:
+    """Each benchmark metric of the reference (full) model against chance and the majority answer.
+
+    Args:
+        results: ``benchmark_variants``' results (other metrics are left out).
+
+    Returns:
+        A frame indexed by metric: ``items``, ``chance``, ``majority`` (NaN where the task has no answer positions),
+        the reference's accuracy as text with its interval, and ``signal``: "above chance and majority" when the
+        whole interval lies above the higher of the two, "at chance" when it contains it, "below chance" otherwise.
+    """
+    rows = {}
+    for metric in _zero_shot_metrics(results):
+        result = results.results[results.reference][metric]
+        level = max(result.chance, 0.0 if np.isnan(result.majority) else result.majority)
+        ci = results.interval(results.reference, metric)
+        verdict = ci.verdict(better="higher", against=level)
+        rows[metric] = {
+            "items": len(result.items),
+            "chance": result.chance,
+            "majority": result.majority,
+            results.reference: fmt_ci(ci, decimals=3),
+            "signal": {"better": "above chance and majority", "within noise": "at chance"}.get(verdict, "below chance"),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("metric")
+
+
+def retained_share(results: VariantResults, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """How much of the reference model's above-chance accuracy each variant keeps, per metric.
+
+    ``share = (acc_variant - chance) / (acc_reference - chance)``: 1 keeps it all, 0 is chance level. Its interval
+    is the paired interval of the difference divided by the reference's margin over chance, which is treated as
+    fixed (it is measured on the same items). Only metrics whose reference is above chance and majority
+    (``signal_table``) are included: a share of no signal means nothing.
+
+    Args:
+        results: ``benchmark_variants``' results.
+        metrics: the metrics to include; None: every benchmark metric with signal.
+
+    Returns:
+        A long frame with columns ``variant``, ``metric``, ``share``, ``low``, ``high``.
+
+    Raises:
+        ValueError: for a metric that is not a benchmark accuracy or whose reference has no signal.
+    """
+    signal = signal_table(results)
+    with_signal = [m for m in signal.index if signal.loc[m, "signal"] == "above chance and majority"]
+    chosen = with_signal if metrics is None else list(metrics)
+    refused = [m for m in chosen if m not in with_signal]
+    if refused:
+        raise ValueError(f"metrics {refused} are not benchmark accuracies above chance; those are {with_signal}")
+    rows = []
+    for metric in chosen:
+        chance = signal.loc[metric, "chance"]
+        margin = results.interval(results.reference, metric).estimate - chance
+        for variant in results.results:
+            if variant == results.reference:
+                continue
+            diff: ConfidenceInterval = results.difference(results.reference, variant, metric)
+            rows.append(
+                {
+                    "variant": variant,
+                    "metric": metric,
+                    "share": 1 + diff.estimate / margin,
+                    "low": 1 + diff.low / margin,
+                    "high": 1 + diff.high / margin,
+                }
+            )
+    return pd.DataFrame(rows, columns=["variant", "metric", "share", "low", "high"])
+
+
+def benchmark_table(results: VariantResults) -> pd.DataFrame:
+    """The variants' benchmark accuracies with their intervals, and under them the two levels every accuracy is read
+    against: chance (guessing among the choices) and the majority answer (always the commonest answer position).
+
+    Args:
+        results: benchmark results (e.g. ``BenchmarkRun.headline()``).
+
+    Returns:
+        ``results.table(info=["removed"])`` with two more rows, "chance" and "majority answer" ("-" where a task has
+        no answer positions).
+    """
+    shown = results.table(info=["removed"])
+    levels = signal_table(results)
+    for row, column in (("chance", "chance"), ("majority answer", "majority")):
+        shown.loc[row] = ["-"] + [
+            "-" if np.isnan(levels.loc[m, column]) else f"{levels.loc[m, column]:.3f}" for m in results.metrics
+        ]
+    return shown
+
+
+def word_vs_choice(shares: pd.DataFrame, word_metric: str) -> pd.DataFrame:
+    """Per variant, whether predicting a word (LAMBADA) kept less of the full model's skill than multiple choice.
+
+    ShortGPT reports that multiple-choice accuracy holds up after depth pruning while generation collapses. Here the
+    comparison is read from ``retained_share`` intervals: "less than every multiple-choice task" when the word
+    task's whole interval lies below each multiple-choice task's interval, "more than every ..." when above, else
+    "within noise of some".
+
+    Args:
+        shares: ``retained_share``'s frame, with ``word_metric`` and at least one other metric.
+        word_metric: the word-prediction metric (e.g. "lambada_openai acc").
+
+    Returns:
+        A frame indexed by variant: the word task's share and interval, the multiple-choice shares' range, and
+        ``verdict``.
+
+    Raises:
+        ValueError: if ``word_metric`` or any other metric is missing from ``shares``.
+    """
+    metrics = list(dict.fromkeys(shares["metric"]))
+    if word_metric not in metrics or len(metrics) < 2:
+        raise ValueError(f"shares need {word_metric!r} and at least one other metric; they have {metrics}")
+    rows = {}
+    for variant, group in shares.groupby("variant", sort=False):
+        word = group[group["metric"] == word_metric].iloc[0]
+        choice = group[group["metric"] != word_metric]
+        below = (word["high"] < choice["low"]).all()
+        above = (word["low"] > choice["high"]).all()
+        rows[variant] = {
+            "word task kept": fmt_ci(ConfidenceInterval(word["share"], word["low"], word["high"]), decimals=2),
+            "multiple choice kept": f"{choice['share'].min():.2f} to {choice['share'].max():.2f}",
+            "verdict": "less than every multiple-choice task"
+            if below
+            else "more than every multiple-choice task"
+            if above
+            else "within noise of some",
+        }
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("variant")
