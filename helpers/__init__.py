@@ -23,6 +23,7 @@ from .benchmark_results import (
 )
 from .benchmark_variants import (
     BenchmarkRun,
+    add_pooled,
     benchmark_table,
     benchmark_variants,
     retained_share,
@@ -203,6 +204,7 @@ __all__ = [
     "BenchmarkRun",
     "StoredZeroShot",
     "ZeroShotResult",
+    "add_pooled",
     "benchmark_table",
     "benchmark_variants",
     "word_vs_choice",

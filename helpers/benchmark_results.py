@@ -147,7 +147,7 @@ def zero_shot_results(items: pd.DataFrame) -> dict[str, ZeroShotResult]:
     return found
 
 
-def pooled_result(found: Mapping[str, ZeroShotResult], metrics: Sequence[str]) -> ZeroShotResult:
+def pooled_result(found: Mapping[str, ZeroShotResult], metrics: Sequence[str], name: str = POOLED) -> ZeroShotResult:
     """Accuracy over the items of several metrics together: one number for "the benchmarks", with an interval.
 
     Every item counts once, so a task with more items weighs more (unlike the mean of the tasks' accuracies that
@@ -156,9 +156,10 @@ def pooled_result(found: Mapping[str, ZeroShotResult], metrics: Sequence[str]) -
     Args:
         found: ``{metric: ZeroShotResult}`` of one model (``zero_shot_results``).
         metrics: the metrics to pool, one per task.
+        name: the pooled result's task name.
 
     Returns:
-        A ``ZeroShotResult`` of task ``POOLED``, metric "acc", chance the items' mean chance, no majority (NaN).
+        A ``ZeroShotResult`` of task ``name``, metric "acc", chance the items' mean chance, no majority (NaN).
 
     Raises:
         KeyError: for a metric not in ``found``.
@@ -170,7 +171,7 @@ def pooled_result(found: Mapping[str, ZeroShotResult], metrics: Sequence[str]) -
     items = np.array([f"{found[m].task}:{i}" for m in metrics for i in found[m].items])
     correct = np.concatenate([found[m].correct for m in metrics])
     chance = sum(found[m].chance * len(found[m].items) for m in metrics) / len(items)
-    return ZeroShotResult(POOLED, "acc", items, correct, float(chance), np.nan)
+    return ZeroShotResult(name, "acc", items, correct, float(chance), np.nan)
 
 
 def zero_shot_measure(

@@ -79,11 +79,30 @@ class BenchmarkRun:
             KeyError: for a metric that was not measured.
             ValueError: as ``pooled_result``.
         """
-        chosen = self.results.select(metrics)
-        pooled = {
-            variant: {**found, POOLED: pooled_result(found, metrics)} for variant, found in chosen.results.items()
-        }
-        return dataclasses.replace(chosen, results=pooled)
+        return add_pooled(self.results.select(metrics), metrics)
+
+
+def add_pooled(results: VariantResults, metrics: Sequence[str], name: str = POOLED) -> VariantResults:
+    """``results`` with one more metric, ``name``: the items of ``metrics`` pooled (``pooled_result``), per variant.
+
+    Args:
+        results: benchmark results.
+        metrics: one metric per task, among ``results.metrics``.
+        name: the new metric's name.
+
+    Returns:
+        A ``VariantResults`` with the pooled metric last.
+
+    Raises:
+        KeyError: for a metric that was not measured.
+        ValueError: as ``pooled_result``; if ``name`` is already a metric.
+    """
+    if name in results.metrics:
+        raise ValueError(f"{name!r} is already a metric; choose another name")
+    pooled = {
+        variant: {**found, name: pooled_result(found, metrics, name)} for variant, found in results.results.items()
+    }
+    return dataclasses.replace(results, results=pooled)
 
 
 def _stored_names(stored: StoredZeroShot | None, model: PreTrainedModel, model_id: str, plan: Mapping) -> str | dict:
@@ -293,41 +312,41 @@ def benchmark_table(results: VariantResults) -> pd.DataFrame:
     return shown
 
 
-def word_vs_choice(shares: pd.DataFrame, word_metric: str) -> pd.DataFrame:
+def word_vs_choice(shares: pd.DataFrame, word_metric: str, choice_metric: str) -> pd.DataFrame:
     """Per variant, whether predicting a word (LAMBADA) kept less of the full model's skill than multiple choice.
 
-    ShortGPT reports that multiple-choice accuracy holds up after depth pruning while generation collapses. Here the
-    comparison is read from ``retained_share`` intervals: "less than every multiple-choice task" when the word
-    task's whole interval lies below each multiple-choice task's interval, "more than every ..." when above, else
-    "within noise of some".
+    ShortGPT reports that multiple-choice accuracy holds up after depth pruning while generation collapses. Here it
+    is read from ``retained_share`` intervals of the word task and of the multiple-choice items (e.g. pooled with
+    ``add_pooled``): "less than multiple choice" when the word task's whole interval lies below the other's,
+    "more than multiple choice" when above, else "within noise".
 
     Args:
-        shares: ``retained_share``'s frame, with ``word_metric`` and at least one other metric.
+        shares: ``retained_share``'s frame, with both metrics.
         word_metric: the word-prediction metric (e.g. "lambada_openai acc").
+        choice_metric: the multiple-choice metric to compare with.
 
     Returns:
-        A frame indexed by variant: the word task's share and interval, the multiple-choice shares' range, and
-        ``verdict``.
+        A frame indexed by variant: each metric's share with its interval, and ``verdict``.
 
     Raises:
-        ValueError: if ``word_metric`` or any other metric is missing from ``shares``.
+        ValueError: if either metric is missing from ``shares``.
     """
-    metrics = list(dict.fromkeys(shares["metric"]))
-    if word_metric not in metrics or len(metrics) < 2:
-        raise ValueError(f"shares need {word_metric!r} and at least one other metric; they have {metrics}")
+    missing = [m for m in (word_metric, choice_metric) if m not in set(shares["metric"])]
+    if missing:
+        raise ValueError(f"shares lack {missing}; they have {sorted(set(shares['metric']))}")
     rows = {}
     for variant, group in shares.groupby("variant", sort=False):
-        word = group[group["metric"] == word_metric].iloc[0]
-        choice = group[group["metric"] != word_metric]
-        below = (word["high"] < choice["low"]).all()
-        above = (word["low"] > choice["high"]).all()
+        word, choice = (group[group["metric"] == m].iloc[0] for m in (word_metric, choice_metric))
+        verdict = ConfidenceInterval(word["share"], word["low"], word["high"])
         rows[variant] = {
-            "word task kept": fmt_ci(ConfidenceInterval(word["share"], word["low"], word["high"]), decimals=2),
-            "multiple choice kept": f"{choice['share'].min():.2f} to {choice['share'].max():.2f}",
-            "verdict": "less than every multiple-choice task"
-            if below
-            else "more than every multiple-choice task"
-            if above
-            else "within noise of some",
+            f"{word_metric} kept": fmt_ci(verdict, decimals=2),
+            f"{choice_metric} kept": fmt_ci(
+                ConfidenceInterval(choice["share"], choice["low"], choice["high"]), decimals=2
+            ),
+            "verdict": "less than multiple choice"
+            if word["high"] < choice["low"]
+            else "more than multiple choice"
+            if word["low"] > choice["high"]
+            else "within noise",
         }
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("variant")

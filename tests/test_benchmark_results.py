@@ -245,24 +245,23 @@ def test_identical_selections_become_one_variant():
 def test_word_task_against_choice_tasks():
     rows = [
         ("pruned", "lambada_openai acc", 0.1, 0.0, 0.2),
-        ("pruned", "arc_easy acc", 0.8, 0.6, 1.0),
-        ("pruned", "piqa acc", 0.7, 0.5, 0.9),
+        ("pruned", "choice", 0.8, 0.6, 1.0),
         ("close", "lambada_openai acc", 0.5, 0.3, 0.7),
-        ("close", "arc_easy acc", 0.8, 0.6, 1.0),
-        ("close", "piqa acc", 0.2, 0.0, 0.4),
+        ("close", "choice", 0.6, 0.4, 0.8),
         ("up", "lambada_openai acc", 1.2, 1.1, 1.3),
-        ("up", "arc_easy acc", 0.8, 0.6, 1.0),
+        ("up", "choice", 0.8, 0.6, 1.0),
     ]
     shares = pd.DataFrame(rows, columns=["variant", "metric", "share", "low", "high"])
-    verdicts = helpers.word_vs_choice(shares, "lambada_openai acc")
-    assert verdicts["verdict"].tolist() == [
-        "less than every multiple-choice task",
-        "within noise of some",
-        "more than every multiple-choice task",
-    ]
-    assert verdicts.loc["pruned", "multiple choice kept"] == "0.70 to 0.80"
-    with pytest.raises(ValueError, match="at least one other"):
-        helpers.word_vs_choice(shares[shares["metric"] == "lambada_openai acc"], "lambada_openai acc")
+    verdicts = helpers.word_vs_choice(shares, "lambada_openai acc", "choice")
+    assert verdicts["verdict"].tolist() == ["less than multiple choice", "within noise", "more than multiple choice"]
+    assert verdicts.loc["pruned", "choice kept"] == "0.80 [0.60, 1.00]"
+    with pytest.raises(ValueError, match="lack"):
+        helpers.word_vs_choice(shares, "lambada_openai acc", "other")
+    arc, piqa = unit([1, 0, 1, 1]), unit([0, 1], task="piqa", chance=0.5)
+    added = helpers.add_pooled(results_of({FULL: {"a": arc, "p": piqa}}), ["a", "p"], name="both")
+    assert added.metrics == ["a", "p", "both"] and added.results[FULL]["both"].accuracy == pytest.approx(4 / 6)
+    with pytest.raises(ValueError, match="already a metric"):
+        helpers.add_pooled(added, ["a", "p"], name="both")
 
 
 def test_quality_by_k_draws_one_line_per_rule():
