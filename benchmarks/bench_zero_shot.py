@@ -5,13 +5,13 @@ by both: lm-eval 0.4.x's ``HFLM`` (batch size 16) through ``lm_eval_reference``,
 call only (its task set-up is not counted), and the course module end to end (reading the documents included).
 First all four tasks together, as a real evaluation runs them, then each task alone for the per-task ratios. Before
 any figure is printed, the log-likelihoods must agree within 1e-3 nats per choice and acc/acc_norm item by item.
-Target: at most 0.45 for the four tasks together. NOT MET. On an idle 2-core machine (limit 40, 2 threads): together
-27.1 s vs lm-eval's 44.2 s = 0.613 (arc_easy 1.006, piqa 0.813, hellaswag 0.769, lambada_openai 0.794 alone),
-log-likelihoods within 8.2e-5 nats, acc/acc_norm equal on all 160 items. The model work alone
-(``benchmarks/zero_shot_work.py``) is 0.519 of lm-eval's on these items (0.502 even if the choices' common prefixes ran
-once), so 0.45 is below what exact scoring of these items can reach; the distance from 0.52 to 0.61 is per-call and
-per-token overhead (a task alone costs more than its share of the four together; small cached passes cost more per
-token than lm-eval's large uncached batches).
+Target: at most 0.45 for the four tasks together. NOT MET. With packed scoring (each context and its continuations
+in one row, 14 forward calls instead of 119 for these 160 items), two runs in one process on this 2-core machine
+(limit 40, 2 threads): 21.2 s vs lm-eval's 36.1 s = 0.587, and 25.2 s vs 40.8 s = 0.616; log-likelihoods within
+1.1e-4 nats, acc/acc_norm equal on all 160 items. The model work alone (``benchmarks/zero_shot_work.py``) is 0.519 of
+lm-eval's on these items (0.502 even if the choices' common prefixes ran once), and the packed passes already run
+the backbone at about this CPU's matrix-multiply rate, so 0.45 is below what exact scoring of these items can reach
+here; the rest above 0.52 is attention and per-call overhead.
 Offline, point ``DEPTH_PRUNING_DATA`` at the data folder and set ``HF_DATASETS_OFFLINE=1``.
 """
 

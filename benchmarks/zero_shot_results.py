@@ -1,15 +1,16 @@
 """The course's variants on the zero-shot benchmarks, per item: the results chapters 5 and 6 stand on.
 
-Every selection the course makes at its default k (20% of the blocks) is computed exactly as chapters 5 and 6
-compute it (same calibration sets, seeds and rules), identical selections are scored once, and each distinct variant
-plus the full model is scored with ``helpers.zero_shot.evaluate_zero_shot`` on the same seeded item subsets
-(``item_ids(n, limit, seed=0)``) of ARC-Easy, PIQA, HellaSwag and LAMBADA. The per-item results go to
+Every selection the course makes at its default k (20% of the blocks) is computed exactly as chapters 5 and 6 compute
+it (same calibration sets, seeds and rules), identical selections are scored once, and each distinct variant plus the
+full model is scored with ``helpers.zero_shot.evaluate_zero_shot`` on the same seeded item subsets (``item_ids(n,
+limit, seed=0)``) of ARC-Easy, PIQA, HellaSwag and LAMBADA: 10 variants x 3400 items, about 5 minutes a variant plus 4
+for the selections on 2 cores (the JSON keeps each variant's seconds). The per-item results go to
 ``helpers/results/zero_shot_items.csv.gz`` and what was run to ``helpers/results/zero_shot_items.json`` (model,
-variants with their removed blocks and every name they go by, tasks with their hub ids and lm-eval YAMLs, item
-counts, code fingerprint, versions, wall time). ``tests/test_stored_zero_shot.py`` recomputes a sample of the stored
-items from scratch.
+variants with their removed blocks and every name they go by, tasks with their hub ids and lm-eval YAMLs, item counts,
+code fingerprint, versions, wall time). ``tests/test_stored_zero_shot.py`` recomputes a sample of the stored items
+from scratch.
 
-    python benchmarks/zero_shot_results.py                # the stored results (see the JSON for the wall time)
+    python benchmarks/zero_shot_results.py                # the stored results: 3686 s on 2 CPU cores (61 min)
     python benchmarks/zero_shot_results.py --limit 20     # a quick trial into /tmp, same code path
 
 Offline, point DEPTH_PRUNING_DATA at the data folder and set HF_DATASETS_OFFLINE=1 (and HF_HUB_OFFLINE=1).

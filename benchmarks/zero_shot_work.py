@@ -1,12 +1,12 @@
 """How much model work ``helpers.zero_shot`` does relative to lm-eval on the same items: a floor for the time ratio.
 
-Counted in multiply-accumulates per token: the blocks' parameters for every token a forward pass runs, plus the
-output head (vocabulary x hidden) for every position whose logits are computed. lm-eval's HFLM runs context +
-continuation for every choice with the head at every position; the course module runs each distinct context once
-(head at its last position only) and each continuation's remaining tokens once on the context's KV cache (head at
-the scored positions). Padding and per-token efficiency are not counted, so the time ratio cannot go below this
-ratio unless the work itself shrinks. "with shared prefixes" is the same count if, in addition, the common prefix of
-an item's choices were run once with the context (not implemented: it bounds what that idea could buy).
+Counted in multiply-accumulates per token: the blocks' parameters for every token a forward pass runs, plus the output
+head (vocabulary x hidden) for every position whose logits are computed. lm-eval's HFLM runs context + continuation
+for every choice with the head at every position; the course module runs each distinct context once (head at its last
+position only) and each continuation's remaining tokens once after it, in one packed row or on the context's KV cache
+(head at the scored positions). Padding and per-token efficiency are not counted, so the time ratio cannot go below
+this ratio unless the work itself shrinks. "with shared prefixes" is the same count if, in addition, the common prefix
+of an item's choices were run once with the context (not implemented: it bounds what that idea could buy).
 
     python benchmarks/zero_shot_work.py            # the items of benchmarks/bench_zero_shot.py (40 per task)
     python benchmarks/zero_shot_work.py --limit 0  # every item of each task
