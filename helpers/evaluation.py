@@ -38,10 +38,10 @@ FULL = "full"
 """Name of the variant with no block removed: always evaluated first, and the default reference."""
 
 Measure = Callable[[PreTrainedModel], Any]
-"""``f(model) -> result``, called on each variant inside ``skip_blocks``. A result is a ``PerplexityResult`` or a
-``ClassificationResult`` or ``ZeroShotResult`` (they carry their units, so they get bootstrap intervals and paired
-differences), a number
-(shown without an interval), or a mapping ``{metric: number}`` for several numbers measured together (latency)."""
+"""``f(model) -> result``, called on each variant inside ``skip_blocks``. A result is a ``PerplexityResult``, a
+``ClassificationResult`` or a ``ZeroShotResult`` (they carry their units, so they get bootstrap intervals and paired
+differences), a number (shown without an interval), or a mapping ``{metric: result or number}`` for several metrics
+measured together (latency, the zero-shot tasks)."""
 
 Better = Literal["lower", "higher"]
 _UNIT_RESULTS: dict[type, tuple[Better, Callable[[Any], ConfidenceInterval], Callable[[Any, Any], ConfidenceInterval]]]
