@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from test_zero_shot import real_data  # noqa: F401 - fixture used by name
 
-from helpers.benchmark_results import code_fingerprint, load_stored_zero_shot, stored_agreement
+from helpers.benchmark_results import _code_lines, code_fingerprint, load_stored_zero_shot, stored_agreement
 from helpers.model import load_model
 from helpers.pruning import skip_blocks
 from helpers.selection import PLUS_HEURISTIC, resolve_k, select_blocks
@@ -17,6 +17,18 @@ from helpers.zero_shot import TASKS, evaluate_zero_shot, item_ids, load_task
 
 STORED = load_stored_zero_shot()
 META = STORED.meta
+
+
+def test_the_fingerprint_reads_the_code_not_its_descriptions():
+    source = (
+        'X = 1\n"""About X."""\n\n\ndef f(a):\n    """Doc,\n    two lines."""\n    # why\n    return a + X  # how\n'
+    )
+    reworded = source.replace("About X", "X, reworded").replace("# why", "# because").replace("two", "three")
+
+    assert _code_lines(reworded) == _code_lines(source) == ["X = 1", "def f(a):", "    return a + X  # how"]
+    assert _code_lines(source.replace("a + X", "a - X")) != _code_lines(source)
+    called = source.replace('"""Doc,\n    two lines."""', 'print("""Doc,\n    two lines.""")')
+    assert _code_lines(called) != _code_lines(source)  # a string passed to a call is code
 
 
 def test_the_stored_results_describe_themselves():
