@@ -33,7 +33,7 @@ from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
 from .checks import check_choice, check_int
 from .data import SMS_LABELS, right_pad
 from .generation import cache_argument_name
-from .hooks import input_device, raise_non_finite
+from .hooks import head_only_at, input_device, raise_non_finite
 from .perplexity import IGNORE, token_nll
 from .settings import progress_bar
 from .statistics import ConfidenceInterval, bootstrap_ci, paired_difference
@@ -248,13 +248,21 @@ def _label_scores(
         for start in progress_bar(range(0, len(order), batch_size), "sms", progress):
             batch = order[start : start + batch_size]
             padded = right_pad([row_list[r] for r in batch], pad_id)  # real tokens keep their positions
-            logits = _forward(
-                model, padded["input_ids"].to(device), padded["attention_mask"].to(device), prefix_cache, shared
-            )
+            # Logits at position p predict token p + 1: a continuation is read from its prompt's last token on, and
+            # the head runs only there; ``kept`` numbers those positions in the order the logits come out.
+            read = torch.zeros(padded["input_ids"].shape, dtype=torch.bool)
+            for b, r in enumerate(batch):
+                for _, _, _, first, continuation in by_row[r]:
+                    read[b, first : first + len(continuation)] = True
+            kept = torch.full(read.shape, -1)
+            kept[read] = torch.arange(int(read.sum()))
+            with head_only_at(model, read):
+                logits = _forward(
+                    model, padded["input_ids"].to(device), padded["attention_mask"].to(device), prefix_cache, shared
+                )
             for b, r in enumerate(batch):
                 for _, i, j, first, continuation in by_row[r]:
-                    # Logits at position p predict token p + 1: the continuation starts after the last prompt token.
-                    predicting = logits[b, first : first + len(continuation)]
+                    predicting = logits[kept[b, first : first + len(continuation)]]
                     scores[i, j] = -token_nll(predicting, torch.tensor(continuation)).sum().item()
     return scores
 

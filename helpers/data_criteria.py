@@ -25,6 +25,7 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -33,7 +34,7 @@ from transformers import PreTrainedModel
 
 from .blocks import get_blocks
 from .data import disjoint_draws
-from .hooks import eval_mode, hidden_input, input_device, raise_non_finite, run_model
+from .hooks import eval_mode, head_only_at, hidden_input, input_device, raise_non_finite, run_model
 from .perplexity import IGNORE, token_nll
 from .pruning import prune_blocks, skip_blocks
 from .selection import removable_blocks, resolve_k, select_blocks
@@ -42,6 +43,9 @@ from .similarity import block_similarity
 from .static_criteria import WeightSet, block_scores, block_weights
 from .statistics import rank_correlation
 from .ties import first_minimum
+
+# The packed scorer's mask and family check (zero_shot keeps the names private: its code is fingerprinted).
+from .zero_shot import MASK_CONVENTIONS, _packed_mask, _packs
 
 Batch = Mapping[str, torch.Tensor]
 BEYOND_NOISE = "beyond resampling noise"
@@ -247,35 +251,115 @@ def _without_block(model: PreTrainedModel, index: int, state: torch.Tensor) -> I
         handle.remove()
 
 
-def _nll_by_row(model: PreTrainedModel, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-    """Summed next-token NLL of each row over its scored tokens (float64, on the CPU); the head only sees the
-    positions that predict one."""
+def _nll_by_sample(
+    model: PreTrainedModel, inputs: dict[str, torch.Tensor], labels: torch.Tensor, samples: torch.Tensor, n: int
+) -> torch.Tensor:
+    """Summed next-token NLL of each of the ``n`` samples over its scored tokens (float64, on the CPU), ``samples``
+    giving the sample of every position; the head only sees the positions that predict one."""
     where, targets = _targets(labels)
-    # The head (vocab x hidden, as big as several blocks) runs on scored positions only; anything the model applies
-    # to its logits afterwards (e.g. Gemma-2's soft-capping) is element-wise and works on the shorter input.
-    handle = model.get_output_embeddings().register_forward_pre_hook(
-        lambda m, args: (args[0][:, :-1][where.to(args[0].device)],)
-    )
-    try:
+    # Position p predicts token p + 1, so the last position is never read.
+    with head_only_at(model, torch.nn.functional.pad(where, (0, 1))):
         logits = model(**inputs, use_cache=False).logits
-    finally:
-        handle.remove()
-    rows = where.nonzero()[:, 0].cpu()
     per_token = token_nll(logits, targets).double().cpu()
-    return torch.zeros(len(labels), dtype=torch.float64).index_add_(0, rows, per_token)
+    return torch.zeros(n, dtype=torch.float64).index_add_(0, samples[:, 1:][where.cpu()], per_token)
+
+
+class _Run(NamedTuple):
+    """One forward batch of the PPL criterion: model inputs, labels, and the calibration sample of every position."""
+
+    inputs: dict[str, torch.Tensor]
+    labels: torch.Tensor
+    samples: torch.Tensor
+
+
+def _unpacked_runs(prepared: list) -> list[_Run]:
+    """The batches as given; a position's sample is its row's number across batches."""
+    runs, offset = [], 0
+    for inputs, labels in prepared:
+        rows = torch.arange(offset, offset + len(labels))
+        runs.append(_Run(inputs, labels, rows[:, None].expand(labels.shape)))
+        offset += len(labels)
+    return runs
+
+
+def _right_padded(mask: torch.Tensor) -> bool:
+    """True when every row of a 2-D 0/1 mask is ones, then zeros."""
+    return mask.ndim == 2 and bool(((mask == 0) | (mask == 1)).all()) and bool((mask[:, 1:] <= mask[:, :-1]).all())
+
+
+def _pack_rows(lengths: Sequence[int], width: int) -> list[list[int]]:
+    """Samples (by index) packed into rows of at most ``width`` tokens: first fit, longest first."""
+    rows: list[list[int]] = []
+    used: list[int] = []
+    for sample in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        row = next((r for r, total in enumerate(used) if total + lengths[sample] <= width), None)
+        if row is None:
+            rows.append([])
+            used.append(0)
+            row = len(rows) - 1
+        rows[row].append(sample)
+        used[row] += lengths[sample]
+    return rows
+
+
+def _packed_runs(model: PreTrainedModel, prepared: list) -> list[_Run] | None:
+    """The batches' samples packed several to a row, when that computes fewer positions than the batches; else None.
+
+    A packed row holds whole samples one after another, each with position ids from 0 and a 4D mask that lets a token
+    see only its own sample (``zero_shot``'s packed mask), so every sample gets the logits it gets in a row of its
+    own, up to float rounding; a sample's first token is not scored, as at the start of a row. Rows are at most as
+    long as the widest batch, batched as many as the largest batch's positions allow. Only for right-padded batches
+    of models ``zero_shot._packs`` accepts. It pays where short samples share batches with long ones (SMS messages).
+    """
+    if not _packs(model) or not all(_right_padded(inputs["attention_mask"]) for inputs, _ in prepared):
+        return None
+    samples = [  # (ids, labels) of every row's real tokens, rows numbered across batches
+        (ids[real], row_labels[real])
+        for inputs, labels in prepared
+        for ids, row_labels, real in zip(inputs["input_ids"], labels, inputs["attention_mask"].bool())
+    ]
+    width = max(labels.shape[1] for _, labels in prepared)
+    per_batch = max(1, max(labels.numel() for _, labels in prepared) // width)
+    rows = _pack_rows([len(ids) for ids, _ in samples], width)
+    batches = [rows[start : start + per_batch] for start in range(0, len(rows), per_batch)]
+    packed_positions = sum(len(part) * max(sum(len(samples[i][0]) for i in row) for row in part) for part in batches)
+    if packed_positions >= sum(labels.numel() for _, labels in prepared):
+        return None
+    device, convention = input_device(model), MASK_CONVENTIONS[model.config._attn_implementation]
+    runs = []
+    for part in batches:
+        shape = (len(part), max(sum(len(samples[i][0]) for i in row) for row in part))
+        ids, positions = torch.zeros(shape, dtype=torch.long), torch.zeros(shape, dtype=torch.long)
+        labels, segments, numbers = (torch.full(shape, value, dtype=torch.long) for value in (IGNORE, -1, -1))
+        for b, row in enumerate(part):
+            at = 0
+            for segment, number in enumerate(row, start=1):
+                sample_ids, sample_labels = samples[number]
+                span = slice(at, at + len(sample_ids))
+                ids[b, span], labels[b, span] = sample_ids.cpu(), sample_labels.cpu()
+                labels[b, at] = IGNORE  # nothing in its own sample comes before its first token
+                positions[b, span] = torch.arange(len(sample_ids))
+                segments[b, span], numbers[b, span] = segment, number
+                at += len(sample_ids)
+        mask = _packed_mask(segments, convention, model.dtype)
+        inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device), "position_ids": positions.to(device)}
+        runs.append(_Run(inputs, labels.to(device), numbers))
+    return runs
 
 
 def _cached_nll(model: PreTrainedModel, prepared: list, candidates: Sequence[int], progress: bool) -> torch.Tensor:
     """Summed NLL of each row (all batches' rows in order) without each candidate block (positions in the current
-    block list): shape (candidates, rows)."""
-    states = [_block_inputs(model, inputs) for inputs, _ in prepared]
+    block list): shape (candidates, rows). Short rows run packed where that saves work (``_packed_runs``)."""
+    n_rows = sum(len(labels) for _, labels in prepared)
+    runs = _packed_runs(model, prepared) or _unpacked_runs(prepared)
+    states = [_block_inputs(model, run.inputs) for run in runs]
     nll = []
     for index in progress_bar(candidates, "PPL without each block", progress):
-        parts = []
-        for (inputs, labels), cached in zip(prepared, states):
+        total = torch.zeros(n_rows, dtype=torch.float64)
+        for run, cached in zip(runs, states):
             with _without_block(model, index, cached[index]):
-                parts.append(_nll_by_row(model, inputs, labels))
-        nll.append(torch.cat(parts))
+                total += _nll_by_sample(model, run.inputs, run.labels, run.samples, n_rows)
+        nll.append(total)
     return torch.stack(nll)
 
 

@@ -22,7 +22,7 @@ from transformers.pytorch_utils import Conv1D
 from .blocks import get_blocks
 from .checks import check_int
 from .hooks import input_device
-from .perplexity import next_token_nll, window_layout
+from .perplexity import joined_ids, next_token_nll, window_layout
 from .pruning import prune_blocks
 from .settings import progress_bar
 
@@ -92,11 +92,11 @@ def training_windows(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], s
             one window.
     """
     prefix, span = window_layout(tokenizer, texts, seq_len)
-    ids = tokenizer("\n\n".join(texts), add_special_tokens=False, verbose=False)["input_ids"]
+    ids = joined_ids(tokenizer, texts)
     n_windows = len(ids) // span
     if n_windows == 0:
         raise ValueError(f"the texts give {len(ids)} tokens, fewer than one window of {span} text tokens")
-    text = torch.tensor(ids[: n_windows * span], dtype=torch.long).view(n_windows, span)
+    text = ids[: n_windows * span].view(n_windows, span)
     return torch.cat([torch.tensor(prefix, dtype=torch.long).expand(n_windows, -1), text], dim=1)
 
 

@@ -124,6 +124,28 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
             module.training = training
 
 
+@contextmanager
+def head_only_at(model: PreTrainedModel, where: torch.Tensor) -> Iterator[None]:
+    """Inside, the output head runs only on the positions ``where`` selects: logits come out as (selected, vocab),
+    the selected positions in row-major order.
+
+    The head (vocab x hidden) costs as much as several blocks of a small model, and a log-likelihood reads only a
+    few positions. Anything applied to the logits afterwards (e.g. Gemma-2's soft-capping) is element-wise and works
+    on the shorter input. The hook is removed on exit.
+
+    Args:
+        model: a causal LM with an output head (``get_output_embeddings``).
+        where: bool, (batch, seq_len) of the head's input, True where a logit is needed.
+    """
+    handle = model.get_output_embeddings().register_forward_pre_hook(
+        lambda m, args: (args[0][where.to(args[0].device)],)
+    )
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def input_device(model: PreTrainedModel) -> torch.device:
     """Where the token ids must go: the device of the input embedding (the first device under a ``device_map``).
 

@@ -10,6 +10,7 @@ models evaluated on the same text window by window.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -105,6 +106,30 @@ def adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
     return bos is not None and with_special[:1] == [bos] and without[:1] != [bos]
 
 
+_JOINED_IDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""Per tokenizer (held weakly, so its entries go with it): (vocabulary size, texts) -> ids, the last few text sets."""
+JOINED_IDS_KEPT = 4
+
+
+def joined_ids(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> torch.Tensor:
+    """Token ids of ``texts`` joined with blank lines, without special tokens (a long tensor, the caller's copy).
+
+    Every variant of a comparison cuts its perplexity windows from the same texts, and tokenizing WikiText-2's test
+    set takes most of a second, more than a forward pass over a few windows: the ids of the last
+    ``JOINED_IDS_KEPT`` text sets are kept per tokenizer. The key holds the vocabulary size, so a tokenizer that
+    gains tokens is tokenized again.
+    """
+    key = (len(tokenizer), tuple(texts))
+    kept = _JOINED_IDS.setdefault(tokenizer, {})
+    if key not in kept:
+        # verbose=False: the whole text is longer than the model's context on purpose; windows are cut from it.
+        ids = tokenizer("\n\n".join(texts), add_special_tokens=False, verbose=False)["input_ids"]
+        kept[key] = torch.tensor(ids, dtype=torch.long)
+        while len(kept) > JOINED_IDS_KEPT:
+            del kept[next(iter(kept))]  # the oldest
+    return kept[key].clone()
+
+
 def _window_rows(
     ids: torch.Tensor, prefix: list[int], seq_len: int, stride: int, max_windows: int | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,7 +215,8 @@ def perplexity(
         ValueError: if ``seq_len`` is too short for a window or longer than the model's positions, ``stride`` is
             outside 1..text tokens per window, ``max_windows`` or ``batch_size`` is below 1, or the texts give fewer
             tokens than one window.
-        FloatingPointError: if the model's logits are NaN or inf (``raise_non_finite`` names where they start).
+        FloatingPointError: if a window's NLL is NaN or inf (a NaN or +inf logit at a scored position, or -inf on
+            its target; ``raise_non_finite`` names where they start).
     """
     prefix, span = window_layout(tokenizer, texts, seq_len)
     check_int("stride", stride, maximum=span, none_means=f"{span}, the text tokens in a window")
@@ -204,11 +230,10 @@ def perplexity(
             f"perplexity there would measure extrapolation, not the model. Use seq_len <= {max_positions}."
         )
 
-    # verbose=False: the whole text is longer than the model's context on purpose; windows are cut below.
-    ids = tokenizer("\n\n".join(texts), add_special_tokens=False, verbose=False)["input_ids"]
+    ids = joined_ids(tokenizer, texts)
     if len(ids) < span:
         raise ValueError(f"the texts give {len(ids)} tokens, fewer than one window of {span} text tokens")
-    inputs, labels = _window_rows(torch.tensor(ids, dtype=torch.long), prefix, seq_len, stride, max_windows)
+    inputs, labels = _window_rows(ids, prefix, seq_len, stride, max_windows)
 
     device = input_device(model)
     nll_sums, counts = [], []
@@ -217,9 +242,11 @@ def perplexity(
             batch = inputs[start : start + batch_size].to(device)
             window_labels = labels[start : start + batch_size]
             logits = model(input_ids=batch, use_cache=False).logits
-            if not torch.isfinite(logits[:, :-1]).all():
+            window_sums = next_token_nll(logits, window_labels).sum(dim=1)
+            # A NaN or +inf logit makes its position's NLL NaN, so checking the sums (not every logit) is enough.
+            if not torch.isfinite(window_sums).all():
                 raise_non_finite(model, {"input_ids": batch}, "perplexity")
-            nll_sums.append(next_token_nll(logits, window_labels).sum(dim=1).double().cpu())
+            nll_sums.append(window_sums.double().cpu())
             counts.append((window_labels[:, 1:] != IGNORE).sum(dim=1))
     window_nll = torch.cat(nll_sums).numpy()
     window_tokens = torch.cat(counts).numpy()

@@ -9,9 +9,10 @@ import pytest
 import torch
 from tiny_models import N_LAYERS, TINY_CONFIGS, block_path, tiny_inputs, tiny_model
 
-from helpers.data_criteria import ppl_scores, sleb_removal, taylor_scores
+from helpers.data_criteria import ppl_by_sample, ppl_scores, sleb_removal, taylor_scores
 from helpers.pruning import prune_blocks
 from helpers.static_criteria import magnitude_scores, position_blocks
+from helpers.zero_shot import _packs
 
 PPL_FAMILIES = sorted(TINY_CONFIGS)
 
@@ -173,6 +174,37 @@ def test_cached_ppl_equals_the_naive_loop_and_its_ranking(family):
     assert cached.tolist() == pytest.approx(naive.tolist(), rel=1e-4)
     assert cached.sort_values(kind="stable").index.tolist() == naive.sort_values(kind="stable").index.tolist()
     assert cached.max() - cached.min() > 0.5  # the blocks really differ, so the ranking means something
+
+
+def short_and_long_rows() -> list[dict[str, torch.Tensor]]:
+    """One full row of 12 tokens and five short ones (2 to 5 tokens), right-padded: packing them saves work."""
+    data = [tiny_inputs(seed=4, batch=3, length=12), tiny_inputs(seed=5, batch=3, length=12)]
+    for batch, lengths in zip(data, [(12, 4, 3), (5, 2, 3)]):
+        batch["attention_mask"] = (torch.arange(12) < torch.tensor(lengths)[:, None]).long()
+    return data
+
+
+@pytest.mark.parametrize("family", PPL_FAMILIES)
+def test_ppl_by_sample_on_packed_rows_equals_each_sample_alone(family):
+    model, data = tiny_model(family), short_and_long_rows()
+    widths = []
+    handle = model.get_input_embeddings().register_forward_hook(lambda m, args, out: widths.append(args[0].shape))
+    try:
+        sums = ppl_by_sample(model, data, progress=False).sums
+    finally:
+        handle.remove()
+
+    rows = [{key: value[r : r + 1, : int(batch["attention_mask"][r].sum())] for key, value in batch.items()}
+            for batch in data for r in range(3)]  # fmt: skip
+    with torch.no_grad():
+        expected = [[hand_nll(prune_blocks(model, [i]), row)[0].item() for i in range(N_LAYERS)] for row in rows]
+    torch.testing.assert_close(
+        torch.tensor(sums.to_numpy()), torch.tensor(expected, dtype=torch.float64), rtol=1e-4, atol=1e-5
+    )
+    # Packed (first fit, longest first): rows 12 | 5+4+3 | 3+2, one batch of 3 x 12 a pass instead of two.
+    packed = _packs(model)
+    assert packed or family not in ("llama", "gpt2", "opt")
+    assert widths == [torch.Size([3, 12])] * (1 + N_LAYERS) * (1 if packed else 2)
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma2"])

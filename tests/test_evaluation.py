@@ -13,7 +13,16 @@ from tiny_models import tiny_model
 from tiny_tokenizer import WORDS, tiny_tokenizer
 
 from helpers.classification import draw_shots, sms_accuracy
-from helpers.perplexity import IGNORE, adds_bos, next_token_nll, perplexity, token_nll
+from helpers.perplexity import (
+    _JOINED_IDS,
+    IGNORE,
+    JOINED_IDS_KEPT,
+    adds_bos,
+    joined_ids,
+    next_token_nll,
+    perplexity,
+    token_nll,
+)
 from helpers.pruning import prune_blocks, skip_blocks
 
 TEXT_WORDS = [w for w in WORDS if not w.startswith("##")]
@@ -81,6 +90,25 @@ def test_non_overlapping_windows_match_a_naive_loop(model, texts):
 
     first = perplexity(model, tok, texts, seq_len=seq_len, max_windows=2, progress=False)
     np.testing.assert_allclose(first.window_nll, expected[:2], rtol=1e-5)
+
+
+def test_joined_ids_are_kept_per_tokenizer_and_handed_out_as_copies(texts):
+    tok = tiny_tokenizer()
+    expected = tok("\n\n".join(texts), add_special_tokens=False)["input_ids"]
+
+    first = joined_ids(tok, texts)
+    first[:] = 0  # the caller's copy: the kept ids must not change
+    assert joined_ids(tok, texts).tolist() == expected
+    assert joined_ids(tok, texts[:3]).tolist() == tok("\n\n".join(texts[:3]), add_special_tokens=False)["input_ids"]
+
+    for n in range(4, 4 + JOINED_IDS_KEPT):
+        joined_ids(tok, texts[:n])
+    assert len(_JOINED_IDS[tok]) == JOINED_IDS_KEPT  # bounded: the oldest text sets were dropped
+
+    tok.add_tokens(["zqzq"])  # a tokenizer that gains a token reads the same texts differently
+    grown = [texts[0] + " zqzq", *texts[1:]]
+    assert joined_ids(tok, grown).tolist() == tok("\n\n".join(grown), add_special_tokens=False)["input_ids"]
+    assert len(tok) - 1 in joined_ids(tok, grown).tolist()
 
 
 def test_sliding_window_scores_each_token_once_with_extra_context(model, texts):

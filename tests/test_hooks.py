@@ -7,7 +7,15 @@ import torch
 from tiny_models import N_LAYERS, TINY_CONFIGS, tiny_inputs, tiny_model
 
 from helpers.blocks import get_blocks
-from helpers.hooks import BlockIO, block_hooks, hidden_input, hidden_output, record_block_io, run_model
+from helpers.hooks import (
+    BlockIO,
+    block_hooks,
+    head_only_at,
+    hidden_input,
+    hidden_output,
+    record_block_io,
+    run_model,
+)
 
 FAMILIES = sorted(TINY_CONFIGS)
 
@@ -153,3 +161,23 @@ def test_run_model_uses_no_cache_and_no_grad():
     assert getattr(out, "cache", None) is None  # with the default use_cache=True the output would carry a cache
     assert not out.logits.requires_grad
     assert all(m.training for m in model.modules())
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2", "gpt2"])
+def test_head_only_at_gives_the_selected_rows_of_the_full_logits(family):
+    model = tiny_model(family)
+    batch = tiny_inputs()
+    where = torch.zeros(batch["input_ids"].shape, dtype=torch.bool)
+    where[0, [1, 4]] = True
+    where[-1, 5] = True
+    with torch.no_grad():
+        full = model(**batch, use_cache=False).logits
+        before = all_hooks(model)
+        with head_only_at(model, where):
+            selected = model(**batch, use_cache=False).logits
+        assert all_hooks(model) == before  # removed on exit
+
+        torch.testing.assert_close(selected, full[where])  # row-major: (0, 1), (0, 4), (1, 5)
+        with pytest.raises(RuntimeError, match="boom"), head_only_at(model, where):
+            raise RuntimeError("boom")
+    assert all_hooks(model) == before
