@@ -11,7 +11,9 @@ blocks. ``ppl_scores`` computes the same numbers from one pass that caches the h
 removing block i leaves blocks 0..i-1 untouched, so the model without block i is "cached input of block i, then
 blocks i+1..L-1, then the head". Block i costs L-1-i blocks instead of L-1: half the block work. The head still
 runs once per block (on real tokens only), so on SmolLM2-135M the whole criterion takes about 0.53-0.56 of the naive
-time (``benchmarks/bench_ppl.py``).
+time (``benchmarks/bench_ppl.py``). Short samples batched with long ones (SMS messages) would spend most of that on
+padding, so they are packed several to a row, each seeing only itself (``_packed_runs``): chapter 5's 32 SMS samples
+run 1019 positions a pass instead of 1512, with the same scores up to float rounding.
 
 ``ppl_by_sample`` and ``block_influence_by_sample`` keep each calibration sample's share of a score
 (``SampleScores``), so the score of any subset of the samples costs no model run: ``split_half_agreement`` and
@@ -302,14 +304,29 @@ def _pack_rows(lengths: Sequence[int], width: int) -> list[list[int]]:
     return rows
 
 
+def _unscored_prefix(samples: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
+    """How many leading tokens all samples share with none of them scored, nor the token after (a few-shot prompt's
+    solved examples when the loss reads only the answer): packed rows then hold them once. Each sample keeps at
+    least one token of its own; 0 without such a prefix."""
+    first, shared = samples[0][0], min(len(ids) for ids, _ in samples) - 1
+    for ids, labels in samples:
+        differ = (ids[:shared] != first[:shared]).nonzero()
+        scored = (labels[1 : shared + 1] != IGNORE).nonzero()  # labels[p] is read at position p - 1
+        shared = min([shared, *(int(d) for d in differ[:1]), *(int(s) for s in scored[:1])])
+    return shared if len(samples) > 1 else 0
+
+
 def _packed_runs(model: PreTrainedModel, prepared: list) -> list[_Run] | None:
     """The batches' samples packed several to a row, when that computes fewer positions than the batches; else None.
 
     A packed row holds whole samples one after another, each with position ids from 0 and a 4D mask that lets a token
     see only its own sample (``zero_shot``'s packed mask), so every sample gets the logits it gets in a row of its
     own, up to float rounding; a sample's first token is not scored, as at the start of a row. Rows are at most as
-    long as the widest batch, batched as many as the largest batch's positions allow. Only for right-padded batches
-    of models ``zero_shot._packs`` accepts. It pays where short samples share batches with long ones (SMS messages).
+    long as the widest batch, batched as many as the largest batch's positions allow. When the samples begin with
+    the same unscored tokens (``_unscored_prefix``), a row holds them once, at its start and visible to every sample
+    after it, whose positions go on from there, and rows may be as long as the largest batch. Only for right-padded
+    batches of models ``zero_shot._packs`` accepts. It pays where short samples share batches with long ones (SMS
+    messages) or samples repeat the same examples (``sms_task_batches``).
     """
     if not _packs(model) or not all(_right_padded(inputs["attention_mask"]) for inputs, _ in prepared):
         return None
@@ -318,33 +335,50 @@ def _packed_runs(model: PreTrainedModel, prepared: list) -> list[_Run] | None:
         for inputs, labels in prepared
         for ids, row_labels, real in zip(inputs["input_ids"], labels, inputs["attention_mask"].bool())
     ]
-    width = max(labels.shape[1] for _, labels in prepared)
-    per_batch = max(1, max(labels.numel() for _, labels in prepared) // width)
-    rows = _pack_rows([len(ids) for ids, _ in samples], width)
+    budget = max(labels.numel() for _, labels in prepared)
+    prefix = _unscored_prefix(samples)
+    width = budget if prefix else max(labels.shape[1] for _, labels in prepared)
+    rows = _pack_rows([len(ids) - prefix for ids, _ in samples], width - prefix)
+    per_batch = max(1, budget // width)
     batches = [rows[start : start + per_batch] for start in range(0, len(rows), per_batch)]
-    packed_positions = sum(len(part) * max(sum(len(samples[i][0]) for i in row) for row in part) for part in batches)
-    if packed_positions >= sum(labels.numel() for _, labels in prepared):
+    lengths = [[prefix + sum(len(samples[i][0]) - prefix for i in row) for row in part] for part in batches]
+    if sum(len(part) * max(part) for part in lengths) >= sum(labels.numel() for _, labels in prepared):
         return None
     device, convention = input_device(model), MASK_CONVENTIONS[model.config._attn_implementation]
     runs = []
-    for part in batches:
-        shape = (len(part), max(sum(len(samples[i][0]) for i in row) for row in part))
+    for part, part_lengths in zip(batches, lengths):
+        shape = (len(part), max(part_lengths))
         ids, positions = torch.zeros(shape, dtype=torch.long), torch.zeros(shape, dtype=torch.long)
         labels, segments, numbers = (torch.full(shape, value, dtype=torch.long) for value in (IGNORE, -1, -1))
         for b, row in enumerate(part):
-            at = 0
+            # segment 0, seen by every later token of the row: the shared prefix (unscored, so no sample's)
+            ids[b, :prefix], positions[b, :prefix] = samples[0][0][:prefix].cpu(), torch.arange(prefix)
+            segments[b, :prefix] = 0
+            at = prefix
             for segment, number in enumerate(row, start=1):
-                sample_ids, sample_labels = samples[number]
+                sample_ids, sample_labels = samples[number][0][prefix:], samples[number][1][prefix:]
                 span = slice(at, at + len(sample_ids))
                 ids[b, span], labels[b, span] = sample_ids.cpu(), sample_labels.cpu()
-                labels[b, at] = IGNORE  # nothing in its own sample comes before its first token
-                positions[b, span] = torch.arange(len(sample_ids))
+                labels[b, at] = IGNORE  # the token before it in the row is not its own sample's
+                positions[b, span] = torch.arange(prefix, prefix + len(sample_ids))
                 segments[b, span], numbers[b, span] = segment, number
                 at += len(sample_ids)
         mask = _packed_mask(segments, convention, model.dtype)
         inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device), "position_ids": positions.to(device)}
         runs.append(_Run(inputs, labels.to(device), numbers))
     return runs
+
+
+def ppl_positions(model: PreTrainedModel, batches: Sequence[Batch]) -> int:
+    """How many positions the PPL criterion (``ppl_scores``, ``ppl_by_sample``) computes in one pass over
+    ``batches``: their padded size, or less where it packs them (see the module docstring). It runs L + 1 such passes,
+    most of them through part of the blocks only.
+
+    Raises:
+        ValueError: if ``batches`` is invalid (as ``taylor_scores``).
+    """
+    prepared, _ = _prepare(model, batches)
+    return sum(run.labels.numel() for run in _packed_runs(model, prepared) or _unpacked_runs(prepared))
 
 
 def _cached_nll(model: PreTrainedModel, prepared: list, candidates: Sequence[int], progress: bool) -> torch.Tensor:

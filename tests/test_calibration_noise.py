@@ -22,6 +22,7 @@ from helpers.data_criteria import (
     SampleScores,
     block_influence_by_sample,
     ppl_by_sample,
+    ppl_positions,
     ppl_scores,
     resampling_verdict,
     split_half_agreement,
@@ -124,6 +125,30 @@ def test_ppl_on_labelled_batches_scores_only_the_label_tokens(family):
     # the same rows with every token scored give other numbers: the labels really restrict the loss
     plain = [{key: b[key] for key in ("input_ids", "attention_mask")} for b in batches]
     assert ppl_scores(model, plain, progress=False).tolist() != pytest.approx(expected, rel=1e-2)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma2"])
+def test_ppl_by_sample_runs_the_shared_examples_once(family):
+    model, tok, frame = tiny_model(family), tiny_tokenizer(), sms_frame(16, seed=5)
+    batches = sms_task_batches(tok, frame, examples=frame, shots=3, n_samples=6, seed=2, batch_size=2)
+    widths = []
+    handle = model.get_input_embeddings().register_forward_hook(lambda m, args, out: widths.append(args[0].numel()))
+    try:
+        sums = ppl_by_sample(model, batches, progress=False).sums
+    finally:
+        handle.remove()
+
+    alone = [{key: value[r : r + 1, : int(b["attention_mask"][r].sum())] for key, value in b.items()}
+             for b in batches for r in range(len(b["input_ids"]))]  # fmt: skip
+    for i in range(N_LAYERS):  # each sample alone, in a really pruned model, by log-softmax and gather
+        pruned = prune_blocks(model, [i])
+        answers = [int((row["labels"][:, 1:] != -100).sum()) for row in alone]
+        expected = [math.log(hand_label_ppl(pruned, [row])) * n for row, n in zip(alone, answers)]
+        assert sums[i].tolist() == pytest.approx(expected, rel=1e-4)
+    positions = sum(widths) / (1 + N_LAYERS)  # a pass: the cached inputs, then one per block
+    sample_tokens = sum(int(row["input_ids"].numel()) for row in alone)
+    assert (positions < 0.6 * sample_tokens) == (family != "gemma2")  # gemma2's sliding window: run as given
+    assert ppl_positions(model, batches) == positions
 
 
 # ---------------------------------------------------------------- per-sample criteria

@@ -9,7 +9,7 @@ import pytest
 import torch
 from tiny_models import N_LAYERS, TINY_CONFIGS, block_path, tiny_inputs, tiny_model
 
-from helpers.data_criteria import ppl_by_sample, ppl_scores, sleb_removal, taylor_scores
+from helpers.data_criteria import ppl_by_sample, ppl_positions, ppl_scores, sleb_removal, taylor_scores
 from helpers.pruning import prune_blocks
 from helpers.static_criteria import magnitude_scores, position_blocks
 from helpers.zero_shot import _packs
@@ -205,6 +205,7 @@ def test_ppl_by_sample_on_packed_rows_equals_each_sample_alone(family):
     packed = _packs(model)
     assert packed or family not in ("llama", "gpt2", "opt")
     assert widths == [torch.Size([3, 12])] * (1 + N_LAYERS) * (1 if packed else 2)
+    assert ppl_positions(model, data) == (36 if packed else 72)
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma2"])
