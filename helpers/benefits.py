@@ -21,7 +21,7 @@ from .blocks import check_block_indices, get_blocks
 from .checks import check_int
 from .display import fmt, fmt_pct
 from .generation import cache_argument_name
-from .hooks import input_device
+from .hooks import check_positions, eval_mode, input_device
 from .pruning import decoder_config
 
 LATENCY_TEXT = (
@@ -234,7 +234,7 @@ def greedy_decode(model: PreTrainedModel, prompt: torch.Tensor, new_tokens: int)
 
     Prefill = one forward over the prompt that fills the cache and gives the first token (time to first token);
     decode = the ``new_tokens - 1`` one-token steps after it. A plain loop rather than ``generate()``, so only the
-    model is timed.
+    model is timed. The model runs in eval mode (no dropout) and gets its own mode back afterwards.
 
     Args:
         model: the causal LM.
@@ -243,11 +243,17 @@ def greedy_decode(model: PreTrainedModel, prompt: torch.Tensor, new_tokens: int)
 
     Returns:
         (generated ids of shape (batch, new_tokens), prefill seconds, decode seconds).
+
+    Raises:
+        ValueError: if the prompt and the new tokens together are longer than the model's positions.
     """
+    check_positions(
+        model, prompt.shape[1] + new_tokens, f"the prompt's {prompt.shape[1]} tokens + {new_tokens} new tokens"
+    )
     device = input_device(model)
     prompt = prompt.to(device)
     cache = cache_argument_name(model)
-    with torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         _synchronize(device)
         start = time.perf_counter()
         out = model(input_ids=prompt, use_cache=True)
@@ -308,8 +314,9 @@ def measure_latency(
 
     Raises:
         TypeError: if an option is not an integer.
-        ValueError: if an option is below its minimum (``new_tokens`` 2, ``warmup`` 0, the others 1), or the tokenizer
-            turns the benchmark text into no tokens.
+        ValueError: if an option is below its minimum (``new_tokens`` 2, ``warmup`` 0, the others 1), the tokenizer
+            turns the benchmark text into no tokens, or ``prompt_tokens + new_tokens`` exceeds the model's positions
+            (``greedy_decode``).
     """
     for name, value, least in (
         ("prompt_tokens", prompt_tokens, 1),

@@ -36,6 +36,20 @@ def check_int(
         raise ValueError(f"{name} must be {bounds}{alternative}; got {value!r}")
 
 
+def check_bool(name: str, value: object) -> None:
+    """Check that ``value`` is True or False: a flag given as "no", 0 or None would be read by its truth value.
+
+    Args:
+        name: the argument's name, for the error message.
+        value: the value to check.
+
+    Raises:
+        TypeError: if ``value`` is not a bool.
+    """
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False; got {value!r} ({type(value).__name__})")
+
+
 def check_choice(name: str, value: object, choices: Sequence[str], *, none_means: str | None = None) -> None:
     """Check that ``value`` is one of the strings ``choices``.
 

@@ -33,7 +33,7 @@ from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
 from .checks import check_choice, check_int
 from .data import SMS_LABELS, right_pad
 from .generation import cache_argument_name
-from .hooks import head_only_at, input_device, raise_non_finite
+from .hooks import eval_mode, head_only_at, input_device, raise_non_finite
 from .perplexity import IGNORE, token_nll
 from .settings import progress_bar
 from .statistics import ConfidenceInterval, bootstrap_ci, paired_difference
@@ -112,7 +112,7 @@ def sms_task_batches(
         A list of batches with ``input_ids``, ``attention_mask`` and ``labels``.
 
     Raises:
-        TypeError: if ``shots``, ``n_samples`` or ``batch_size`` is not an integer.
+        TypeError: if ``shots``, ``n_samples`` or ``batch_size`` is not an integer, or a message is not a string.
         ValueError: if ``frame`` or ``examples`` is not a frame with columns ``text`` and ``label`` and labels
             ham/spam, ``n_samples`` is outside 1..len(frame), ``batch_size`` is below 1, the tokenizer has neither a
             pad nor an eos token; as ``draw_shots``.
@@ -147,6 +147,12 @@ def sms_task_batches(
 def _check_frame(frame: pd.DataFrame, name: str) -> None:
     if not isinstance(frame, pd.DataFrame) or not {"text", "label"} <= set(frame.columns):
         raise ValueError(f"{name} must be a DataFrame with columns 'text' and 'label' (as load_sms returns)")
+    not_text = [(label, text) for label, text in zip(frame.index.tolist(), frame["text"]) if not isinstance(text, str)]
+    if not_text:
+        raise TypeError(
+            f"{name}['text'] at index {not_text[0][0]!r} is {not_text[0][1]!r}: the messages must be strings "
+            f"({len(not_text)} are not; drop or fill them first)"
+        )
     unknown = sorted(set(frame["label"]) - set(SMS_LABELS))
     if unknown:
         raise ValueError(f"{name} has labels {unknown}; valid labels are {list(SMS_LABELS)}")
@@ -169,7 +175,7 @@ def draw_shots(examples: pd.DataFrame, shots: int, *, exclude: pd.DataFrame, see
         The drawn rows of ``examples`` (their original index kept), shuffled so the last shot's label varies.
 
     Raises:
-        TypeError: if ``shots`` is not an integer.
+        TypeError: if ``shots`` is not an integer, or a message is not a string.
         ValueError: if ``shots`` is negative, ``examples`` is not a frame with columns ``text`` and ``label`` or has
             labels other than ham/spam, or too few messages of a label remain (as when ``examples`` is the evaluated
             frame).
@@ -239,7 +245,7 @@ def _label_scores(
 
     device = input_device(model)
     scores = np.zeros((len(prompts), len(continuations)))
-    with torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         prefix_cache = None
         if shared:
             prefix = torch.tensor([contexts[0][:shared]], device=device)
@@ -308,7 +314,7 @@ def sms_accuracy(
 
     The prediction is the label whose continuation (" ham" / " spam") is likelier after ``sms_prompt`` (ties go to
     ham). The shots are the same for every message and every model, so two models are compared on identical prompts.
-    Call it on a model in eval mode (``load_model`` returns one).
+    The model runs in eval mode (no dropout) and gets its own mode back afterwards.
 
     Args:
         model: the causal LM to evaluate.
@@ -336,7 +342,8 @@ def sms_accuracy(
             ham/spam; ``shots > 0`` or ``decision="prior"`` without ``examples``; ``decision="prior"`` with empty
             ``examples``; ``decision`` is unknown; ``shots`` is negative or ``max_examples``/``batch_size`` below 1;
             nothing is left to evaluate; or as ``draw_shots``.
-        TypeError: if ``shots``, ``max_examples`` or ``batch_size`` is not an integer or ``decision`` not a string.
+        TypeError: if ``shots``, ``max_examples`` or ``batch_size`` is not an integer, ``decision`` not a string, or
+            a message of ``frame`` or ``examples`` is not a string.
         FloatingPointError: if the label scores are NaN or inf (``raise_non_finite`` names where they start).
     """
     _check_frame(frame, "frame")

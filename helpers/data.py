@@ -171,14 +171,18 @@ def load_wikitext(split: Split = "evaluation", *, source: Source = "auto") -> li
 
 
 def _read_sms_file(path: Path) -> tuple[list[str], list[str]]:
-    """(texts, labels) of a ``label<TAB>message`` file, split on the first tab; quotes are ordinary characters."""
+    """(texts, labels) of a ``label<TAB>message`` file, one tab per line (a second one would glue another field into
+    the message); quotes are ordinary characters."""
     texts, labels = [], []
     for number, line in enumerate(_read_lines(path, _SMS_ORIGIN), start=1):
         if not line.strip():
             continue
         label, tab, text = line.partition("\t")
-        if not tab or label not in SMS_LABELS:
-            raise ValueError(f"{path}, line {number}: expected 'ham<TAB>message' or 'spam<TAB>message'; got {line!r}")
+        if not tab or label not in SMS_LABELS or "\t" in text:
+            raise ValueError(
+                f"{path}, line {number}: expected 'label<TAB>message' with exactly one tab and the label ham or spam; "
+                f"got {line!r}"
+            )
         texts.append(text)
         labels.append(label)
     return texts, labels
@@ -204,8 +208,8 @@ def load_sms(
     Raises:
         TypeError: if ``split`` or ``source`` is not a string.
         ValueError: if ``split`` or ``source`` is not a valid choice, or ``calibration_fraction`` is outside [0, 1];
-            if the offline copy is empty, not UTF-8 or has a line that is not ``ham|spam<TAB>message``; if the split
-            comes out empty.
+            if the offline copy is empty, not UTF-8 or has a line that is not ``ham|spam<TAB>message`` (one tab); if
+            the split comes out empty.
         FileNotFoundError: if the offline copy is needed and missing (the message says what to put where).
         Exception: with ``source="hub"``, whatever the hub load raised.
     """

@@ -1,10 +1,11 @@
 """Data-driven block criteria of Shortened LLaMA (Kim et al., 2024) and SLEB (Song et al., 2024).
 
 All of them look at calibration batches (``helpers.data.calibration_batches``: dicts of right-padded ``input_ids``
-and ``attention_mask``); the loss is the next-token negative log-likelihood over every real token (labels =
-``input_ids`` with padding set to -100), or over the tokens a batch's own ``labels`` mark (``sms_task_batches``: the
-answer token only). Every score is HIGHER = MORE IMPORTANT, like every criterion in this
-package, and the model is left exactly as it was found (weights, training flag, ``requires_grad``, ``.grad``).
+and ``attention_mask``; left-padded batches give the same scores); the loss is the next-token negative
+log-likelihood over every real token (labels = ``input_ids`` with padding set to -100), or over the tokens a batch's
+own ``labels`` mark (``sms_task_batches``: the answer token only). Every score is HIGHER = MORE IMPORTANT, like
+every criterion in this package, and the model is left exactly as it was found (weights, training flag,
+``requires_grad``, ``.grad``).
 
 The perplexity criterion is the expensive one: the paper runs a full pass of a pruned copy for each of the L
 blocks. ``ppl_scores`` computes the same numbers from one pass that caches the hidden state entering every block:
@@ -111,12 +112,26 @@ def _targets_per_row(labels: torch.Tensor) -> torch.Tensor:
     return (labels[:, 1:] != IGNORE).sum(dim=1).cpu()
 
 
+def _right_aligned(*rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``(input_ids, attention_mask, labels)`` with each row's leading padding moved to its end: a left-padded batch
+    becomes the right-padded batch of the same samples, whose real tokens start at position 0 (otherwise the first
+    real token would be scored from a pad and, in families with absolute positions, every token moved). Rows that
+    start with a real token, i.e. every right-padded batch, are returned as they are."""
+    mask = rows[1]
+    lead = (mask.cumsum(dim=1) == 0).sum(dim=1)  # padding before each row's first real token (all of an empty row)
+    if not lead.any():
+        return rows
+    index = (torch.arange(mask.shape[1], device=mask.device) + lead[:, None]) % mask.shape[1]
+    return tuple(row.gather(1, index.to(row.device)) for row in rows)
+
+
 def _prepare(model: PreTrainedModel, batches: Sequence[Batch]) -> tuple[list[tuple[dict, torch.Tensor]], int]:
     """(model inputs, labels) per batch on the model's input device, and the number of tokens to predict in all
     batches.
 
     The labels are the batch's ``labels`` when it has them (e.g. ``sms_task_batches``: -100 everywhere but the answer
-    token), else its ``input_ids``; either way -100 on padding.
+    token), else its ``input_ids``; either way -100 on padding. Left-padded rows are right-aligned first
+    (``_right_aligned``), so both paddings give the same scores.
     """
     if isinstance(batches, Mapping) or not batches:
         raise ValueError("batches must be a non-empty list of dicts with 'input_ids' (and 'attention_mask')")
@@ -130,6 +145,7 @@ def _prepare(model: PreTrainedModel, batches: Sequence[Batch]) -> tuple[list[tup
         labels = batch.get("labels", ids)
         if not isinstance(labels, torch.Tensor) or labels.shape != ids.shape:
             raise ValueError(f"batch {number}: 'labels' must be a tensor shaped like 'input_ids' {tuple(ids.shape)}")
+        ids, mask, labels = _right_aligned(ids, mask, labels)
         inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
         prepared.append((inputs, labels.masked_fill(mask == 0, IGNORE).to(device)))
     n_tokens = sum(len(_targets(labels)[1]) for _, labels in prepared)
@@ -164,7 +180,8 @@ def taylor_scores(
         ValueError: if ``batches`` is one dict or empty, a batch has no 2-D ``input_ids`` tensor, there is no token to
             predict, ``weights`` is not a valid choice, or a score is not finite.
         TypeError: if ``weights`` is not a string.
-        FloatingPointError: if the model's logits are NaN or inf (``raise_non_finite`` names where they start).
+        FloatingPointError: if the model's logits are NaN or inf (``raise_non_finite`` names where they start), or
+            every score is 0 (the gradient vanished, e.g. weights scaled until float32 overflows in a norm).
     """
     if torch.is_inference_mode_enabled():
         raise RuntimeError(
@@ -200,6 +217,13 @@ def taylor_scores(
         pairs = zip(block, grads[start : start + len(block)])
         values.append(sum((p.detach().float() * g).abs().sum().item() for p, g in pairs))
         start += len(block)
+    if not any(values):
+        name, weight = max(model.named_parameters(), key=lambda item: item[1].detach().abs().max().item())
+        raise FloatingPointError(
+            "every Taylor score is 0: the loss's gradient vanished for every block weight, as when float32 overflows "
+            "(a norm whose input squared exceeds 3.4e38 outputs 0, and the logits stop depending on the blocks). "
+            f"The largest weight is {weight.detach().abs().max().item():.3g}, in {name}: check the weights' scale."
+        )
     return block_scores(values, "taylor")
 
 

@@ -11,7 +11,7 @@ import inspect
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .hooks import input_device
+from .hooks import eval_mode, input_device
 
 
 def cache_argument_name(model: PreTrainedModel) -> str:
@@ -32,7 +32,8 @@ def greedy_continuation(
 ) -> str:
     """The model's greedy (deterministic) continuation of ``prompt``, without the prompt.
 
-    ``generate()`` with sampling off; the pad token is the tokenizer's, else its EOS token.
+    ``generate()`` with sampling off, in eval mode (no dropout; the model's own mode is restored afterwards); the pad
+    token is the tokenizer's, else its EOS token.
 
     Args:
         model: the causal LM to decode with.
@@ -42,9 +43,18 @@ def greedy_continuation(
 
     Returns:
         The decoded new tokens, special tokens skipped.
+
+    Raises:
+        TypeError: if ``prompt`` is not a string.
+        ValueError: if ``prompt`` is empty.
     """
+    if not isinstance(prompt, str) or not prompt:
+        error = ValueError if isinstance(prompt, str) else TypeError
+        raise error(
+            f"prompt must be a non-empty string, the text to continue (e.g. 'The capital of France is'); got {prompt!r}"
+        )
     inputs = tokenizer(prompt, return_tensors="pt").to(input_device(model))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    with torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id)
     return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)

@@ -158,6 +158,28 @@ def input_device(model: PreTrainedModel) -> torch.device:
     return model.get_input_embeddings().weight.device
 
 
+def check_positions(model: PreTrainedModel, tokens: int, what: str) -> None:
+    """Refuse a sequence longer than the model's ``max_position_embeddings`` (when its config gives one).
+
+    Beyond them a model runs on positions it never learned (or fails inside), so a measurement there measures
+    extrapolation, not the model.
+
+    Args:
+        model: the model (its decoder config is read).
+        tokens: the sequence length to be run.
+        what: how the caller names that length, for the message (e.g. "seq_len=200").
+
+    Raises:
+        ValueError: if ``tokens`` exceeds the model's positions.
+    """
+    limit = getattr(model.config.get_text_config(decoder=True), "max_position_embeddings", None)
+    if isinstance(limit, int) and tokens > limit:
+        raise ValueError(
+            f"{what} is longer than the {limit} positions the model was built for (max_position_embeddings); "
+            f"there it would measure extrapolation, not the model. Use at most {limit} tokens."
+        )
+
+
 def run_model(model: PreTrainedModel, batch: Mapping[str, torch.Tensor]) -> object:
     """One analysis forward pass: eval mode, no gradients, no KV cache; the batch is moved to the input device.
 

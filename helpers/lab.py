@@ -8,7 +8,9 @@ read from paired intervals. They also refuse to reveal a measured answer before 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
+from numbers import Real
 from typing import Literal
 
 import numpy as np
@@ -48,6 +50,7 @@ def relative_update_scores(model: PreTrainedModel, batches: Sequence[Mapping[str
 
     Raises:
         ValueError: if ``batches`` is empty or holds no real token.
+        FloatingPointError: if the score of some block is NaN or infinite (the message names those blocks).
     """
     n_blocks = len(get_blocks(model))
     totals = torch.zeros(n_blocks, dtype=torch.float64)
@@ -66,6 +69,12 @@ def relative_update_scores(model: PreTrainedModel, batches: Sequence[Mapping[str
             run_model(model, batch)
     if n_tokens == 0:
         raise ValueError("the batches hold no real token (empty, or every attention_mask is 0)")
+    bad = torch.nonzero(~torch.isfinite(totals)).flatten().tolist()
+    if bad:
+        raise FloatingPointError(
+            f"the relative update is NaN or infinite for block(s) {bad}: a hidden state entering or leaving them is "
+            "NaN/inf, or one entering them is all zeros. Check the weights of the first of them for NaN/inf."
+        )
     return pd.Series((totals / n_tokens).numpy(), index=pd.RangeIndex(n_blocks, name="block"), name="relative_update")
 
 
@@ -115,7 +124,8 @@ def blocks_for_speedup(
     Args:
         model: the full model.
         scores: one score per block (higher = more important), indexed by the blocks 0..L-1.
-        target: the ideal speedup to reach (``ideal_speedup``), above 1.
+        target: the ideal speedup to reach (``ideal_speedup``), above 1 and at most that of removing every removable
+            block but one of the model's (the error says how much that is).
         protect_first: blocks at the start that are never removed.
         protect_last: blocks at the end that are never removed.
         seq_len: context length for the attention term of ``ideal_speedup``; None leaves it out.
@@ -124,22 +134,29 @@ def blocks_for_speedup(
         The blocks to remove, ascending: the shortest prefix of the score order that reaches ``target``.
 
     Raises:
-        ValueError: if ``target`` is not above 1, ``scores`` is not indexed by the model's blocks, or removing
-            every removable block does not reach ``target``.
+        TypeError: if ``target`` is not a number.
+        ValueError: if ``target`` is not above 1, ``scores`` is not indexed by the model's blocks, or removing as
+            many removable blocks as may go (one block must stay) does not reach ``target``.
     """
     n_blocks = len(get_blocks(model))
+    if isinstance(target, bool) or not isinstance(target, Real):
+        raise TypeError(f"target must be a number above 1 (an ideal speedup, e.g. 1.5); got {target!r}")
     if not target > 1:
-        raise ValueError(f"target must be an ideal speedup above 1, got {target}")
+        raise ValueError(f"target must be an ideal speedup above 1 (e.g. 1.5), got {target}")
     if sorted(scores.index.tolist()) != list(range(n_blocks)):
         raise ValueError(f"scores must be indexed by the blocks 0..{n_blocks - 1}; got {scores.index.tolist()}")
     allowed = removable_blocks(n_blocks, 1, protect_first=protect_first, protect_last=protect_last)
-    order = tied_order(pd.to_numeric(scores).astype(float)[allowed])
+    order = tied_order(pd.to_numeric(scores).astype(float)[allowed])[: n_blocks - 1]  # one block must stay
     for count in range(1, len(order) + 1):
         chosen = sorted(order[:count])
         if ideal_speedup(model, chosen, seq_len=seq_len) >= target:
             return chosen
     best = ideal_speedup(model, order, seq_len=seq_len)
-    raise ValueError(f"removing all {len(order)} removable blocks gives an ideal speedup of {best:.3g}, not {target}")
+    raise ValueError(
+        f"target={target} cannot be reached: removing {len(order)} of the {n_blocks} blocks, the most that may go "
+        f"(protect_first={protect_first}, protect_last={protect_last}, and one block must stay), gives an ideal "
+        f"speedup of {best:.4g}; choose a target above 1 and at most {math.floor(best * 1000) / 1000}"
+    )
 
 
 def parameters_without(model: PreTrainedModel, blocks: Iterable[int]) -> int:

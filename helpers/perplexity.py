@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .checks import check_int, check_texts
-from .hooks import input_device, raise_non_finite
+from .hooks import check_positions, eval_mode, input_device, raise_non_finite
 from .settings import progress_bar
 from .statistics import ConfidenceInterval, bootstrap_ci, paired_difference
 
@@ -188,10 +188,10 @@ def perplexity(
 
     If the tokenizer adds a BOS token to a text (``adds_bos``), every window is BOS + ``seq_len - 1`` text tokens,
     as the model saw in training; otherwise a window is ``seq_len`` text tokens and its first token is not scored.
-    Tokens after the last full window are dropped. Call it on a model in eval mode (``load_model`` returns one):
-    dropout would make the result random. Follows the transformers guide "Perplexity of fixed-length models" (strided
-    windows, context labelled -100), keeping per-window sums for the bootstrap, a BOS prefix where the tokenizer adds
-    one, and full windows only.
+    Tokens after the last full window are dropped. The model runs in eval mode (no dropout, which would make the
+    result random) and gets its own mode back afterwards. Follows the transformers guide "Perplexity of fixed-length
+    models" (strided windows, context labelled -100), keeping per-window sums for the bootstrap, a BOS prefix where
+    the tokenizer adds one, and full windows only.
 
     Args:
         model: the causal LM to evaluate.
@@ -223,12 +223,7 @@ def perplexity(
     stride = span if stride is None else stride
     check_int("max_windows", max_windows, none_means="all windows")
     check_int("batch_size", batch_size)
-    max_positions = getattr(model.config.get_text_config(decoder=True), "max_position_embeddings", None)
-    if isinstance(max_positions, int) and seq_len > max_positions:
-        raise ValueError(
-            f"seq_len={seq_len} is longer than the {max_positions} positions the model was built for; its "
-            f"perplexity there would measure extrapolation, not the model. Use seq_len <= {max_positions}."
-        )
+    check_positions(model, seq_len, f"seq_len={seq_len}")
 
     ids = joined_ids(tokenizer, texts)
     if len(ids) < span:
@@ -237,7 +232,7 @@ def perplexity(
 
     device = input_device(model)
     nll_sums, counts = [], []
-    with torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         for start in progress_bar(range(0, len(inputs), batch_size), "perplexity", progress):
             batch = inputs[start : start + batch_size].to(device)
             window_labels = labels[start : start + batch_size]

@@ -16,7 +16,7 @@ from types import MappingProxyType
 
 import pandas as pd
 
-from .checks import check_int
+from .checks import check_bool, check_int
 from .ties import first_minimum, tied_order
 
 PLUS_HEURISTIC: Mapping[str, int] = MappingProxyType({"protect_first": 4, "protect_last": 2})
@@ -168,9 +168,10 @@ def select_blocks(
         ValueError: if ``scores`` is not indexed by 0..L-1 or holds a NaN, infinite or non-numeric value; ``k`` is
             invalid (``resolve_k``); the protected blocks leave fewer than k; ``no_adjacent`` and ``contiguous`` are
             both set (whatever k); or k non-adjacent blocks do not fit among the removable ones.
-        TypeError: if ``scores`` is not a pandas Series, ``k`` is not a number (``resolve_k``), or ``protect_first``
-            or ``protect_last`` is not an integer.
+        TypeError: if ``scores`` is not a pandas Series, ``k`` is not a number (``resolve_k``), ``protect_first``
+            or ``protect_last`` is not an integer, or ``higher_is_important`` is not a bool.
     """
+    check_bool("higher_is_important", higher_is_important)
     n_blocks = _check_scores(scores)
     count = resolve_k(k, n_blocks)
     allowed = removable_blocks(n_blocks, count, protect_first=protect_first, protect_last=protect_last)

@@ -9,6 +9,7 @@ first): a documented rule that does not depend on the last bits.
 
 from __future__ import annotations
 
+import math
 from typing import Literal, get_args
 
 import pandas as pd
@@ -19,11 +20,20 @@ TIE_RTOL = 1e-3
 """Relative distance below which two scores count as tied."""
 
 
+def _apart(a: float, b: float, rtol: float) -> bool:
+    """Whether two sorted neighbours fall in different tie groups (an infinity ties only with itself)."""
+    if math.isinf(a) or math.isinf(b):
+        return a != b
+    return abs(b - a) > rtol * max(abs(a), abs(b))
+
+
 def tie_groups(values: pd.Series, rtol: float = TIE_RTOL) -> pd.Series:
     """For each label of ``values``, the number of its tie group: 0 for the smallest values, then 1, 2, ...
 
     Sorted by value, neighbours closer than ``rtol`` (relative to the larger magnitude) share a group, so a chain of
-    near-equal values forms one group. The grouping only changes when a gap sits right at ``rtol``.
+    near-equal values forms one group. The grouping only changes when a gap sits right at ``rtol``. An infinite value
+    ties only with the same infinity: it lies beyond every finite value, and float rounding, which ties exist to
+    absorb, cannot make a finite score infinite.
 
     Args:
         values: the scores, indexed by label (e.g. block index).
@@ -44,7 +54,7 @@ def tie_groups(values: pd.Series, rtol: float = TIE_RTOL) -> pd.Series:
     group, previous = -1, None
     for label, value in ordered:
         value = float(value)
-        if previous is None or abs(value - previous) > rtol * max(abs(value), abs(previous)):
+        if previous is None or _apart(previous, value, rtol):
             group += 1
         groups[label] = group
         previous = value

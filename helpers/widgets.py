@@ -22,6 +22,7 @@ from matplotlib.colors import to_hex, to_rgb
 from transformers import PreTrainedModel
 
 from .blocks import check_block_indices, num_blocks
+from .checks import check_bool
 from .display import fmt
 from .evaluation import FULL, INFO_COLUMNS, Measure, VariantResults, evaluate_variants
 from .generation import greedy_continuation
@@ -96,7 +97,9 @@ def importance_colours(scores: pd.Series, *, higher_is_important: bool = True, c
 
     Raises:
         KeyError: if ``cmap`` is not a matplotlib colormap name.
+        TypeError: if ``higher_is_important`` is not a bool.
     """
+    check_bool("higher_is_important", higher_is_important)
     colormap = matplotlib.colormaps[cmap]
     importance = pd.Series(scores.to_numpy(dtype=float), index=range(len(scores)))
     if not higher_is_important:
@@ -160,7 +163,12 @@ class BlockChooser(widgets.VBox):
             ValueError: for ``scores`` of another kind (MultiIndex columns of more than two levels included),
                 empty, not numeric, not indexed by 0..L-1 in order, or whose datasets cover different blocks.
             KeyError: if ``cmap`` is not a matplotlib colormap name.
+            TypeError: if ``higher_is_important`` (or a value of the mapping) is not a bool.
         """
+        for direction in (
+            higher_is_important.values() if isinstance(higher_is_important, Mapping) else [higher_is_important]
+        ):
+            check_bool("higher_is_important", direction)
         self._tables = _as_score_tables(scores)
         self.n_blocks = len(next(iter(self._tables.values())))
         self._direction = higher_is_important
@@ -215,8 +223,8 @@ class BlockChooser(widgets.VBox):
             True when higher means more important.
         """
         if isinstance(self._direction, Mapping):
-            return bool(self._direction.get(criterion, True))
-        return bool(self._direction)
+            return self._direction.get(criterion, True)
+        return self._direction
 
     @property
     def scores(self) -> pd.Series:
@@ -325,13 +333,19 @@ class LivePanel(widgets.VBox):
 
         Raises:
             ValueError: if a measure name is reserved (an ``INFO_COLUMNS`` name, "parameters_removed" or
-                "generation"), or ``debounce_s`` is negative.
+                "generation"), ``debounce_s`` is negative, or ``chooser`` covers another number of blocks than
+                ``model`` has.
         """
         reserved = {*INFO_COLUMNS, "parameters_removed", "generation"}
         if set(measures) & reserved:
             raise ValueError(f"measure names {sorted(set(measures) & reserved)} are reserved; rename them")
         if debounce_s < 0:
             raise ValueError(f"debounce_s must be >= 0 seconds, got {debounce_s}")
+        if chooser is not None and chooser.n_blocks != num_blocks(model):
+            raise ValueError(
+                f"the chooser covers {chooser.n_blocks} blocks but the model has {num_blocks(model)}: its block "
+                "numbers would name other blocks. Build it from scores of this model, one per block."
+            )
         self.model = model
         self.measures = dict(measures)
         self._generate = generate
@@ -583,7 +597,9 @@ def block_explorer(
         ``VBox([chooser, panel])``.
 
     Raises:
-        ValueError: as ``BlockChooser`` (malformed ``scores``) or ``LivePanel`` (a negative ``debounce_s``).
+        ValueError: as ``BlockChooser`` (malformed ``scores``) or ``LivePanel`` (a negative ``debounce_s``, or
+            ``scores`` of another number of blocks than ``model`` has).
+        TypeError: as ``BlockChooser`` (``higher_is_important`` not a bool).
     """
     chooser = BlockChooser(
         scores, higher_is_important=higher_is_important, protect_first=protect_first, protect_last=protect_last, k=k

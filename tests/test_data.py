@@ -228,12 +228,12 @@ def test_bad_split_and_source_are_rejected(tmp_data):
 # --- SMS ---------------------------------------------------------------------------------------------------------
 
 
-def test_sms_parsing_splits_on_the_first_tab_only(tmp_data):
+def test_sms_parsing_keeps_quotes_and_normalises_whitespace(tmp_data):
     write(
         tmp_data,
         SMS_FILE,
         'ham\tHe said "see you\n'  # an unbalanced quote must not swallow the next lines
-        'spam\tWIN\t"now"   call  0800\r\n'
+        'spam\tWIN "now"   call  0800\r\n'
         "\n"
         "ham\t  Ok lar... \n",
     )
