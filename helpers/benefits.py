@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .blocks import check_block_indices, get_blocks
+from .blocks import check_block_indices, check_decoder, get_blocks
 from .checks import check_int
 from .display import fmt, fmt_pct
 from .generation import cache_argument_name
@@ -243,7 +243,11 @@ def greedy_decode(model: PreTrainedModel, prompt: torch.Tensor, new_tokens: int)
 
     Returns:
         (generated ids of shape (batch, new_tokens), prefill seconds, decode seconds).
+
+    Raises:
+        ValueError: for a model that gives no next-token logits (``check_decoder``).
     """
+    check_decoder(model, "logits")
     device = input_device(model)
     prompt = prompt.to(device)
     cache = cache_argument_name(model)

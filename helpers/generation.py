@@ -11,6 +11,7 @@ import inspect
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .blocks import check_decoder
 from .hooks import input_device
 
 
@@ -42,7 +43,11 @@ def greedy_continuation(
 
     Returns:
         The decoded new tokens, special tokens skipped.
+
+    Raises:
+        ValueError: for a model that gives no next-token logits (``check_decoder``).
     """
+    check_decoder(model, "logits")
     inputs = tokenizer(prompt, return_tensors="pt").to(input_device(model))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     with torch.no_grad():
