@@ -48,7 +48,6 @@ import pandas as pd
 import torch
 from transformers import Cache, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from .blocks import check_decoder
 from .checks import check_choice, check_int
 from .data import SOURCES, Source, _hub_or_local, right_pad
 from .generation import cache_argument_name
@@ -666,10 +665,8 @@ def score_requests(
 
     Raises:
         TypeError: if ``batch_tokens`` is not an integer.
-        ValueError: if ``batch_tokens`` is below 1, a continuation has no token or more than ``max_length``, or the
-            model gives no next-token logits (``check_decoder``).
+        ValueError: if ``batch_tokens`` is below 1, or a continuation has no token or more than ``max_length``.
     """
-    check_decoder(model, "logits")
     check_int("batch_tokens", batch_tokens)
     units = _units(pairs, max_length)
     loglik = torch.zeros(len(pairs), dtype=torch.float64)
