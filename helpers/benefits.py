@@ -15,9 +15,10 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from torch.ao.nn.quantized.modules.linear import LinearPackedParams
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .blocks import check_block_indices, get_blocks
+from .blocks import check_block_indices, check_decoder, get_blocks
 from .checks import check_int
 from .display import fmt, fmt_pct
 from .generation import cache_argument_name
@@ -41,11 +42,28 @@ def _unique(tensors: Iterable[torch.Tensor]) -> list[torch.Tensor]:
     return list(seen.values())
 
 
+def _packed(model: torch.nn.Module) -> tuple[int, int]:
+    """(values, bytes) of the weights and biases that dynamically quantized layers keep packed outside
+    ``parameters()`` (``torch.ao.quantization.quantize_dynamic``): weights in the quantized dtype (1 byte per int8
+    value), biases in their own; the few bytes of each layer's scale and zero point are left out."""
+    values = size = 0
+    for module in model.modules():
+        if isinstance(module, LinearPackedParams):
+            weight, bias = module._weight_bias()
+            values += weight.numel()
+            size += weight.numel() * torch.empty(0, dtype=module.dtype).element_size()  # qint8 unpacks as is, fp16 not
+            if bias is not None:
+                values += bias.numel()
+                size += bias.numel() * bias.element_size()
+    return values, size
+
+
 def parameter_count(model: torch.nn.Module) -> int:
     """Number of parameters, counting tied weights (SmolLM2's embedding = LM head) once.
 
     On a whole model this is ``PreTrainedModel.num_parameters()``; it is written here because it also counts any
-    module (a block list) and two views of one storage once (the tests check both against transformers).
+    module (a block list), two views of one storage once (the tests check both against transformers), and the
+    weights that dynamically quantized layers keep packed outside ``parameters()``.
 
     Args:
         model: any torch module (a whole model, or its block list).
@@ -53,12 +71,13 @@ def parameter_count(model: torch.nn.Module) -> int:
     Returns:
         The number of parameter values, each shared storage counted once.
     """
-    return sum(p.numel() for p in _unique(model.parameters()))
+    return sum(p.numel() for p in _unique(model.parameters())) + _packed(model)[0]
 
 
 def model_bytes(model: torch.nn.Module) -> int:
     """Bytes of the model's parameters and buffers (e.g. rotary tables), each storage counted once: on a whole model
-    ``PreTrainedModel.get_memory_footprint()`` (checked against it in the tests).
+    ``PreTrainedModel.get_memory_footprint()`` (checked against it in the tests). Weights that dynamically quantized
+    layers keep packed count in their quantized dtype (1 byte per int8 value).
 
     Args:
         model: any torch module.
@@ -66,7 +85,8 @@ def model_bytes(model: torch.nn.Module) -> int:
     Returns:
         The bytes its parameters and buffers occupy, in their own dtypes.
     """
-    return sum(t.numel() * t.element_size() for t in _unique([*model.parameters(), *model.buffers()]))
+    stored = sum(t.numel() * t.element_size() for t in _unique([*model.parameters(), *model.buffers()]))
+    return stored + _packed(model)[1]
 
 
 def size_summary(model: PreTrainedModel) -> pd.Series:
@@ -103,7 +123,8 @@ def _per_token_compute(model: PreTrainedModel, seq_len: int | None) -> tuple[lis
     """(multiply-accumulates per token of each block, of everything else) — see ``ideal_speedup``."""
     lookups = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
     head = model.get_output_embeddings().weight
-    outside = sum(p.numel() for p in model.parameters() if id(p) not in lookups) - parameter_count(get_blocks(model))
+    in_parameters = sum(p.numel() for p in model.parameters() if id(p) not in lookups)
+    outside = in_parameters + _packed(model)[0] - parameter_count(get_blocks(model))
     if id(head) in lookups:  # tied: the head's matmul is real work although its weight is the embedding table
         outside += head.numel()
     attention = 0.0
@@ -245,8 +266,10 @@ def greedy_decode(model: PreTrainedModel, prompt: torch.Tensor, new_tokens: int)
         (generated ids of shape (batch, new_tokens), prefill seconds, decode seconds).
 
     Raises:
-        ValueError: if the prompt and the new tokens together are longer than the model's positions.
+        ValueError: if the prompt and the new tokens together are longer than the model's positions, or for a model
+            that gives no next-token logits (``check_decoder``).
     """
+    check_decoder(model, "logits")
     check_positions(
         model, prompt.shape[1] + new_tokens, f"the prompt's {prompt.shape[1]} tokens + {new_tokens} new tokens"
     )

@@ -1,18 +1,22 @@
-"""Finding a model's transformer blocks, and checking lists of block indices.
+"""Finding a model's transformer blocks, checking that it is a model depth pruning handles, and checking lists of
+block indices.
 
 Almost every decoder in transformers keeps its blocks in one ``nn.ModuleList`` whose length is the (text) config's
 layer count, because its forward pass loops over ``layers[: config.num_hidden_layers]``. ``block_path`` finds that
 list from the model's structure, so a family needs no entry anywhere to be pruned. ``BLOCK_PATHS`` is only for
 overrides: a family whose structure is ambiguous (several such lists, none on the decoder path) gets its path there.
+``check_decoder`` refuses models whose blocks are no decoder's (T5, BERT) or that cannot run as asked.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from numbers import Integral
+from typing import Literal
 
 import torch
 from transformers import PreTrainedModel
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 BLOCK_PATHS: dict[str, str] = {}
 """Overrides: model_type -> attribute path of the block list in the ``...ForCausalLM`` class. Discovery
@@ -25,6 +29,56 @@ DECODER_SEGMENTS = {"decoder", "language_model", "text_model"}
 """Path segments that mark the decoder in models with several stacks (encoder-decoder, vision-language)."""
 
 
+DECODER_ONLY = (
+    "depth pruning here handles decoder-only causal language models (a ...ForCausalLM such as LlamaForCausalLM, or "
+    "its backbone for hooks and pruning)"
+)
+Need = Literal["blocks", "weights", "logits"]
+
+
+def check_decoder(model: PreTrainedModel, needs: Need = "blocks") -> None:
+    """Refuse a model that depth pruning here cannot handle, before anything runs or changes.
+
+    Encoder-decoders (T5, BART) and bidirectional encoders (BERT: a model type with a masked-LM class whose config
+    is not a decoder) have blocks too, but removing them or reading their logits as next-token predictions gives
+    silently wrong answers. ``block_path`` calls this for every model; what runs or reads the model asks for more.
+
+    Args:
+        model: the model to check.
+        needs: "blocks" (a decoder-only model, the causal LM or its backbone); "weights": also real weights, not an
+            empty model on the meta device (a model split by ``device_map`` may keep offloaded weights there);
+            "logits": also an LM head that predicts the next token.
+
+    Raises:
+        ValueError: for an encoder-decoder, a bidirectional encoder, weights on the meta device or a model without an
+            LM head, as ``needs`` asks; the message names the model and what is valid.
+    """
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    name = f"{type(model).__name__} (model_type {model_type!r})"
+    if getattr(config, "is_encoder_decoder", False):
+        raise ValueError(f"{name} is an encoder-decoder model; {DECODER_ONLY}")
+    if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False):
+        raise ValueError(
+            f"{name} is a bidirectional encoder (config.is_decoder is False: every token sees the whole text), not a "
+            f"causal language model; {DECODER_ONLY}"
+        )
+    if needs == "blocks":
+        return
+    if getattr(model, "hf_device_map", None) is None and any(p.is_meta for p in model.parameters()):
+        raise ValueError(
+            f"the weights of {type(model).__name__} are on the meta device (a model built without weights, e.g. "
+            "under torch.device('meta')), so there is nothing to run, read or save; load real weights first "
+            "(load_model, or from_pretrained)"
+        )
+    if needs == "logits" and model.get_output_embeddings() is None:
+        causal_lm = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type, "its ...ForCausalLM class")
+        raise ValueError(
+            f"{type(model).__name__} has no LM head (get_output_embeddings() is None): it returns hidden states, not "
+            f"next-token logits; pass the causal LM (e.g. {causal_lm}, as load_model returns it), not its backbone"
+        )
+
+
 def layer_count(model: PreTrainedModel) -> int:
     """The layer count of the model's (text) config: how many blocks the forward pass runs.
 
@@ -35,7 +89,7 @@ def layer_count(model: PreTrainedModel) -> int:
         The first int among the config's ``LAYER_COUNT_NAMES``.
 
     Raises:
-        ValueError: if the model has no config, or its config states no layer count.
+        ValueError: if the model has no config, or its config states no layer count or one below 1.
     """
     config = getattr(model, "config", None)
     if config is None:
@@ -43,6 +97,11 @@ def layer_count(model: PreTrainedModel) -> int:
     text_config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
     for name in LAYER_COUNT_NAMES:
         value = getattr(text_config, name, None)
+        if isinstance(value, int) and value < 1:
+            raise ValueError(
+                f"the config of {type(model).__name__} states {value} layers: depth pruning needs a model with at "
+                "least one transformer block"
+            )
         if isinstance(value, int):
             return value
     raise ValueError(
@@ -77,9 +136,11 @@ def block_path(model: PreTrainedModel) -> str:
         The path, for ``model.get_submodule``.
 
     Raises:
-        ValueError: if no single block list can be told apart (the message names the candidates), if the
-            ``BLOCK_PATHS`` override names no ``nn.ModuleList``, or as ``layer_count``.
+        ValueError: for a model that is not decoder-only (``check_decoder``), if no single block list can be told apart
+            (the message names the candidates), if the ``BLOCK_PATHS`` override names no ``nn.ModuleList``, or as
+            ``layer_count``.
     """
+    check_decoder(model)
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     override = BLOCK_PATHS.get(model_type)
     if override is not None:

@@ -30,6 +30,7 @@ import torch
 from scipy import stats
 from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
 
+from .blocks import check_decoder
 from .checks import check_choice, check_int
 from .data import SMS_LABELS, right_pad
 from .generation import cache_argument_name
@@ -341,11 +342,13 @@ def sms_accuracy(
         ValueError: if ``frame`` or ``examples`` is not a frame with columns ``text`` and ``label`` and labels
             ham/spam; ``shots > 0`` or ``decision="prior"`` without ``examples``; ``decision="prior"`` with empty
             ``examples``; ``decision`` is unknown; ``shots`` is negative or ``max_examples``/``batch_size`` below 1;
-            nothing is left to evaluate; or as ``draw_shots``.
+            nothing is left to evaluate; the model gives no next-token logits (``check_decoder``); or as
+            ``draw_shots``.
         TypeError: if ``shots``, ``max_examples`` or ``batch_size`` is not an integer, ``decision`` not a string, or
             a message of ``frame`` or ``examples`` is not a string.
         FloatingPointError: if the label scores are NaN or inf (``raise_non_finite`` names where they start).
     """
+    check_decoder(model, "logits")
     _check_frame(frame, "frame")
     check_int("shots", shots, minimum=0)
     if shots > 0 and examples is None:

@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 from transformers import PreTrainedModel
 
-from .blocks import get_blocks
+from .blocks import check_decoder, get_blocks
 from .data import disjoint_draws
 from .hooks import eval_mode, head_only_at, hidden_input, input_device, raise_non_finite, run_model
 from .perplexity import IGNORE, token_nll
@@ -133,6 +133,7 @@ def _prepare(model: PreTrainedModel, batches: Sequence[Batch]) -> tuple[list[tup
     token), else its ``input_ids``; either way -100 on padding. Left-padded rows are right-aligned first
     (``_right_aligned``), so both paddings give the same scores.
     """
+    check_decoder(model, "logits")
     if isinstance(batches, Mapping) or not batches:
         raise ValueError("batches must be a non-empty list of dicts with 'input_ids' (and 'attention_mask')")
     device = input_device(model)
@@ -178,7 +179,8 @@ def taylor_scores(
     Raises:
         RuntimeError: if called inside ``torch.inference_mode()``, which turns gradients off.
         ValueError: if ``batches`` is one dict or empty, a batch has no 2-D ``input_ids`` tensor, there is no token to
-            predict, ``weights`` is not a valid choice, or a score is not finite.
+            predict, ``weights`` is not a valid choice, a score is not finite, or the model gives no next-token logits
+            (``check_decoder``).
         TypeError: if ``weights`` is not a string.
         FloatingPointError: if the model's logits are NaN or inf (``raise_non_finite`` names where they start), or
             every score is 0 (the gradient vanished, e.g. weights scaled until float32 overflows in a norm).

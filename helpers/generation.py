@@ -11,6 +11,7 @@ import inspect
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .blocks import check_decoder
 from .hooks import eval_mode, input_device
 
 
@@ -46,8 +47,9 @@ def greedy_continuation(
 
     Raises:
         TypeError: if ``prompt`` is not a string.
-        ValueError: if ``prompt`` is empty.
+        ValueError: if ``prompt`` is empty, or for a model that gives no next-token logits (``check_decoder``).
     """
+    check_decoder(model, "logits")
     if not isinstance(prompt, str) or not prompt:
         error = ValueError if isinstance(prompt, str) else TypeError
         raise error(

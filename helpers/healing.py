@@ -19,7 +19,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.pytorch_utils import Conv1D
 
-from .blocks import get_blocks
+from .blocks import check_decoder, get_blocks
 from .checks import check_int
 from .hooks import input_device
 from .perplexity import joined_ids, next_token_nll, window_layout
@@ -160,8 +160,10 @@ def heal_with_lora(
         TypeError: if ``steps``, ``batch_size``, ``rank`` or ``seq_len`` is not an integer; as ``training_windows``
             and ``lora_targets``.
         ValueError: if ``steps``, ``batch_size`` or ``rank`` is below 1, ``lr`` is not positive, ``dropout`` is not
-            in [0, 1); as ``training_windows``, ``lora_targets`` and ``prune_blocks`` (for ``remove``).
+            in [0, 1); for a model that gives no next-token logits (``check_decoder``); as ``training_windows``,
+            ``lora_targets`` and ``prune_blocks`` (for ``remove``).
     """
+    check_decoder(model, "logits")
     for name, value in (("steps", steps), ("batch_size", batch_size), ("rank", rank)):
         check_int(name, value)
     if not lr > 0:

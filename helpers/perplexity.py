@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .blocks import check_decoder
 from .checks import check_int, check_texts
 from .hooks import check_positions, eval_mode, input_device, raise_non_finite
 from .settings import progress_bar
@@ -213,11 +214,12 @@ def perplexity(
         TypeError: if ``texts`` is not a list of strings, or ``seq_len``, ``stride``, ``max_windows`` or
             ``batch_size`` is not an integer (None where allowed).
         ValueError: if ``seq_len`` is too short for a window or longer than the model's positions, ``stride`` is
-            outside 1..text tokens per window, ``max_windows`` or ``batch_size`` is below 1, or the texts give fewer
-            tokens than one window.
+            outside 1..text tokens per window, ``max_windows`` or ``batch_size`` is below 1, the texts give fewer
+            tokens than one window, or the model gives no next-token logits (``check_decoder``).
         FloatingPointError: if a window's NLL is NaN or inf (a NaN or +inf logit at a scored position, or -inf on
             its target; ``raise_non_finite`` names where they start).
     """
+    check_decoder(model, "logits")
     prefix, span = window_layout(tokenizer, texts, seq_len)
     check_int("stride", stride, maximum=span, none_means=f"{span}, the text tokens in a window")
     stride = span if stride is None else stride

@@ -14,9 +14,10 @@ from typing import Literal, get_args
 
 import pandas as pd
 import torch
+from torch.ao.nn.quantized.modules.linear import LinearPackedParams
 from transformers import PreTrainedModel
 
-from .blocks import get_blocks
+from .blocks import check_decoder, get_blocks
 from .checks import check_choice, check_int
 from .selection import removable_blocks, resolve_k
 
@@ -69,9 +70,17 @@ def block_weights(block: torch.nn.Module, weights: WeightSet = "all") -> list[to
 
     Raises:
         TypeError: if ``weights`` is not a string.
-        ValueError: if ``weights`` is not "all" or "matrices".
+        ValueError: if ``weights`` is not "all" or "matrices", or the block holds dynamically quantized layers (their
+            weights are packed outside ``parameters()``, so a criterion would see only norms and biases).
     """
     check_choice("weights", weights, WEIGHT_SETS)
+    packed = [name for name, module in block.named_modules() if isinstance(module, LinearPackedParams)]
+    if packed:
+        raise ValueError(
+            f"this block holds dynamically quantized layers (e.g. {packed[0]}), whose weights are packed outside "
+            "parameters(): a weight criterion would see only the norms and biases. Score the float model before "
+            "quantizing"
+        )
     return [p for p in block.parameters() if weights == "all" or p.ndim >= 2]
 
 
@@ -137,10 +146,12 @@ def magnitude_scores(
 
     Raises:
         TypeError: if ``norm`` or ``weights`` is not a string.
-        ValueError: if ``norm`` or ``weights`` is not a valid choice, a score is not finite (NaN/inf weights), or the
+        ValueError: if ``norm`` or ``weights`` is not a valid choice, a score is not finite (NaN/inf weights), the
+            weights are on the meta device (``check_decoder``) or dynamically quantized (``block_weights``), or the
             model's block list cannot be found (``block_path``).
     """
     check_choice("norm", norm, MAGNITUDE_NORMS)
+    check_decoder(model, "weights")
     values = []
     with torch.no_grad():
         for block in get_blocks(model):
