@@ -230,7 +230,8 @@ def signal_table(results: VariantResults) -> pd.DataFrame:
     Returns:
         A frame indexed by metric: ``items``, ``chance``, ``majority`` (NaN where the task has no answer positions),
         the reference's accuracy as text with its interval, and ``signal``: "above chance and majority" when the
-        whole interval lies above the higher of the two, "at chance" when it contains it, "below chance" otherwise.
+        whole interval lies above the higher of the two, "at chance" when it contains it, "below chance" otherwise,
+        and "too few to decide" on fewer than ``MIN_UNITS`` items.
     """
     rows = {}
     for metric in _zero_shot_metrics(results):
@@ -243,7 +244,9 @@ def signal_table(results: VariantResults) -> pd.DataFrame:
             "chance": result.chance,
             "majority": result.majority,
             results.reference: fmt_ci(ci, decimals=3),
-            "signal": {"better": "above chance and majority", "within noise": "at chance"}.get(verdict, "below chance"),
+            "signal": {"better": "above chance and majority", "within noise": "at chance", "worse": "below chance"}.get(
+                verdict, verdict
+            ),
         }
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("metric")
 

@@ -174,7 +174,8 @@ class VariantResults:
         return ConfidenceInterval(float(second) - float(first), np.nan, np.nan)
 
     def verdict(self, a: str, b: str, metric: str) -> str:
-        """ "better", "worse" or "within noise": ``b`` against ``a`` on ``metric``, in the metric's direction.
+        """ "better", "worse" or "within noise" (or "too few to decide"): ``b`` against ``a`` on ``metric``, in the
+        metric's direction.
 
         Args:
             a: the variant compared against (e.g. ``FULL``).
@@ -182,7 +183,8 @@ class VariantResults:
             metric: a metric name.
 
         Returns:
-            The verdict of the paired interval of b - a (``ConfidenceInterval.verdict``).
+            The verdict of the paired interval of b - a (``ConfidenceInterval.verdict``; "too few to decide" below
+            ``MIN_UNITS`` units).
 
         Raises:
             KeyError: for an unknown variant or metric.
@@ -200,8 +202,8 @@ class VariantResults:
         Returns:
             One row per (variant, metric), variants in order: columns ``variant``, ``metric``, ``value``, ``low``,
             ``high``, the paired difference to the reference (``diff``, ``diff_low``, ``diff_high``), its
-            ``verdict`` ("reference" on the reference's rows, None for a plain number) and the metric's ``better``
-            direction.
+            ``verdict`` ("reference" on the reference's rows, None for a plain number, "too few to decide" below
+            ``MIN_UNITS`` units) and the metric's ``better`` direction.
         """
         rows = []
         for variant in self.results:
@@ -296,7 +298,8 @@ class VariantResults:
         return {"decimals": 3} if isinstance(self.results[self.reference][metric], _ACCURACIES) else {}
 
     def formatted(self, variant: str, metric: str, style: Mapping[str, Any] | None = None) -> str:
-        """``metric`` of ``variant`` as text, "value [low, high]" (just the value for a plain number).
+        """``metric`` of ``variant`` as text, "value [low, high]" (just the value for a plain number), flagged when
+        the interval rests on fewer than ``MIN_UNITS`` units.
 
         Args:
             variant: a variant name.
@@ -304,7 +307,8 @@ class VariantResults:
             style: ``helpers.fmt`` options; None: 3 decimals for accuracies, 3 significant digits otherwise.
 
         Returns:
-            The text, e.g. "31.2 [30.1, 32.4]" (an accuracy: "0.875 [0.820, 0.930]").
+            The text, e.g. "31.2 [30.1, 32.4]" (an accuracy: "0.875 [0.820, 0.930]"; on 3 windows
+            "31.2 [30.1, 32.4] (n=3, too few)": fewer windows than ``MIN_UNITS``).
 
         Raises:
             KeyError: for an unknown variant or metric.
@@ -312,7 +316,10 @@ class VariantResults:
         """
         ci = self.interval(variant, metric)
         style = self._style(metric, style)
-        return fmt(ci.estimate, **style) if np.isnan(ci.low) else fmt_ci(ci, **style)
+        if np.isnan(ci.low):
+            return fmt(ci.estimate, **style)
+        flag = f" (n={ci.units}, too few)" if ci.too_few else ""
+        return fmt_ci(ci, **style) + flag
 
     def formatted_difference(self, a: str, b: str, metric: str, style: Mapping[str, Any] | None = None) -> str:
         """``b`` minus ``a`` on ``metric`` as text with its paired interval and verdict.
@@ -362,7 +369,7 @@ class VariantResults:
     ) -> pd.DataFrame:
         """Paired comparisons of chosen variants on ``metric``: one row per ``(a, b)`` with the difference b - a,
         its 95% interval (numbers, and ``shown`` as text in ``style``, see ``formatted``) and the verdict for ``b``
-        ("better", "worse" or "within noise").
+        ("better", "worse", "within noise", or "too few to decide" below ``MIN_UNITS`` units).
 
         Args:
             pairs: ``(a, b)`` variant names; each row reads b against a.
@@ -409,8 +416,8 @@ class VariantResults:
         return found
 
     def majority_verdict(self, variant: str, metric: str) -> str:
-        """ "better", "worse" or "within noise": ``variant``'s accuracy interval read against the majority-class
-        baseline (``majority_baselines``); "within noise" means no evidence of any signal.
+        """ "better", "worse" or "within noise" (or "too few to decide"): ``variant``'s accuracy interval read
+        against the majority-class baseline (``majority_baselines``); "within noise" means no evidence of any signal.
 
         Args:
             variant: a variant name.

@@ -26,6 +26,7 @@ from .display import fmt
 from .evaluation import FULL, INFO_COLUMNS, Measure, VariantResults, evaluate_variants
 from .generation import greedy_continuation
 from .pruning import skip_blocks
+from .statistics import MIN_UNITS
 from .ties import tied_ranks
 
 if TYPE_CHECKING:  # imported lazily in LivePanel.for_course
@@ -539,7 +540,7 @@ class LivePanel(widgets.VBox):
         self.table.value = (
             f"<table class='live-panel-results'><tr>{header}</tr>{body}</table>"
             "<small>Intervals: 95% bootstrap over the same windows and messages; the change is "
-            "paired, and a verdict is only given beyond noise.</small>"
+            f"paired, and a verdict is only given beyond noise, on at least {MIN_UNITS} windows or messages.</small>"
         )
         if "generation" in self.results:
             self.generation.value = (

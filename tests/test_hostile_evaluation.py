@@ -3,15 +3,25 @@ one must now give the right answer or a clear error, with the caller's model, li
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
+from test_benchmark_results import results_of, unit
 from test_evaluation_core import sentences, sms
+from test_lab import fake_ppl
 from tiny_models import N_LAYERS, tiny_model
 from tiny_tokenizer import tiny_tokenizer
 
+import helpers
 from helpers.blocks import num_blocks
 from helpers.classification import accuracy_difference, sms_accuracy
-from helpers.perplexity import perplexity, perplexity_difference
+from helpers.evaluation import FULL, VariantResults, compare_variants
+from helpers.lab import level_results
+from helpers.paper import HOLDS, paired_verdict
+from helpers.perplexity import perplexity, perplexity_ci, perplexity_difference
+from helpers.statistics import bootstrap_ci, paired_difference
+from helpers.widgets import LivePanel
 
 TOO_FEW = "too few to decide"
 STATED_MINIMUM = 10
@@ -31,6 +41,117 @@ def assert_unchanged(model: torch.nn.Module, before: dict[str, torch.Tensor]) ->
     assert num_blocks(model) == N_LAYERS and model.config.num_hidden_layers == N_LAYERS
     for name, value in model.state_dict().items():
         torch.testing.assert_close(value, before[name], rtol=0, atol=0)
+
+
+# --- case 1: one unit, or too few, gives no verdict -----------------------------------------------------------------
+
+
+def lower_by_five(n: int) -> VariantResults:
+    """Variant "b" has a perplexity NLL 5 lower than "a" on each of ``n`` windows: better on every unit."""
+    a = np.linspace(20.0, 40.0, n)
+    return VariantResults(
+        variants={"a": [], "b": []},
+        results={"a": {"ppl": fake_ppl(a)}, "b": {"ppl": fake_ppl(a - 5.0)}},
+        info=pd.DataFrame(index=["a", "b"]),
+        reference="a",
+    )
+
+
+def all_correct(n: int) -> VariantResults:
+    """``n`` items all answered correctly, far above chance (0.25) and the majority answer (0.3)."""
+    return results_of({FULL: {"acc": unit(np.ones(n))}, "pruned": {"acc": unit(np.ones(n))}})
+
+
+def panel_verdict(n: int) -> str:
+    """The change the live panel shows for a measure of ``n`` windows, 5 nats lower per window without block 1."""
+    a = np.linspace(20.0, 40.0, n)
+    measure = lambda m: fake_ppl(a - 5.0 * (N_LAYERS - num_blocks(m)))  # noqa: E731
+    panel = LivePanel(tiny_model("llama"), {"ppl": measure})
+    panel.evaluate([1])
+    return next(v for v in ("better", "worse", "within noise", TOO_FEW) if v in panel.table.value)
+
+
+def lab_passes(n: int) -> str:
+    """Whether "b" passes a "match a" level of the lab."""
+    return str(level_results(lower_by_five(n), "b", {"1": ("a", "match")}, "ppl").loc["1", "passed"])
+
+
+def paper_verdict(n: int) -> str:
+    """A comparison of the paper read from ``n`` paired units on which "b" wins by 5 every time."""
+    gap = paired_difference(np.arange(n) + 5.0, np.arange(n))
+    return paired_verdict(gap, a="a", b="b", better="lower", paper_winner="b")
+
+
+VERDICT_SITES = {
+    "paired interval": lambda n: paired_difference(np.arange(n) + 5.0, np.arange(n)).verdict(better="lower"),
+    "VariantResults.verdict": lambda n: lower_by_five(n).verdict("a", "b", "ppl"),
+    "long table": lambda n: lower_by_five(n).long().set_index("variant").loc["b", "verdict"],
+    "table with differences": lambda n: lower_by_five(n).table(info=[], differences=True).loc["b", "ppl vs a"],
+    "compare": lambda n: lower_by_five(n).compare([("a", "b")], "ppl").loc[0, "verdict for b"],
+    "majority verdict": lambda n: all_correct(n).majority_verdict("pruned", "acc"),
+    "live panel": panel_verdict,
+    "lab level": lambda n: level_results(lower_by_five(n), "b", {"1": ("a", "match")}, "ppl").loc["1", "verdict"],
+    "lab passes": lab_passes,
+    "signal table": lambda n: helpers.signal_table(all_correct(n)).loc["acc", "signal"],
+    "paper": paper_verdict,
+}
+EXPECTED = {"signal table": ("above chance and majority", TOO_FEW), "lab passes": ("True", "False")}
+"""Per site, what it shows at the stated minimum and one unit below; by default "better" and "too few to decide"."""
+
+
+@pytest.mark.parametrize("site", VERDICT_SITES)
+def test_too_few_units_give_no_verdict_anywhere(site):
+    """Case 1: below the stated minimum of units every verdict is "too few to decide", at it the usual verdict."""
+    decided, too_few = EXPECTED.get(site, (HOLDS if site == "paper" else "better", TOO_FEW))
+    assert VERDICT_SITES[site](STATED_MINIMUM).endswith(decided)
+    assert VERDICT_SITES[site](STATED_MINIMUM - 1).endswith(too_few)
+
+
+def test_one_window_and_one_message_decide_nothing(model):
+    """Case 1: compare_variants on one window and one message flags its intervals and decides no verdict."""
+    results = compare_variants(
+        model,
+        tiny_tokenizer(),
+        {"drop": [1, 2]},
+        texts={"wiki": sentences(40, 1)},
+        sms=sms(12, 2),
+        sms_examples=sms(20, 3),
+        shots=0,
+        seq_len=16,
+        max_windows=1,
+        max_sms=1,
+        progress=False,
+    )
+    assert helpers.MIN_UNITS == STATED_MINIMUM
+    assert results.interval("drop", "ppl_wiki").too_few and results.difference(FULL, "drop", "ppl_wiki").too_few
+    assert results.formatted("drop", "ppl_wiki").endswith("(n=1, too few)")
+    assert results.verdict(FULL, "drop", "ppl_wiki") == TOO_FEW == results.majority_verdict("drop", "sms_acc")
+    assert set(results.long().query("variant == 'drop'")["verdict"]) == {TOO_FEW}
+    table = results.table(differences=True).loc["drop"]
+    assert all(
+        table[column].endswith(TOO_FEW) for column in ("ppl_wiki vs full", "sms_acc vs full", "sms_acc vs majority")
+    )
+    # the paper's comparisons and the lab's "match" level read the same rule
+    gap = results.difference(FULL, "drop", "ppl_wiki")
+    assert paired_verdict(gap, a=FULL, b="drop", better="lower", paper_winner="drop") == TOO_FEW
+    assert not level_results(results, "drop", {"1": (FULL, "match")}, "ppl_wiki").loc["1", "passed"]
+
+
+@pytest.mark.parametrize(
+    "interval",
+    [
+        lambda n_boot: bootstrap_ci(np.arange(50.0), n_boot=n_boot),
+        lambda n_boot: paired_difference(np.arange(50.0), np.arange(50.0) + 1, n_boot=n_boot),
+        lambda n_boot: perplexity_ci(fake_ppl(np.linspace(20, 40, 50)), n_boot=n_boot),
+    ],
+    ids=["bootstrap_ci", "paired_difference", "perplexity_ci"],
+)
+@pytest.mark.parametrize("n_boot", [1, 100, 999])
+def test_too_few_resamples_are_refused(interval, n_boot):
+    """Case 1: a bootstrap of fewer than 1000 resamples is refused with the minimum; 1000 are accepted."""
+    with pytest.raises(ValueError, match=f"n_boot must be at least 1000; got {n_boot}"):
+        interval(n_boot)
+    interval(1000)
 
 
 # --- case 4: paired differences only on the same units --------------------------------------------------------------
