@@ -3,6 +3,8 @@ one must now give the right answer or a clear error, with the caller's model, li
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,6 +24,7 @@ from helpers.paper import HOLDS, paired_verdict
 from helpers.perplexity import perplexity, perplexity_ci, perplexity_difference
 from helpers.statistics import bootstrap_ci, paired_difference
 from helpers.widgets import LivePanel
+from helpers.zero_shot import evaluate_zero_shot, zero_shot_summary
 
 TOO_FEW = "too few to decide"
 STATED_MINIMUM = 10
@@ -171,3 +174,22 @@ def test_paired_differences_refuse_different_texts_or_messages(model, metric):
         a, b = (sms_accuracy(model, tokenizer, sms(12, s), progress=False) for s in (2, 5))
         with pytest.raises(ValueError, match="different messages; evaluate both models on the same frame"):
             accuracy_difference(a, b)
+
+
+# --- case 14a: an item twice would count twice ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["request", "frame"])
+def test_duplicate_zero_shot_items_are_refused(where, monkeypatch):
+    """Case 14: an item listed twice would count twice; it is refused, in a request and in a results frame."""
+    monkeypatch.setenv("DEPTH_PRUNING_DATA", os.environ.get("DEPTH_PRUNING_DATA", "/work/shared/data"))
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    items = {"piqa": [3, 5, 3]}
+    if where == "request":
+        with pytest.raises(ValueError, match=r"items of piqa repeat rows \[3\]; list each row once"):
+            evaluate_zero_shot(object(), object(), ["piqa"], items=items)  # refused before any scoring
+        assert items == {"piqa": [3, 5, 3]}
+    else:
+        frame = pd.DataFrame({"task": "boolq", "item": [0, 1, 0], "loglik": [(-1.0,)] * 3, "acc": [1.0, 0.0, 1.0]})
+        with pytest.raises(ValueError, match=r"repeats \(task, item\) pairs \[\('boolq', 0\)\]"):
+            zero_shot_summary(frame.assign(acc_norm=np.nan))
