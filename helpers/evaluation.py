@@ -24,6 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .benchmark_results import ZeroShotResult, zero_shot_ci, zero_shot_result_difference
 from .benefits import ideal_speedup, measure_latency, model_bytes, parameter_count
 from .blocks import check_block_indices, get_blocks
+from .checks import check_mapping
 from .classification import ClassificationResult, accuracy_ci, accuracy_difference, sms_accuracy
 from .display import fmt, fmt_ci
 from .perplexity import PerplexityResult, perplexity, perplexity_ci, perplexity_difference
@@ -493,12 +494,25 @@ def unique_variants(selections: Mapping[str, Iterable[int]]) -> tuple[dict[str, 
     Returns:
         ``(variants, variant_of)``: ``{"name1 = name2": sorted blocks}`` in first-seen order, and
         ``{name: its variant's name}`` for every selection.
+
+    Raises:
+        TypeError: if ``selections`` is not a mapping, or its blocks are not lists of integers
+            (``check_block_indices``).
+        ValueError: for a name that contains " = ", which joins the names of one variant; for a negative or
+            repeated block index.
     """
+    check_mapping("selections", selections, "{name: removed blocks}")
+    joined = [name for name in selections if isinstance(name, str) and " = " in name]
+    if joined:
+        raise ValueError(
+            f"selection names must not contain ' = ', which joins the names of selections that remove the same "
+            f"blocks; rename {joined}"
+        )
     by_blocks: dict[tuple[int, ...], list[str]] = {}
     for name, blocks in selections.items():
-        by_blocks.setdefault(tuple(sorted(int(b) for b in blocks)), []).append(name)
+        by_blocks.setdefault(tuple(check_block_indices(blocks, None, allow_empty=True)), []).append(name)
     variants = {" = ".join(names): list(blocks) for blocks, names in by_blocks.items()}
-    variant_of = {name: variant for variant in variants for name in variant.split(" = ")}
+    variant_of = {name: variant for variant, names in zip(variants, by_blocks.values()) for name in names}
     return variants, variant_of
 
 

@@ -3,6 +3,7 @@ one must now give the right answer or a clear error, with the caller's model, li
 
 from __future__ import annotations
 
+import copy
 import os
 
 import numpy as np
@@ -18,7 +19,7 @@ from tiny_tokenizer import tiny_tokenizer
 import helpers
 from helpers.blocks import num_blocks
 from helpers.classification import accuracy_difference, sms_accuracy
-from helpers.evaluation import FULL, VariantResults, compare_variants
+from helpers.evaluation import FULL, VariantResults, compare_variants, unique_variants
 from helpers.lab import level_results
 from helpers.paper import HOLDS, paired_verdict
 from helpers.perplexity import perplexity, perplexity_ci, perplexity_difference
@@ -174,6 +175,26 @@ def test_paired_differences_refuse_different_texts_or_messages(model, metric):
         a, b = (sms_accuracy(model, tokenizer, sms(12, s), progress=False) for s in (2, 5))
         with pytest.raises(ValueError, match="different messages; evaluate both models on the same frame"):
             accuracy_difference(a, b)
+
+
+# --- case 11: unique_variants takes block lists and names as given --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("selections", "error", "match"),
+    [
+        ({"a": "12"}, TypeError, "blocks must be a list of block indices, got '12'"),
+        ({"a": [1.7]}, TypeError, r"block index 1\.7 is not an integer"),
+        ({"a = b": [1], "a": [2], "b": [2]}, ValueError, r"selection names must not contain ' = '.*\['a = b'\]"),
+    ],
+    ids=["string", "float", "separator in a name"],
+)
+def test_unique_variants_refuses_strings_floats_and_the_separator(selections, error, match):
+    """Case 11: "12" is not [1, 2], [1.7] is not [1], and a name with " = " cannot collide with a merged name."""
+    before = copy.deepcopy(selections)
+    with pytest.raises(error, match=match):
+        unique_variants(selections)
+    assert selections == before
 
 
 # --- case 14a: an item twice would count twice ----------------------------------------------------------------------
