@@ -13,13 +13,13 @@ import torch
 from test_benchmark_results import results_of, unit
 from test_evaluation_core import sentences, sms
 from test_lab import fake_ppl
-from tiny_models import N_LAYERS, tiny_model
+from tiny_models import N_LAYERS, tiny_inputs, tiny_model
 from tiny_tokenizer import tiny_tokenizer
 
 import helpers
 from helpers.blocks import num_blocks
 from helpers.classification import accuracy_difference, sms_accuracy
-from helpers.evaluation import FULL, VariantResults, compare_variants, unique_variants
+from helpers.evaluation import FULL, VariantResults, compare_variants, evaluate_variants, unique_variants
 from helpers.lab import level_results
 from helpers.paper import HOLDS, paired_verdict
 from helpers.perplexity import perplexity, perplexity_ci, perplexity_difference
@@ -158,6 +158,36 @@ def test_too_few_resamples_are_refused(interval, n_boot):
     interval(1000)
 
 
+# --- case 2: reused results must be of the model as it is now -------------------------------------------------------
+
+
+@pytest.mark.parametrize("caller", ["evaluate_variants", "LivePanel"])
+def test_reuse_after_an_in_place_weight_change_measures_again(caller):
+    """Case 2: after a weight changes in place, reused results are measured again, as a fresh evaluation gives them."""
+    model, tokenizer, texts = tiny_model("llama"), tiny_tokenizer(), sentences(40, 1)
+    measures = {"ppl": lambda m: perplexity(m, tokenizer, texts, seq_len=16, max_windows=4, progress=False)}
+    ids = tiny_inputs()["input_ids"]
+
+    def generate(m):  # stands for a continuation: text that changes with every weight
+        with torch.no_grad():
+            return repr(float(m(input_ids=ids).logits.sum()))
+
+    def run(reuse):
+        if caller == "evaluate_variants":
+            results = evaluate_variants(model, {"drop": [1]}, measures, reuse=reuse, progress=False)
+            return results, [results.interval(v, "ppl").estimate for v in (FULL, "drop")]
+        panel = reuse or LivePanel(model, measures, generate=generate)
+        chosen = panel.evaluate([1])
+        return panel, [panel.baseline["ppl"], chosen["ppl"], panel.baseline["generation"], chosen["generation"]]
+
+    first, before = run(None)
+    with torch.no_grad():
+        model.model.layers[3].mlp.down_proj.weight.mul_(4.0)
+    _, again = run(first)
+    _, fresh = run(None)
+    assert again == fresh and fresh[0] != before[0]
+
+
 # --- case 4: paired differences only on the same units --------------------------------------------------------------
 
 
@@ -197,6 +227,22 @@ def test_unique_variants_refuses_strings_floats_and_the_separator(selections, er
     assert selections == before
 
 
+# --- case 12b: a NaN result names its variant and measure -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "nan", [float("nan"), np.float32("nan"), {"twice": 2.0, "half": float("nan")}], ids=["float", "float32", "mapping"]
+)
+def test_a_nan_measure_result_is_refused(model, nan):
+    """Case 12b: a measure that returns NaN on a variant is refused, naming the variant, measure and metric."""
+    before = snapshot(model)
+    bad = lambda m: 1.0 if num_blocks(m) == N_LAYERS else nan  # noqa: E731 - NaN on the variant only
+    metric = "half" if isinstance(nan, dict) else "bad"
+    with pytest.raises(ValueError, match=f"measure 'bad' returned NaN for metric '{metric}' on variant 'drop'"):
+        evaluate_variants(model, {"drop": [2]}, {"bad": bad}, progress=False)
+    assert_unchanged(model, before)
+
+
 # --- case 14a: an item twice would count twice ----------------------------------------------------------------------
 
 
@@ -214,3 +260,36 @@ def test_duplicate_zero_shot_items_are_refused(where, monkeypatch):
         frame = pd.DataFrame({"task": "boolq", "item": [0, 1, 0], "loglik": [(-1.0,)] * 3, "acc": [1.0, 0.0, 1.0]})
         with pytest.raises(ValueError, match=r"repeats \(task, item\) pairs \[\('boolq', 0\)\]"):
             zero_shot_summary(frame.assign(acc_norm=np.nan))
+
+
+# --- case 14b: the live panel on no blocks, a list for a dict ------------------------------------------------------
+
+
+def test_live_panel_evaluates_no_blocks_as_the_full_model(model):
+    """Case 14: LivePanel.evaluate([]) shows the full model against itself, as its docstring says."""
+    panel = LivePanel(model, {"depth": lambda m: float(num_blocks(m))})
+    chosen = panel.evaluate([])
+    assert chosen["removed"] == [] and chosen["parameters_removed"] == 0
+    assert chosen["depth"] == panel.baseline["depth"] == N_LAYERS
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda m: evaluate_variants(m, [[1]], {}, progress=False), r"variants must be a mapping \{name: blocks"),
+        (lambda m: evaluate_variants(m, {"a": [1]}, [len], progress=False), r"measures must be a mapping \{name: "),
+        (
+            lambda m: compare_variants(m, tiny_tokenizer(), {"a": [1]}, texts=sentences(4, 1), progress=False),
+            r"texts must be a mapping \{label: texts\}",
+        ),
+        (lambda m: LivePanel(m, [len]), r"measures must be a mapping \{name: "),
+        (lambda m: unique_variants([[1], [2]]), r"selections must be a mapping \{name: "),
+    ],
+    ids=["evaluate_variants variants", "evaluate_variants measures", "compare_variants texts", "LivePanel", "unique"],
+)
+def test_a_list_instead_of_a_dict_is_a_clear_type_error(model, call, match):
+    """Case 14: a list where a dict is expected is a TypeError naming the expected form, the model untouched."""
+    before = snapshot(model)
+    with pytest.raises(TypeError, match=match):
+        call(model)
+    assert_unchanged(model, before)
