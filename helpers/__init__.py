@@ -99,7 +99,7 @@ from .selection import PLUS_HEURISTIC, removable_blocks, resolve_k, select_block
 from .settings import DEFAULT_MODEL, set_determinism
 from .similarity import SimilarityReport, block_similarity
 from .static_criteria import POSITION_STRATEGIES, magnitude_scores, position_blocks
-from .statistics import ConfidenceInterval, bootstrap_ci, paired_difference, rank_correlation
+from .statistics import MIN_UNITS, ConfidenceInterval, bootstrap_ci, paired_difference, rank_correlation
 from .ties import TIE_RTOL, first_minimum, tie_groups, tied_order, tied_ranks
 from .zero_shot import evaluate_zero_shot, zero_shot_difference, zero_shot_summary
 
@@ -218,6 +218,7 @@ __all__ = [
     "zero_shot_results",
     "greedy_continuation",
     "ConfidenceInterval",
+    "MIN_UNITS",
     "accuracy_ci",
     "accuracy_difference",
     "bootstrap_ci",

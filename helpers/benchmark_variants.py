@@ -33,8 +33,8 @@ from .benchmark_results import (
     zero_shot_measure,
     zero_shot_results,
 )
-from .blocks import num_blocks
-from .checks import check_int
+from .blocks import check_block_indices, num_blocks
+from .checks import check_int, check_mapping
 from .display import fmt_ci
 from .evaluation import FULL, VariantResults, evaluate_variants
 from .pruning import skip_blocks
@@ -181,13 +181,18 @@ def benchmark_variants(
     Raises:
         ValueError: for ``live_items`` that is neither None, a positive integer nor "all"; a ``check_variants`` name
             that is not a variant; as ``evaluate_variants``.
-        TypeError: as ``evaluate_variants``, ``check_int``.
+        TypeError: if ``variants`` is not a mapping; as ``evaluate_variants``, ``check_int``.
     """
+    check_mapping("variants", variants, "{name: blocks to remove}")
     if live_items != "all":
         check_int("live_items", live_items, none_means="the stored results")
     check_int("fallback_items", fallback_items)
     check_int("check_items", check_items)
-    plan = {FULL: [], **{name: sorted(int(b) for b in blocks) for name, blocks in variants.items()}}
+    n_blocks = num_blocks(model)
+    plan = {
+        FULL: [],
+        **{name: check_block_indices(blocks, n_blocks, allow_empty=True) for name, blocks in variants.items()},
+    }
     unknown = [name for name in check_variants if name not in plan]
     if unknown:
         raise ValueError(f"check_variants {unknown} are not variants; choose among {list(plan)}")
@@ -230,7 +235,8 @@ def signal_table(results: VariantResults) -> pd.DataFrame:
     Returns:
         A frame indexed by metric: ``items``, ``chance``, ``majority`` (NaN where the task has no answer positions),
         the reference's accuracy as text with its interval, and ``signal``: "above chance and majority" when the
-        whole interval lies above the higher of the two, "at chance" when it contains it, "below chance" otherwise.
+        whole interval lies above the higher of the two, "at chance" when it contains it, "below chance" otherwise,
+        and "too few to decide" on fewer than ``MIN_UNITS`` items.
     """
     rows = {}
     for metric in _zero_shot_metrics(results):
@@ -243,7 +249,9 @@ def signal_table(results: VariantResults) -> pd.DataFrame:
             "chance": result.chance,
             "majority": result.majority,
             results.reference: fmt_ci(ci, decimals=3),
-            "signal": {"better": "above chance and majority", "within noise": "at chance"}.get(verdict, "below chance"),
+            "signal": {"better": "above chance and majority", "within noise": "at chance", "worse": "below chance"}.get(
+                verdict, verdict
+            ),
         }
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("metric")
 

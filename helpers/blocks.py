@@ -209,7 +209,7 @@ def num_blocks(model: PreTrainedModel) -> int:
 
 
 def check_block_indices(
-    blocks: Iterable[int], n_blocks: int, *, allow_empty: bool = False, allow_all: bool = False
+    blocks: Iterable[int], n_blocks: int | None, *, allow_empty: bool = False, allow_all: bool = False
 ) -> list[int]:
     """Validate 0-based block indices against a model of ``n_blocks`` blocks and return them sorted.
 
@@ -218,7 +218,7 @@ def check_block_indices(
 
     Args:
         blocks: the block indices.
-        n_blocks: how many blocks the model has.
+        n_blocks: how many blocks the model has; None when no model is at hand (indices have no upper bound).
         allow_empty: accept an empty list.
         allow_all: accept every block at once (fine for watching blocks, not for removing them).
 
@@ -228,24 +228,26 @@ def check_block_indices(
     Raises:
         TypeError: if ``blocks`` is a string or not iterable, or holds something other than an integer (a bool
             included).
-        ValueError: if ``blocks`` holds an index outside 0..n_blocks-1 or an index twice; if it is empty without
-            ``allow_empty``, or names every block without ``allow_all``.
+        ValueError: if ``blocks`` holds an index outside 0..n_blocks-1 (below 0 without ``n_blocks``) or an index
+            twice; if it is empty without ``allow_empty``, or names every block without ``allow_all``.
     """
-    valid = f"valid indices are 0..{n_blocks - 1} (0-based; negative indices are not accepted)"
+    indices = "integers from 0" if n_blocks is None else f"0..{n_blocks - 1}"
+    valid = f"valid indices are {indices} (0-based; negative indices are not accepted)"
     if isinstance(blocks, (str, bytes)) or not isinstance(blocks, Iterable):
         raise TypeError(f"blocks must be a list of block indices, got {blocks!r} ({type(blocks).__name__}); {valid}")
     blocks = list(blocks)
     for b in blocks:
         if isinstance(b, bool) or not isinstance(b, Integral):
             raise TypeError(f"block index {b!r} is not an integer ({type(b).__name__}); {valid}")
-    out_of_range = [int(b) for b in blocks if not 0 <= b < n_blocks]
+    out_of_range = [int(b) for b in blocks if b < 0 or (n_blocks is not None and b >= n_blocks)]
     if out_of_range:
-        raise ValueError(f"block indices {out_of_range} are out of range for a model with {n_blocks} blocks; {valid}")
+        model = "" if n_blocks is None else f" for a model with {n_blocks} blocks"
+        raise ValueError(f"block indices {out_of_range} are out of range{model}; {valid}")
     if len(set(blocks)) != len(blocks):
         dupes = sorted({int(b) for b in blocks if blocks.count(b) > 1})
         raise ValueError(f"block indices {dupes} are given more than once; list each block once ({valid})")
     if not blocks and not allow_empty:
         raise ValueError(f"no blocks given; name at least one block to remove ({valid})")
-    if len(blocks) >= n_blocks and not allow_all:
+    if n_blocks is not None and len(blocks) >= n_blocks and not allow_all:
         raise ValueError(f"cannot remove all {n_blocks} blocks; keep at least one")
     return sorted(int(b) for b in blocks)

@@ -6,7 +6,7 @@ typo like ``seq_len=2.5`` fails at the call instead of deep inside torch or, wor
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from numbers import Integral
 
 
@@ -71,6 +71,22 @@ def check_choice(name: str, value: object, choices: Sequence[str], *, none_means
         raise TypeError(f"{valid}; got {value!r} ({type(value).__name__})")
     if value not in choices:
         raise ValueError(f"{valid}; got {value!r}")
+
+
+def check_mapping(name: str, value: object, form: str) -> None:
+    """Check that ``value`` is a mapping (a dict) such as ``{name: blocks to remove}``: a list in its place would have
+    no names to show the results under.
+
+    Args:
+        name: the argument's name, for the error message.
+        value: the value to check.
+        form: the expected form, e.g. "{name: blocks to remove}".
+
+    Raises:
+        TypeError: if ``value`` is not a mapping (a list of its values, say, which would lose their names).
+    """
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a mapping {form}; got a {type(value).__name__}")
 
 
 def check_texts(texts: object) -> list[str]:

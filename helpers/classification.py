@@ -53,7 +53,9 @@ class ClassificationResult:
     frame. ``scores``: log-likelihood of each label's continuation (columns ``ham``, ``spam``). ``baseline``: accuracy
     of always answering ``majority_label``, the commonest label among the same messages. ``auc``: probability that a
     random spam message gets a larger spam-ham score difference than a random ham message (0.5 = no signal; NaN when
-    only one label is present). ``shots``: the solved examples in the prompt (empty for zero-shot).
+    only one label is present). ``shots``: the solved examples in the prompt (empty for zero-shot). ``messages``: the
+    evaluated messages (``text``, ``label``, indexed like the frame): the units, which two results must share to be
+    paired (``accuracy_difference``).
     """
 
     accuracy: float
@@ -64,6 +66,7 @@ class ClassificationResult:
     majority_label: str
     auc: float
     shots: pd.DataFrame
+    messages: pd.DataFrame
 
 
 def sms_prompt(text: str, shots: pd.DataFrame | None = None) -> str:
@@ -397,6 +400,7 @@ def sms_accuracy(
         majority_label=str(counts.idxmax()),
         auc=_auc(difference[is_spam], difference[~is_spam]),
         shots=chosen.reset_index(drop=True),
+        messages=evaluated[["text", "label"]].copy(),
     )
 
 
@@ -440,6 +444,6 @@ def accuracy_difference(
         TypeError: as ``paired_difference``, for its arguments.
     """
     both = isinstance(a, ClassificationResult) and isinstance(b, ClassificationResult)
-    if both and not a.predictions.index.equals(b.predictions.index):
+    if both and not a.messages.equals(b.messages):
         raise ValueError("the two results cover different messages; evaluate both models on the same frame")
     return paired_difference(_correct(a), _correct(b), **bootstrap)

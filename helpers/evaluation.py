@@ -12,8 +12,10 @@ figure. ``compare_variants`` (perplexity and SMS accuracy), ``benefits_table`` (
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from numbers import Real
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -24,6 +26,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .benchmark_results import ZeroShotResult, zero_shot_ci, zero_shot_result_difference
 from .benefits import ideal_speedup, measure_latency, model_bytes, parameter_count
 from .blocks import check_block_indices, get_blocks
+from .checks import check_mapping
 from .classification import ClassificationResult, accuracy_ci, accuracy_difference, sms_accuracy
 from .display import fmt, fmt_ci
 from .perplexity import PerplexityResult, perplexity, perplexity_ci, perplexity_difference
@@ -40,8 +43,8 @@ FULL = "full"
 Measure = Callable[[PreTrainedModel], Any]
 """``f(model) -> result``, called on each variant inside ``skip_blocks``. A result is a ``PerplexityResult``, a
 ``ClassificationResult`` or a ``ZeroShotResult`` (they carry their units, so they get bootstrap intervals and paired
-differences), a number (shown without an interval), or a mapping ``{metric: result or number}`` for several metrics
-measured together (latency, the zero-shot tasks)."""
+differences), a number (shown without an interval; not NaN), or a mapping ``{metric: result or number}`` for several
+metrics measured together (latency, the zero-shot tasks)."""
 
 Better = Literal["lower", "higher"]
 _UNIT_RESULTS: dict[type, tuple[Better, Callable[[Any], ConfidenceInterval], Callable[[Any, Any], ConfidenceInterval]]]
@@ -55,19 +58,33 @@ INFO_COLUMNS = ["removed", "n_removed", "blocks_left", "parameters", "params_rem
 """What ``VariantResults.wide`` shows about each variant before its metrics; all exact counts, nothing measured."""
 
 
-def _flatten(name: str, result: Any) -> dict[str, Any]:
-    """A measure's result as ``{metric: unit result or number}``; a mapping gives one metric per key."""
+def _flatten(variant: str, name: str, result: Any) -> dict[str, Any]:
+    """Measure ``name``'s result on ``variant`` as ``{metric: unit result or number}``; a mapping gives one metric per
+    key. A NaN is refused: it would pass for a measurement in every table and comparison."""
     items = dict(result.items()) if isinstance(result, (Mapping, pd.Series)) else {name: result}
     for metric, value in items.items():
-        if not (
-            isinstance(value, tuple(_UNIT_RESULTS))
-            or (isinstance(value, (Real, np.number)) and not isinstance(value, bool))
-        ):
+        if isinstance(value, tuple(_UNIT_RESULTS)):
+            continue
+        if not isinstance(value, (Real, np.number)) or isinstance(value, bool):
             raise TypeError(
                 f"measure {name!r} returned {type(value).__name__} for metric {metric!r}; a measure must return a "
                 "PerplexityResult, a ClassificationResult, a ZeroShotResult, a number, or a mapping of them"
             )
+        if value != value:  # NaN is the one value unequal to itself
+            raise ValueError(
+                f"measure {name!r} returned NaN for metric {metric!r} on variant {variant!r}; a measure must return "
+                "a number for every variant (find why it gave no number, e.g. a division by zero)"
+            )
     return items
+
+
+def _model_state(model: PreTrainedModel) -> tuple:
+    """Which model, in which state, cheaply: the object, its mode, and per parameter and buffer its storage and
+    PyTorch's version counter, which every in-place change (``mul_`` under ``no_grad``, ``load_state_dict``...)
+    increments. Writes through ``.data`` bypass the counters and are not seen."""
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    versions = tuple((t.data_ptr(), None if t.is_inference() else t._version) for t in tensors)
+    return weakref.ref(model), model.training, versions
 
 
 @dataclass(frozen=True)
@@ -80,12 +97,15 @@ class VariantResults:
             windows or messages behind their intervals) or plain numbers.
         info: one row per variant with ``INFO_COLUMNS`` (removed blocks, parameters, ideal speedup...).
         reference: the variant that differences and verdicts are read against by default.
+        model_state: the measured model and the state of its weights (``evaluate_variants`` reuses these results only
+            for the same); None for results built by hand.
     """
 
     variants: dict[str, list[int]]
     results: dict[str, dict[str, Any]]
     info: pd.DataFrame
     reference: str = FULL
+    model_state: tuple | None = field(default=None, repr=False, compare=False)
 
     @property
     def metrics(self) -> list[str]:
@@ -174,7 +194,8 @@ class VariantResults:
         return ConfidenceInterval(float(second) - float(first), np.nan, np.nan)
 
     def verdict(self, a: str, b: str, metric: str) -> str:
-        """ "better", "worse" or "within noise": ``b`` against ``a`` on ``metric``, in the metric's direction.
+        """ "better", "worse" or "within noise" (or "too few to decide"): ``b`` against ``a`` on ``metric``, in the
+        metric's direction.
 
         Args:
             a: the variant compared against (e.g. ``FULL``).
@@ -182,7 +203,8 @@ class VariantResults:
             metric: a metric name.
 
         Returns:
-            The verdict of the paired interval of b - a (``ConfidenceInterval.verdict``).
+            The verdict of the paired interval of b - a (``ConfidenceInterval.verdict``; "too few to decide" below
+            ``MIN_UNITS`` units).
 
         Raises:
             KeyError: for an unknown variant or metric.
@@ -200,8 +222,8 @@ class VariantResults:
         Returns:
             One row per (variant, metric), variants in order: columns ``variant``, ``metric``, ``value``, ``low``,
             ``high``, the paired difference to the reference (``diff``, ``diff_low``, ``diff_high``), its
-            ``verdict`` ("reference" on the reference's rows, None for a plain number) and the metric's ``better``
-            direction.
+            ``verdict`` ("reference" on the reference's rows, None for a plain number, "too few to decide" below
+            ``MIN_UNITS`` units) and the metric's ``better`` direction.
         """
         rows = []
         for variant in self.results:
@@ -296,7 +318,8 @@ class VariantResults:
         return {"decimals": 3} if isinstance(self.results[self.reference][metric], _ACCURACIES) else {}
 
     def formatted(self, variant: str, metric: str, style: Mapping[str, Any] | None = None) -> str:
-        """``metric`` of ``variant`` as text, "value [low, high]" (just the value for a plain number).
+        """``metric`` of ``variant`` as text, "value [low, high]" (just the value for a plain number), flagged when
+        the interval rests on fewer than ``MIN_UNITS`` units.
 
         Args:
             variant: a variant name.
@@ -304,7 +327,8 @@ class VariantResults:
             style: ``helpers.fmt`` options; None: 3 decimals for accuracies, 3 significant digits otherwise.
 
         Returns:
-            The text, e.g. "31.2 [30.1, 32.4]" (an accuracy: "0.875 [0.820, 0.930]").
+            The text, e.g. "31.2 [30.1, 32.4]" (an accuracy: "0.875 [0.820, 0.930]"; on 3 windows
+            "31.2 [30.1, 32.4] (n=3, too few)": fewer windows than ``MIN_UNITS``).
 
         Raises:
             KeyError: for an unknown variant or metric.
@@ -312,7 +336,10 @@ class VariantResults:
         """
         ci = self.interval(variant, metric)
         style = self._style(metric, style)
-        return fmt(ci.estimate, **style) if np.isnan(ci.low) else fmt_ci(ci, **style)
+        if np.isnan(ci.low):
+            return fmt(ci.estimate, **style)
+        flag = f" (n={ci.units}, too few)" if ci.too_few else ""
+        return fmt_ci(ci, **style) + flag
 
     def formatted_difference(self, a: str, b: str, metric: str, style: Mapping[str, Any] | None = None) -> str:
         """``b`` minus ``a`` on ``metric`` as text with its paired interval and verdict.
@@ -362,7 +389,7 @@ class VariantResults:
     ) -> pd.DataFrame:
         """Paired comparisons of chosen variants on ``metric``: one row per ``(a, b)`` with the difference b - a,
         its 95% interval (numbers, and ``shown`` as text in ``style``, see ``formatted``) and the verdict for ``b``
-        ("better", "worse" or "within noise").
+        ("better", "worse", "within noise", or "too few to decide" below ``MIN_UNITS`` units).
 
         Args:
             pairs: ``(a, b)`` variant names; each row reads b against a.
@@ -409,8 +436,8 @@ class VariantResults:
         return found
 
     def majority_verdict(self, variant: str, metric: str) -> str:
-        """ "better", "worse" or "within noise": ``variant``'s accuracy interval read against the majority-class
-        baseline (``majority_baselines``); "within noise" means no evidence of any signal.
+        """ "better", "worse" or "within noise" (or "too few to decide"): ``variant``'s accuracy interval read
+        against the majority-class baseline (``majority_baselines``); "within noise" means no evidence of any signal.
 
         Args:
             variant: a variant name.
@@ -486,12 +513,25 @@ def unique_variants(selections: Mapping[str, Iterable[int]]) -> tuple[dict[str, 
     Returns:
         ``(variants, variant_of)``: ``{"name1 = name2": sorted blocks}`` in first-seen order, and
         ``{name: its variant's name}`` for every selection.
+
+    Raises:
+        TypeError: if ``selections`` is not a mapping, or its blocks are not lists of integers
+            (``check_block_indices``).
+        ValueError: for a name that contains " = ", which joins the names of one variant; for a negative or
+            repeated block index.
     """
+    check_mapping("selections", selections, "{name: removed blocks}")
+    joined = [name for name in selections if isinstance(name, str) and " = " in name]
+    if joined:
+        raise ValueError(
+            f"selection names must not contain ' = ', which joins the names of selections that remove the same "
+            f"blocks; rename {joined}"
+        )
     by_blocks: dict[tuple[int, ...], list[str]] = {}
     for name, blocks in selections.items():
-        by_blocks.setdefault(tuple(sorted(int(b) for b in blocks)), []).append(name)
+        by_blocks.setdefault(tuple(check_block_indices(blocks, None, allow_empty=True)), []).append(name)
     variants = {" = ".join(names): list(blocks) for blocks, names in by_blocks.items()}
-    variant_of = {name: variant for variant in variants for name in variant.split(" = ")}
+    variant_of = {name: variant for variant, names in zip(variants, by_blocks.values()) for name in names}
     return variants, variant_of
 
 
@@ -509,24 +549,29 @@ def evaluate_variants(
 
     Args:
         model: the full model; it is restored after each variant, also when a measure raises.
-        variants: ``{name: blocks to remove}``; the full model is added first under the name ``FULL``.
-        measures: ``{name: f(model) -> result}`` (see ``Measure``), each called once per variant; none gives the
-            sizes and ideal speedups only.
+        variants: ``{name: blocks to remove}``; the full model is added first under the name ``FULL``. A variant
+            that removes nothing, or the same blocks as another, gets the results of the first such variant.
+        measures: ``{name: f(model) -> result}`` (see ``Measure``), each called once per distinct variant; none
+            gives the sizes and ideal speedups only.
         reference: the variant that ``VariantResults`` reads differences and verdicts against.
         seq_len: context length for the ideal speedup's attention term (``ideal_speedup``); None leaves it out.
         reuse: earlier results with the same measures: variants found there (same blocks) are not measured again
-            (the live panel keeps the full model's this way).
+            (the live panel keeps the full model's this way), unless the model is another one or its weights have
+            changed since (in place included; see ``VariantResults.model_state``).
         progress: show a progress bar over the variants.
 
     Returns:
         A ``VariantResults``.
 
     Raises:
-        ValueError: for a variant named ``FULL`` with blocks, invalid block indices, an unknown reference, or
-            ``reuse`` results with other metrics.
-        TypeError: when a measure returns something that is not a result, a number or a mapping of numbers; for
-            block indices that are not integers, or a string instead of a list (``check_block_indices``).
+        ValueError: for a variant named ``FULL`` with blocks, invalid block indices, an unknown reference,
+            ``reuse`` results with other metrics, or a measure that returns NaN.
+        TypeError: if ``variants`` or ``measures`` is not a mapping; when a measure returns something that is not a
+            result, a number or a mapping of numbers; for block indices that are not integers, or a string instead
+            of a list (``check_block_indices``).
     """
+    check_mapping("variants", variants, "{name: blocks to remove}")
+    check_mapping("measures", measures, "{name: f(model) -> result}")
     blocks = get_blocks(model)
     if FULL in variants and check_block_indices(variants[FULL], len(blocks), allow_empty=True):
         raise ValueError(
@@ -534,33 +579,40 @@ def evaluate_variants(
             f"given blocks {list(variants[FULL])}; give that variant another name"
         )
     plan = {FULL: []} | {
-        name: check_block_indices(removed, len(blocks)) for name, removed in variants.items() if name != FULL
+        name: check_block_indices(removed, len(blocks), allow_empty=True)
+        for name, removed in variants.items()
+        if name != FULL
     }
     if reference not in plan:
         raise ValueError(f"reference {reference!r} is not a variant; choose one of {list(plan)}")
 
-    total = parameter_count(model)
-    results: dict[str, dict[str, Any]] = {}
-    info: dict[str, dict[str, Any]] = {}
-    for name, removed in progress_bar(plan.items(), "variants", progress):
-        if reuse is not None and name in reuse.variants and reuse.variants[name] == removed:
-            results[name], info[name] = reuse.results[name], reuse.info.loc[name].to_dict()
-            continue
-        with skip_blocks(model, removed) as variant:
-            found: dict[str, Any] = {}
-            for measure_name, measure in measures.items():
-                found |= _flatten(measure_name, measure(variant))
-            left, left_bytes = parameter_count(variant), model_bytes(variant)
-        results[name] = found
-        info[name] = {
-            "removed": removed,
-            "n_removed": len(removed),
-            "blocks_left": len(blocks) - len(removed),
-            "parameters": left,
-            "params_removed_pct": 100 * (total - left) / total,
-            "MiB": left_bytes / 2**20,
-            "ideal_speedup": ideal_speedup(model, removed, seq_len=seq_len),
+    total, state = parameter_count(model), _model_state(model)
+    measured: dict[tuple[int, ...], tuple[dict[str, Any], dict[str, Any]]] = {}  # removed blocks -> results, info
+    if reuse is not None and reuse.model_state == state:
+        measured = {
+            tuple(removed): (reuse.results[n], reuse.info.loc[n].to_dict()) for n, removed in reuse.variants.items()
         }
+    for name, removed in progress_bar(plan.items(), "variants", progress):
+        if tuple(removed) not in measured:
+            with skip_blocks(model, removed) as variant:
+                found: dict[str, Any] = {}
+                for measure_name, measure in measures.items():
+                    found |= _flatten(name, measure_name, measure(variant))
+                left, left_bytes = parameter_count(variant), model_bytes(variant)
+            measured[tuple(removed)] = (
+                found,
+                {
+                    "removed": removed,
+                    "n_removed": len(removed),
+                    "blocks_left": len(blocks) - len(removed),
+                    "parameters": left,
+                    "params_removed_pct": 100 * (total - left) / total,
+                    "MiB": left_bytes / 2**20,
+                    "ideal_speedup": ideal_speedup(model, removed, seq_len=seq_len),
+                },
+            )
+    results = {name: measured[tuple(removed)][0] for name, removed in plan.items()}
+    info = {name: measured[tuple(removed)][1] for name, removed in plan.items()}
     metric_sets = {tuple(found) for found in results.values()}
     if len(metric_sets) != 1:
         raise ValueError(
@@ -571,7 +623,7 @@ def evaluate_variants(
         {"n_removed": int, "blocks_left": int, "parameters": int}
     )
     frame.index.name = "variant"
-    return VariantResults(variants=plan, results=results, info=frame, reference=reference)
+    return VariantResults(variants=plan, results=results, info=frame, reference=reference, model_state=state)
 
 
 def compare_variants(
@@ -612,8 +664,8 @@ def compare_variants(
     Raises:
         ValueError: when there is nothing to evaluate, few-shot SMS without ``sms_examples``, or as
             ``evaluate_variants``, ``perplexity`` or ``sms_accuracy`` (e.g. a negative ``shots``).
-        TypeError: as ``evaluate_variants``, ``perplexity`` or ``sms_accuracy`` (e.g. a ``seq_len`` that is not an
-            integer).
+        TypeError: if ``texts`` is not a mapping; as ``evaluate_variants``, ``perplexity`` or ``sms_accuracy`` (e.g. a
+            ``seq_len`` that is not an integer).
     """
     measures = quality_measures(
         tokenizer,
@@ -657,7 +709,9 @@ def quality_measures(
 
     Raises:
         ValueError: when there is nothing to evaluate, or few-shot SMS without ``sms_examples``.
+        TypeError: if ``texts`` is not a mapping.
     """
+    check_mapping("texts", texts, "{label: texts}, e.g. {'wikitext': texts}")
     if not texts and sms is None:
         raise ValueError("nothing to evaluate: give at least one text set in `texts` or an `sms` frame")
     if sms is not None and shots and sms_examples is None:

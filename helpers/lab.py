@@ -29,7 +29,7 @@ from .ties import tied_order
 Requirement = Literal["beat", "match"]
 REQUIREMENTS: dict[str, str] = {
     "beat": "lower perplexity beyond noise (interval below 0)",
-    "match": "not worse beyond noise (interval reaches 0 or lies below it)",
+    "match": "not worse beyond noise (interval reaches 0 or lies below it, on enough windows to decide)",
 }
 """What each kind of level asks of the learner's selection against its baseline, in words."""
 
@@ -204,8 +204,8 @@ def level_results(
     Args:
         results: variants measured on the same windows (``evaluate_variants``).
         variant: the learner's variant.
-        levels: ``{level: (baseline variant, requirement)}``; "beat" needs the verdict "better", "match" anything
-            but "worse" (see ``REQUIREMENTS``).
+        levels: ``{level: (baseline variant, requirement)}``; "beat" needs the verdict "better", "match" "better"
+            or "within noise" (see ``REQUIREMENTS``): "too few to decide" passes neither.
         metric: the metric compared (e.g. "ppl_wikitext").
 
     Returns:
@@ -228,7 +228,7 @@ def level_results(
                 "requirement": REQUIREMENTS[requirement],
                 "difference": comparison["shown"],
                 "verdict": verdict,
-                "passed": verdict == "better" if requirement == "beat" else verdict != "worse",
+                "passed": verdict in (("better",) if requirement == "beat" else ("better", "within noise")),
             }
         )
     return pd.DataFrame(rows).set_index("level")

@@ -16,7 +16,7 @@ from typing import Literal, NamedTuple, Protocol
 import pandas as pd
 
 from .display import fmt, fmt_interval, fmt_pct
-from .statistics import ConfidenceInterval
+from .statistics import TOO_FEW, ConfidenceInterval
 from .ties import tied_order
 
 PAPER_MODEL = "LLaMA-1-7B"
@@ -114,13 +114,15 @@ def paired_verdict(gap: ConfidenceInterval, *, a: str, b: str, better: Better, p
 
     Returns:
         ``HOLDS`` when ``paper_winner`` is better beyond noise, ``REVERSED`` when the other side is, ``UNDECIDED`` when
-        the interval contains 0.
+        the interval contains 0, ``TOO_FEW`` when it rests on too few units to decide.
 
     Raises:
         ValueError: if ``paper_winner`` is neither ``a`` nor ``b``; as ``ConfidenceInterval.verdict``.
     """
     if paper_winner not in (a, b):
         raise ValueError(f"paper_winner must be {a!r} or {b!r}; got {paper_winner!r}")
+    if gap.too_few:
+        return TOO_FEW
     winner = gap.winner(a, b, better=better)
     if winner is None:
         return UNDECIDED
@@ -245,7 +247,9 @@ def shortened_llama_findings(
             f"{PAPER_WIKITEXT2_PPL['unpruned']} unpruned",
             f"{healing.selection}: {fmt(healing.before)} -> {fmt(healing.after)} ({closed}; "
             f"full + LoRA {fmt(healing.tuned_full)})",
-            {"better": HOLDS, "within noise": UNDECIDED, "worse": FAILS}[healing.gain.verdict(better="lower")],
+            {"better": HOLDS, "within noise": UNDECIDED, "worse": FAILS, TOO_FEW: TOO_FEW}[
+                healing.gain.verdict(better="lower")
+            ],
         )
 
     frame = pd.DataFrame.from_dict(rows, orient="index", columns=[f"paper ({PAPER_MODEL})", "here", "holds here?"])

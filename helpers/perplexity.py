@@ -42,6 +42,8 @@ class PerplexityResult:
         window_tokens: scored-token count of each window, in text order.
         seq_len: the window length in tokens.
         stride: how many tokens each window moved on from the previous one.
+        window_ids: the token ids of each window, one row per window: the units, which two results must share to
+            be paired (``perplexity_difference``).
     """
 
     ppl: float
@@ -51,6 +53,7 @@ class PerplexityResult:
     window_tokens: np.ndarray
     seq_len: int
     stride: int
+    window_ids: np.ndarray
 
 
 Reduction = Literal["none", "sum", "mean"]
@@ -256,6 +259,7 @@ def perplexity(
         window_tokens=window_tokens,
         seq_len=seq_len,
         stride=stride,
+        window_ids=inputs.numpy(),
     )
 
 
@@ -301,8 +305,8 @@ def perplexity_difference(a: PerplexityResult, b: PerplexityResult, **bootstrap:
             ``max_windows``); as ``paired_difference``, for its arguments.
         TypeError: as ``paired_difference``, for its arguments.
     """
-    same = (a.seq_len, a.stride, len(a.window_tokens)) == (b.seq_len, b.stride, len(b.window_tokens))
-    if not same or not np.array_equal(a.window_tokens, b.window_tokens):
+    same_windows = np.array_equal(a.window_ids, b.window_ids) and np.array_equal(a.window_tokens, b.window_tokens)
+    if (a.seq_len, a.stride) != (b.seq_len, b.stride) or not same_windows:
         raise ValueError(
             "the two perplexity results do not cover the same windows; evaluate both models with the same texts, "
             "tokenizer, seq_len, stride and max_windows"

@@ -6,6 +6,10 @@ replacement and reads the spread of the statistic. Two models evaluated on the s
 both are resampled with the same indices, which removes the noise they share and gives a much tighter interval for
 the difference than two separate intervals would.
 
+An interval resting on a handful of units says little: one unit gives a point "interval", and a few give one far
+narrower than the truth. Below ``MIN_UNITS`` units the interval is still computed, but flagged (``too_few``) and its
+verdict is ``TOO_FEW``, never better or worse: the one rule every table, panel and check of the course reads.
+
 This module knows arrays of units only; each result type turns itself into units beside its own definition
 (``perplexity_ci``/``perplexity_difference`` in ``helpers.perplexity``, ``accuracy_ci``/``accuracy_difference`` in
 ``helpers.classification``, ``zero_shot_summary``/``zero_shot_difference`` in ``helpers.zero_shot``).
@@ -23,30 +27,58 @@ from scipy import stats
 from .checks import check_int
 from .ties import TIE_RTOL, tie_groups
 
+MIN_UNITS = 10
+"""The fewest units (windows, messages, items) an interval must rest on for a verdict: on fewer, the percentile
+bootstrap's interval is much too narrow (on one unit, a point), so the verdict is ``TOO_FEW``."""
+TOO_FEW = "too few to decide"
+"""The verdict of an interval resting on fewer than ``MIN_UNITS`` units."""
+MIN_RESAMPLES = 1000
+"""The fewest bootstrap resamples accepted: a 95% percentile interval reads its ends beyond the 2.5% tails, and 1000
+resamples leave 25 beyond each end (fewer, and the ends move with the seed, not with the data)."""
+Verdict = Literal["better", "worse", "within noise", "too few to decide"]
+
 Statistic = Callable[..., np.ndarray]
 """``statistic(*columns, axis=-1)``: vectorised over resamples, as ``scipy.stats.bootstrap`` calls it."""
 
 
-class ConfidenceInterval(NamedTuple):
-    """A point estimate with its percentile-bootstrap interval; ``pd.DataFrame([ci, ...])`` tabulates several."""
-
+class _Bounds(NamedTuple):
     estimate: float
     low: float
     high: float
 
+
+class ConfidenceInterval(_Bounds):
+    """A point estimate with its percentile-bootstrap interval; ``pd.DataFrame([ci, ...])`` tabulates several.
+
+    It is the tuple ``(estimate, low, high)``; ``units``, the number of units it rests on, rides along outside the
+    tuple (None for an interval built from given bounds, whose units are unknown).
+    """
+
+    units: int | None = None
+
+    def __new__(cls, estimate: float, low: float, high: float, units: int | None = None) -> ConfidenceInterval:
+        interval = super().__new__(cls, estimate, low, high)
+        interval.units = units
+        return interval
+
+    @property
+    def too_few(self) -> bool:
+        """True when the interval rests on fewer than ``MIN_UNITS`` units: it is shown, but decides nothing."""
+        return self.units is not None and self.units < MIN_UNITS
+
     @property
     def excludes_zero(self) -> bool:
-        """True when 0 lies outside the interval: a difference this large is unlikely to be noise alone."""
+        """True when 0 lies outside the interval: a difference this large is unlikely to be noise alone (unless
+        ``too_few``)."""
         return self.low > 0 or self.high < 0
 
-    def verdict(
-        self, *, better: Literal["lower", "higher"], against: float = 0.0
-    ) -> Literal["better", "worse", "within noise"]:
+    def verdict(self, *, better: Literal["lower", "higher"], against: float = 0.0) -> Verdict:
         """Better, worse or within noise: this interval read against a level, 0 for a difference b - a.
 
         For an interval of b - a (as ``paired_difference`` returns it), "better" means b beats a beyond noise. The
         course's one rule for "beyond noise": an interval that contains the level, even only at an end, is "within
-        noise"; otherwise the side of the level it lies on, read in the metric's direction, is the verdict.
+        noise"; otherwise the side of the level it lies on, read in the metric's direction, is the verdict. An
+        interval on fewer than ``MIN_UNITS`` units (``too_few``) decides nothing: its verdict is ``TOO_FEW``.
 
         Args:
             better: which direction of the metric is an improvement: "lower" (perplexity, loss) or "higher"
@@ -56,7 +88,7 @@ class ConfidenceInterval(NamedTuple):
 
         Returns:
             "better" when the whole interval lies on the improving side of the level, "worse" when it lies on the
-            other side, "within noise" when it contains the level.
+            other side, "within noise" when it contains the level; ``TOO_FEW`` when it rests on too few units.
 
         Raises:
             ValueError: if ``better`` is neither "lower" nor "higher", or if a bound or ``against`` is NaN.
@@ -68,6 +100,8 @@ class ConfidenceInterval(NamedTuple):
             )
         if np.isnan(self.low) or np.isnan(self.high) or np.isnan(against):
             raise ValueError(f"cannot read the interval [{self.low}, {self.high}] against {against}: NaN")
+        if self.too_few:
+            return TOO_FEW
         if self.low <= against <= self.high:
             return "within noise"
         return "better" if (self.high < against) == (better == "lower") else "worse"
@@ -81,12 +115,13 @@ class ConfidenceInterval(NamedTuple):
             better: "lower" or "higher", as in ``verdict``.
 
         Returns:
-            ``b`` when ``verdict(better=better)`` is "better", ``a`` when it is "worse", None when within noise.
+            ``b`` when ``verdict(better=better)`` is "better", ``a`` when it is "worse", None when within noise or
+            too few to decide.
 
         Raises:
             ValueError: as ``verdict``.
         """
-        return {"better": b, "worse": a, "within noise": None}[self.verdict(better=better)]
+        return {"better": b, "worse": a}.get(self.verdict(better=better))
 
 
 def _columns(values: np.ndarray, n_boot: int, confidence: float) -> tuple[np.ndarray, ...]:
@@ -94,7 +129,7 @@ def _columns(values: np.ndarray, n_boot: int, confidence: float) -> tuple[np.nda
     values = np.asarray(values, dtype=float)
     if values.ndim not in (1, 2) or len(values) == 0:
         raise ValueError("values must hold at least one unit to resample: a 1-D array, or 2-D with one row per unit")
-    check_int("n_boot", n_boot)
+    check_int("n_boot", n_boot, minimum=MIN_RESAMPLES)
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be between 0 and 1 (e.g. 0.95); got {confidence}")
     return (values,) if values.ndim == 1 else tuple(values.T)
@@ -104,9 +139,9 @@ def _bootstrap(
     columns: tuple[np.ndarray, ...], statistic: Statistic, n_boot: int, confidence: float, seed: int
 ) -> ConfidenceInterval:
     """scipy's percentile bootstrap, all columns resampled with the same rows (``paired=True``), vectorised."""
-    estimate = float(statistic(*columns, axis=-1))
-    if len(columns[0]) == 1:  # one unit: every resample is that unit (scipy refuses a single observation)
-        return ConfidenceInterval(estimate, estimate, estimate)
+    estimate, units = float(statistic(*columns, axis=-1)), len(columns[0])
+    if units == 1:  # one unit: every resample is that unit (scipy refuses a single observation)
+        return ConfidenceInterval(estimate, estimate, estimate, units)
     result = stats.bootstrap(
         columns,
         statistic,
@@ -117,7 +152,8 @@ def _bootstrap(
         method="percentile",
         rng=np.random.default_rng(seed),
     )
-    return ConfidenceInterval(estimate, float(result.confidence_interval.low), float(result.confidence_interval.high))
+    interval = result.confidence_interval
+    return ConfidenceInterval(estimate, float(interval.low), float(interval.high), units)
 
 
 def bootstrap_ci(
@@ -137,16 +173,16 @@ def bootstrap_ci(
         values: the units that were sampled (messages, windows): a 1-D array, or 2-D with one row per unit.
         statistic: ``statistic(*columns, axis)``: the statistic of each resample along ``axis`` of the columns
             (one column for 1-D values), vectorised as scipy calls it; ``np.mean`` for a 1-D mean.
-        n_boot: number of resamples.
+        n_boot: number of resamples, at least ``MIN_RESAMPLES``.
         confidence: the interval's coverage, between 0 and 1.
         seed: seed of the resampling, so that the same values give the same interval everywhere.
 
     Returns:
-        The statistic of ``values`` with its interval.
+        The statistic of ``values`` with its interval and its number of units (``too_few`` below ``MIN_UNITS``).
 
     Raises:
-        ValueError: for empty values, values of more than 2 dimensions, ``n_boot`` < 1 or a confidence outside
-            (0, 1).
+        ValueError: for empty values, values of more than 2 dimensions, ``n_boot`` below ``MIN_RESAMPLES`` or a
+            confidence outside (0, 1).
         TypeError: for an ``n_boot`` that is not an integer.
     """
     return _bootstrap(_columns(values, n_boot, confidence), statistic, n_boot, confidence, seed)
@@ -170,12 +206,12 @@ def paired_difference(
         values_a: model A's units, as for ``bootstrap_ci``.
         values_b: model B's units; row ``i`` must be the same unit (message, window) as row ``i`` of ``values_a``.
         statistic: as for ``bootstrap_ci``.
-        n_boot: number of resamples.
+        n_boot: number of resamples, at least ``MIN_RESAMPLES``.
         confidence: the interval's coverage, between 0 and 1.
         seed: seed of the resampling.
 
     Returns:
-        The difference b - a with its interval.
+        The difference b - a with its interval and its number of units (``too_few`` below ``MIN_UNITS``).
 
     Raises:
         ValueError: for arrays of different shapes, or as ``bootstrap_ci``.

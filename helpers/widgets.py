@@ -22,11 +22,12 @@ from matplotlib.colors import to_hex, to_rgb
 from transformers import PreTrainedModel
 
 from .blocks import check_block_indices, num_blocks
-from .checks import check_bool
+from .checks import check_bool, check_mapping
 from .display import fmt
 from .evaluation import FULL, INFO_COLUMNS, Measure, VariantResults, evaluate_variants
 from .generation import greedy_continuation
 from .pruning import skip_blocks
+from .statistics import MIN_UNITS
 from .ties import tied_ranks
 
 if TYPE_CHECKING:  # imported lazily in LivePanel.for_course
@@ -303,7 +304,8 @@ class LivePanel(widgets.VBox):
     ``skip_blocks``; perplexity and accuracy results come with their 95% bootstrap intervals and the paired
     difference to the full model with its verdict, so the panel says whether a change is beyond noise. The blocks
     come from ``chooser`` (its ``selected``) or from ``evaluate(blocks)``. ``evaluation`` holds the last
-    ``VariantResults``; ``results`` and ``baseline`` its numbers for the chosen blocks and for the full model.
+    ``VariantResults``; ``results`` and ``baseline`` its numbers for the chosen blocks and for the full model. The
+    full model's numbers are measured again when its weights change.
     """
 
     CHOSEN = "chosen"
@@ -335,7 +337,9 @@ class LivePanel(widgets.VBox):
             ValueError: if a measure name is reserved (an ``INFO_COLUMNS`` name, "parameters_removed" or
                 "generation"), ``debounce_s`` is negative, or ``chooser`` covers another number of blocks than
                 ``model`` has.
+            TypeError: if ``measures`` is not a mapping.
         """
+        check_mapping("measures", measures, "{name: f(model) -> result}")
         reserved = {*INFO_COLUMNS, "parameters_removed", "generation"}
         if set(measures) & reserved:
             raise ValueError(f"measure names {sorted(set(measures) & reserved)} are reserved; rename them")
@@ -354,7 +358,7 @@ class LivePanel(widgets.VBox):
         self.evaluation: VariantResults | None = None
         self.results: dict[str, Any] = {}
         self.baseline: dict[str, Any] | None = None
-        self._full_generation: str | None = None
+        self._full_generation: tuple[tuple, str] | None = None  # (the model's state, its continuation)
         self.error: BaseException | None = None
         self._pending: asyncio.TimerHandle | None = None
 
@@ -442,11 +446,12 @@ class LivePanel(widgets.VBox):
     def evaluate(self, blocks: Iterable[int] | None = None) -> dict[str, Any]:
         """Measure the model with ``blocks`` skipped; show and return the numbers.
 
-        The full model is measured at the first call and kept. What a measure or ``generate`` raises propagates;
-        the model is restored either way (``skip_blocks``).
+        The full model is measured at the first call and kept while its weights stay the same. What a measure or
+        ``generate`` raises propagates; the model is restored either way (``skip_blocks``).
 
         Args:
-            blocks: the blocks to skip; None: the chooser's selection, else none.
+            blocks: the blocks to skip; None: the chooser's selection, else none. Empty: the full model against
+                itself (no change).
 
         Returns:
             ``{name: value}`` for the chosen blocks: ``removed``, ``blocks_left``, ``parameters``,
@@ -466,9 +471,10 @@ class LivePanel(widgets.VBox):
         )
         self.baseline, self.results = self._numbers(FULL), self._numbers(self.CHOSEN)
         if self._generate is not None:
-            if self._full_generation is None:
-                self._full_generation = self._generate(self.model)
-            self.baseline["generation"] = self._full_generation
+            state = self.evaluation.model_state
+            if self._full_generation is None or self._full_generation[0] != state:
+                self._full_generation = state, self._generate(self.model)
+            self.baseline["generation"] = self._full_generation[1]
             with skip_blocks(self.model, removed) as model:
                 self.results["generation"] = self._generate(model)
         self._show()
@@ -553,7 +559,7 @@ class LivePanel(widgets.VBox):
         self.table.value = (
             f"<table class='live-panel-results'><tr>{header}</tr>{body}</table>"
             "<small>Intervals: 95% bootstrap over the same windows and messages; the change is "
-            "paired, and a verdict is only given beyond noise.</small>"
+            f"paired, and a verdict is only given beyond noise, on at least {MIN_UNITS} windows or messages.</small>"
         )
         if "generation" in self.results:
             self.generation.value = (

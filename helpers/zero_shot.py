@@ -38,6 +38,7 @@ import json
 import random
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -716,8 +717,8 @@ def evaluate_zero_shot(
 
     Raises:
         ValueError: if ``tasks`` (or the keys of ``items``) are empty, unknown or repeated; both ``limit`` and
-            ``items`` are given; ``items`` lacks a task or has a row index out of range; a request has an empty
-            context; or as ``load_task``, ``item_ids`` and ``score_requests``.
+            ``items`` are given; ``items`` lacks a task, repeats a row (it would count twice) or has a row index out
+            of range; a request has an empty context; or as ``load_task``, ``item_ids`` and ``score_requests``.
         TypeError: as ``load_task``, ``item_ids`` and ``score_requests``.
         FileNotFoundError: as ``load_task``.
     """
@@ -729,6 +730,13 @@ def evaluate_zero_shot(
         missing = [task for task in tasks if task not in items]
         if missing:
             raise ValueError(f"items has no row indices for tasks {missing}; give a list for every task in tasks")
+        for task in tasks:
+            repeated = sorted(i for i, count in Counter(items[task]).items() if count > 1)
+            if repeated:
+                raise ValueError(
+                    f"items of {task} repeat rows {repeated}; list each row once (a repeated item would count twice "
+                    "in every accuracy)"
+                )
     chosen_items = []
     for task in tasks:
         rows = load_task(task, source=source)
@@ -784,9 +792,14 @@ def _statistic(metric: str) -> Statistic:
 
 
 def _check_items(items: pd.DataFrame) -> None:
+    """One model's ``evaluate_zero_shot`` frame, each item once (a repeated item would count twice)."""
     needed = {"task", "item", "loglik", "acc", "acc_norm"}
     if not isinstance(items, pd.DataFrame) or not needed <= set(items.columns):
         raise ValueError(f"expected the frame evaluate_zero_shot returns (columns {sorted(needed)})")
+    repeated = items[items.duplicated(["task", "item"])]
+    if len(repeated):
+        pairs = sorted({(task, int(item)) for task, item in zip(repeated["task"], repeated["item"])})
+        raise ValueError(f"the frame repeats (task, item) pairs {pairs}; give each item of one model once")
 
 
 def zero_shot_summary(items: pd.DataFrame, **bootstrap: object) -> pd.DataFrame:
@@ -802,7 +815,8 @@ def zero_shot_summary(items: pd.DataFrame, **bootstrap: object) -> pd.DataFrame:
         A frame with columns ``task``, ``metric``, ``estimate``, ``low``, ``high`` and ``n`` (items).
 
     Raises:
-        ValueError: if ``items`` is not a frame with the columns ``evaluate_zero_shot`` returns; as ``bootstrap_ci``.
+        ValueError: if ``items`` is not a frame with the columns ``evaluate_zero_shot`` returns, or repeats an item;
+            as ``bootstrap_ci``.
         TypeError: as ``bootstrap_ci``, for its arguments.
     """
     _check_items(items)
@@ -835,7 +849,7 @@ def zero_shot_difference(a: pd.DataFrame, b: pd.DataFrame, **bootstrap: object) 
     _check_items(a)
     _check_items(b)
     keys_a, keys_b = list(zip(a["task"], a["item"])), list(zip(b["task"], b["item"]))
-    if sorted(keys_a) != sorted(keys_b) or len(set(keys_a)) != len(keys_a):
+    if sorted(keys_a) != sorted(keys_b):
         raise ValueError("the two results cover different items; evaluate both models with the same tasks and items")
     b = b.set_index(["task", "item"]).loc[keys_a].reset_index()
     table = []

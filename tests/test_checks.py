@@ -134,7 +134,7 @@ WRONG_VALUES = {
     ),
     "ideal_speedup seq_len": (lambda: ideal_speedup(MODEL, [1], seq_len=0), "seq_len must be at least 1, or None"),
     "measure_latency warmup": (lambda: measure_latency(MODEL, TOKENIZER, warmup=-1), "warmup must be at least 0"),
-    "bootstrap_ci n_boot": (lambda: bootstrap_ci(np.ones(5), n_boot=0), "n_boot must be at least 1; got 0"),
+    "bootstrap_ci n_boot": (lambda: bootstrap_ci(np.ones(5), n_boot=0), "n_boot must be at least 1000; got 0"),
     "item_ids limit": (lambda: item_ids(10, 0, 0), "limit must be at least 1, or None for every item; got 0"),
     "heal_with_lora rank": (lambda: heal_with_lora(MODEL, TOKENIZER, [ONE_STRING], rank=0), "rank must be at least 1"),
     "check_block_indices index": (lambda: check_block_indices([6], 6), r"out of range .* valid indices are 0\.\.5"),

@@ -100,7 +100,14 @@ def fake_ppl(window_nll):
     nll = np.asarray(window_nll, dtype=float)
     tokens = np.full(len(nll), 10)
     return PerplexityResult(
-        float(np.exp(nll.sum() / tokens.sum())), nll.sum() / tokens.sum(), int(tokens.sum()), nll, tokens, 10, 10
+        float(np.exp(nll.sum() / tokens.sum())),
+        nll.sum() / tokens.sum(),
+        int(tokens.sum()),
+        nll,
+        tokens,
+        10,
+        10,
+        np.zeros((len(nll), 10), dtype=int),
     )
 
 

@@ -16,7 +16,8 @@ from helpers.statistics import ConfidenceInterval, bootstrap_ci, paired_differen
 def ppl_result(window_nll, window_tokens) -> PerplexityResult:
     window_nll, window_tokens = np.asarray(window_nll, float), np.asarray(window_tokens)
     nll = window_nll.sum() / window_tokens.sum()
-    return PerplexityResult(math.exp(nll), nll, int(window_tokens.sum()), window_nll, window_tokens, 16, 16)
+    ids = np.zeros((len(window_tokens), 16), dtype=int)  # the same windows for every result built here
+    return PerplexityResult(math.exp(nll), nll, int(window_tokens.sum()), window_nll, window_tokens, 16, 16, ids)
 
 
 def accuracy_result(correct, index) -> ClassificationResult:
@@ -24,7 +25,8 @@ def accuracy_result(correct, index) -> ClassificationResult:
     empty = pd.DataFrame(columns=["text", "label"])
     predictions = pd.Series("ham", index=index)
     scores = pd.DataFrame(index=index)
-    return ClassificationResult(correct.mean(), correct, predictions, scores, 0.5, "ham", 0.5, empty)
+    messages = pd.DataFrame({"text": "hi", "label": "ham"}, index=index)
+    return ClassificationResult(correct.mean(), correct, predictions, scores, 0.5, "ham", 0.5, empty, messages)
 
 
 # --- bootstrap ------------------------------------------------------------------------------------------------------

@@ -337,15 +337,15 @@ def test_summary_and_paired_difference_use_the_bootstrap():
     a = pd.concat(
         [frame("boolq", [1.0, 0.0, 1.0, 1.0]), frame("lambada_openai", [1.0, 0.0, 0.0], [(-1.0,), (-2.0,), (-4.0,)])]
     )
-    summary = zero_shot_summary(a, n_boot=200).set_index(["task", "metric"])
+    summary = zero_shot_summary(a, n_boot=1000).set_index(["task", "metric"])
     assert summary.loc[("boolq", "acc"), "estimate"] == 0.75
-    assert summary.loc[("boolq", "acc"), "high"] == bootstrap_ci(np.array([1.0, 0.0, 1.0, 1.0]), n_boot=200).high
+    assert summary.loc[("boolq", "acc"), "high"] == bootstrap_ci(np.array([1.0, 0.0, 1.0, 1.0]), n_boot=1000).high
     assert summary.loc[("lambada_openai", "perplexity"), "estimate"] == pytest.approx(np.exp(7 / 3))
     shuffled = a.sample(frac=1, random_state=0)  # same items in another order pair up item by item
-    difference = zero_shot_difference(a, shuffled, n_boot=200)
+    difference = zero_shot_difference(a, shuffled, n_boot=1000)
     assert (difference[["estimate", "low", "high"]] == 0).all().all() and not difference["excludes_zero"].any()
     better = a.assign(acc=1.0)
-    boolq = zero_shot_difference(a, better, n_boot=200).set_index(["task", "metric"]).loc[("boolq", "acc")]
+    boolq = zero_shot_difference(a, better, n_boot=1000).set_index(["task", "metric"]).loc[("boolq", "acc")]
     assert boolq["estimate"] == 0.25 and boolq["n"] == 4
     with pytest.raises(ValueError, match="different items"):
         zero_shot_difference(a, a.iloc[1:])
