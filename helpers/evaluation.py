@@ -764,7 +764,8 @@ def benefits_table(
     measures: dict[str, Measure] = {}
     if tokenizer is not None:
         measures["latency"] = lambda m: measure_latency(m, tokenizer, **latency)
-    table = evaluate_variants(model, variants, measures, seq_len=seq_len, progress=False).wide()
+    # Only timing is slow enough to need a bar: one step per variant.
+    table = evaluate_variants(model, variants, measures, seq_len=seq_len, progress=tokenizer is not None).wide()
     if tokenizer is not None:
         table["measured_speedup"] = table["decode_tokens_per_s"] / table.loc[FULL, "decode_tokens_per_s"]
     return table
