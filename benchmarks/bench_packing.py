@@ -1,9 +1,9 @@
 """Time of the PPL criterion on packed rows relative to the same batches run as given, on chapter 5's SMS sets.
 
 ``ppl_by_sample`` packs short samples several to a row and, when every sample starts with the same unscored tokens,
-holds those once per row (``helpers.data_criteria._packed_runs``). Here the same calls run once with packing and once
-with it switched off, on chapter 5's two SMS calibration sets (its defaults): 32 raw messages batched by length, and
-8 prompts in the task format with 2 solved examples each, scored on the answer only. Both must select the same
+holds those once per row (``helpers.fast.ppl_criterion._packed_runs``). Here the same calls run once with packing and
+once with it switched off, on chapter 5's two SMS calibration sets (its defaults): 32 raw messages batched by length,
+and 8 prompts in the task format with 2 solved examples each, scored on the answer only. Both must select the same
 blocks. Positions per pass come from ``ppl_positions``. Measured on a 2-core machine (2 threads), one run of 2
 minutes: sms 31.2 s packed (1019 positions a pass) vs 43.0 s as given (1512), ratio 0.725; sms-task 13.4 s (541
 positions) vs 27.3 s (1204), ratio 0.491; the same blocks selected both ways.
@@ -17,10 +17,10 @@ from unittest import mock
 
 import torch
 
-from helpers import data_criteria
 from helpers.classification import sms_task_batches
 from helpers.data import calibration_batches, load_sms
 from helpers.data_criteria import ppl_by_sample, ppl_positions
+from helpers.fast import ppl_criterion
 from helpers.model import load_model
 from helpers.selection import PLUS_HEURISTIC, resolve_k, select_blocks
 from helpers.settings import set_determinism
@@ -51,7 +51,7 @@ def measure(threads: int = 2) -> dict[str, float]:
     ratios = {}
     for name, batches in sets.items():
         packed = _timed(model, batches)
-        with mock.patch.object(data_criteria, "_packed_runs", return_value=None):
+        with mock.patch.object(ppl_criterion, "_packed_runs", return_value=None):
             given = _timed(model, batches)
         assert packed[1] == given[1], f"{name}: packed selects {packed[1]}, as given {given[1]}"
         print(f"{name}: {packed[0]:.1f} s packed ({packed[2]} positions a pass) vs {given[0]:.1f} s as given "

@@ -24,9 +24,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from helpers.fast.lm_eval_reference import lm_eval_reference
 from helpers.model import load_model
 from helpers.settings import set_determinism
-from helpers.zero_shot import evaluate_zero_shot, item_ids, lm_eval_reference, load_task
+from helpers.zero_shot import evaluate_zero_shot, item_ids, load_task
 
 TASKS = ("arc_easy", "piqa", "hellaswag", "lambada_openai")
 LOGLIK_TOLERANCE = 1e-3

@@ -21,8 +21,9 @@ import argparse
 
 from helpers.benefits import parameter_count
 from helpers.blocks import get_blocks
+from helpers.fast.zero_shot_scorer import _Encoder
 from helpers.model import load_model
-from helpers.zero_shot import TASKS, _Encoder, item_ids, load_task
+from helpers.zero_shot import TASKS, item_ids, load_task
 
 TASK_SET = ("arc_easy", "piqa", "hellaswag", "lambada_openai")
 

@@ -13,11 +13,8 @@ from .benchmark_results import (
     BENCHMARK_TASKS,
     HEADLINE_METRICS,
     POOLED,
-    StoredZeroShot,
     ZeroShotResult,
-    load_stored_zero_shot,
     pooled_result,
-    stored_agreement,
     zero_shot_measure,
     zero_shot_results,
 )
@@ -73,6 +70,7 @@ from .evaluation import (
     quality_measures,
     unique_variants,
 )
+from .fast.stored_results import StoredZeroShot, load_stored_zero_shot, stored_agreement
 from .generation import greedy_continuation
 from .hooks import BlockIO, block_hooks, input_device, record_block_io, run_model
 from .lab import (

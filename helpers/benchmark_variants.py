@@ -2,10 +2,10 @@
 
 ``benchmark_variants`` is the evaluation core's benchmark preset. For the course model and the course's selections
 it reads the stored results (about an hour of CPU work, ``benchmarks/zero_shot_results.py``) and re-scores a small
-seeded subset of them live, which must agree item by item (``stored_agreement``). For another model, other blocks, or
-when asked (``live_items``; "all" runs every item, for a GPU), it scores live. Either way it returns a
-``VariantResults`` whose metrics are ``"<task> <metric>"`` accuracies with bootstrap intervals, paired differences and
-verdicts against the majority answer. ``signal_table`` reads each task against chance and the majority answer;
+seeded subset of them live, which must agree item by item (``helpers.fast.stored_results``). For another model,
+other blocks, or when asked (``live_items``; "all" runs every item, for a GPU), it scores live. Either way it returns
+a ``VariantResults`` whose metrics are ``"<task> <metric>"`` accuracies with bootstrap intervals, paired differences
+and verdicts against the majority answer. ``signal_table`` reads each task against chance and the majority answer;
 ``retained_share`` puts tasks with different chance levels on one scale.
 """
 
@@ -24,12 +24,8 @@ from .benchmark_results import (
     BENCHMARK_TASKS,
     HEADLINE_METRICS,
     POOLED,
-    StoredZeroShot,
     ZeroShotResult,
-    code_fingerprint,
-    load_stored_zero_shot,
     pooled_result,
-    stored_agreement,
     zero_shot_measure,
     zero_shot_results,
 )
@@ -37,9 +33,15 @@ from .blocks import check_block_indices, num_blocks
 from .checks import check_int, check_mapping
 from .display import fmt_ci
 from .evaluation import FULL, VariantResults, evaluate_variants
-from .pruning import skip_blocks
+from .fast.stored_results import (
+    StoredZeroShot,
+    check_stored_live,
+    code_fingerprint,
+    load_stored_zero_shot,
+    stored_variant_names,
+)
 from .statistics import ConfidenceInterval
-from .zero_shot import evaluate_zero_shot, item_ids, load_task
+from .zero_shot import item_ids, load_task
 
 
 @dataclass(frozen=True)
@@ -105,43 +107,6 @@ def add_pooled(results: VariantResults, metrics: Sequence[str], name: str = POOL
     return dataclasses.replace(results, results=pooled)
 
 
-def _stored_names(stored: StoredZeroShot | None, model: PreTrainedModel, model_id: str, plan: Mapping) -> str | dict:
-    """The stored variant of each planned one, or why the stored results cannot serve."""
-    if stored is None:
-        return "no stored results were found"
-    if stored.meta["model"] != model_id or stored.meta["n_blocks"] != num_blocks(model):
-        return f"the stored results are for {stored.meta['model']} ({stored.meta['n_blocks']} blocks), not {model_id}"
-    names = {name: stored.variant_of(blocks) for name, blocks in plan.items()}
-    missing = [name for name, found in names.items() if found is None]
-    if missing:
-        return f"no stored variant removes the blocks of {', '.join(missing)} (other parameters or another model)"
-    return names
-
-
-def _check_live(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    stored: StoredZeroShot,
-    names: Mapping[str, str],
-    plan: Mapping[str, list[int]],
-    check: Sequence[str],
-    check_items: int,
-    seed: int,
-    progress: bool,
-) -> pd.DataFrame:
-    """Re-score ``check_items`` seeded stored items per task for the ``check`` variants; compare with the store."""
-    stored_items = stored.item_ids()
-    subset = {
-        task: [ids[i] for i in item_ids(len(ids), check_items, seed + 1)] for task, ids in stored_items.items()
-    }  # seed + 1: a draw of its own, not the first items of the stored draw
-    rows = []
-    for name in check:
-        with skip_blocks(model, plan[name]) as variant:
-            live = evaluate_zero_shot(variant, tokenizer, list(subset), items=subset, progress=progress)
-        rows.append(stored_agreement(live, stored.frame(names[name])).assign(variant=name).reset_index())
-    return pd.concat(rows, ignore_index=True).set_index(["variant", "task"])
-
-
 def benchmark_variants(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -201,11 +166,13 @@ def benchmark_variants(
             stored = load_stored_zero_shot()
         except FileNotFoundError:
             stored = None
-    names = _stored_names(stored, model, model_id, plan) if live_items is None else "live scoring was asked for"
+    names = stored_variant_names(stored, model, model_id, plan) if live_items is None else "live scoring was asked for"
     if isinstance(names, dict):
         sizes = evaluate_variants(model, variants, {}, progress=False)
         results = {name: zero_shot_results(stored.frame(names[name])) for name in plan}
-        agreement = _check_live(model, tokenizer, stored, names, plan, check_variants, check_items, seed, progress)
+        agreement = check_stored_live(
+            model, tokenizer, stored, names, plan, check_variants, check_items, seed, progress
+        )
         made_by = (
             "this code" if stored.meta["code_fingerprint"] == code_fingerprint() else "an earlier version of the code"
         )

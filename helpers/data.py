@@ -70,7 +70,7 @@ def _hub_disabled() -> str | None:
     return None
 
 
-def _hub_or_local(source: Source, local: Path, origin: str, path: str, name: str | None, split: str) -> Dataset | None:
+def hub_or_local(source: Source, local: Path, origin: str, path: str, name: str | None, split: str) -> Dataset | None:
     """The hub dataset ``path``/``name``/``split``, or None when the caller is to read ``local`` instead.
 
     ``source="auto"`` tries the hub unless an offline switch is set, then falls back to ``local``. Raises
@@ -154,7 +154,7 @@ def load_wikitext(split: Split = "evaluation", *, source: Source = "auto") -> li
     """
     check_choice("split", split, SPLITS)
     local = data_dir() / WIKITEXT_FILE
-    dataset = _hub_or_local(source, local, _WIKITEXT_ORIGIN, "Salesforce/wikitext", "wikitext-2-raw-v1", "test")
+    dataset = hub_or_local(source, local, _WIKITEXT_ORIGIN, "Salesforce/wikitext", "wikitext-2-raw-v1", "test")
     raw = _read_lines(local, _WIKITEXT_ORIGIN) if dataset is None else dataset["text"]
     rows = [row for row in map(_normalise, raw) if row]
     wanted = split == "calibration"
@@ -217,7 +217,7 @@ def load_sms(
     if not 0 <= calibration_fraction <= 1:
         raise ValueError(f"calibration_fraction must be between 0 and 1; got {calibration_fraction}")
     local = data_dir() / SMS_FILE
-    dataset = _hub_or_local(source, local, _SMS_ORIGIN, "ucirvine/sms_spam", None, "train")
+    dataset = hub_or_local(source, local, _SMS_ORIGIN, "ucirvine/sms_spam", None, "train")
     if dataset is None:
         texts, labels = _read_sms_file(local)
     else:

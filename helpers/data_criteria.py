@@ -8,13 +8,9 @@ every criterion in this package, and the model is left exactly as it was found (
 ``requires_grad``, ``.grad``).
 
 The perplexity criterion is the expensive one: the paper runs a full pass of a pruned copy for each of the L
-blocks. ``ppl_scores`` computes the same numbers from one pass that caches the hidden state entering every block:
-removing block i leaves blocks 0..i-1 untouched, so the model without block i is "cached input of block i, then
-blocks i+1..L-1, then the head". Block i costs L-1-i blocks instead of L-1: half the block work. The head still
-runs once per block (on real tokens only), so on SmolLM2-135M the whole criterion takes about 0.53-0.56 of the naive
-time (``benchmarks/bench_ppl.py``). Short samples batched with long ones (SMS messages) would spend most of that on
-padding, so they are packed several to a row, each seeing only itself (``_packed_runs``): chapter 5's 32 SMS samples
-run 1019 positions a pass instead of 1512, with the same scores up to float rounding.
+blocks (``ppl_scores(..., cached=False)`` does exactly that). By default ``ppl_scores`` computes the same numbers,
+up to float rounding, in a little over half the time, from one pass that caches the hidden state entering every
+block, on packed rows (``helpers.fast.ppl_criterion``, which says how).
 
 ``ppl_by_sample`` and ``block_influence_by_sample`` keep each calibration sample's share of a score
 (``SampleScores``), so the score of any subset of the samples costs no model run: ``split_half_agreement`` and
@@ -25,10 +21,8 @@ baseline a difference between two datasets has to exceed.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -37,8 +31,9 @@ from transformers import PreTrainedModel
 
 from .blocks import check_decoder, get_blocks
 from .data import disjoint_draws
-from .hooks import eval_mode, head_only_at, hidden_input, input_device, raise_non_finite, run_model
-from .perplexity import IGNORE, token_nll
+from .fast.ppl_criterion import nll_without_blocks, positions_per_pass
+from .hooks import eval_mode, input_device, raise_non_finite, run_model
+from .perplexity import IGNORE, next_token_targets, token_nll
 from .pruning import prune_blocks, skip_blocks
 from .selection import removable_blocks, resolve_k, select_blocks
 from .settings import progress_bar
@@ -46,9 +41,6 @@ from .similarity import block_similarity
 from .static_criteria import WeightSet, block_scores, block_weights
 from .statistics import rank_correlation
 from .ties import first_minimum
-
-# The packed scorer's mask and family check (zero_shot keeps the names private: its code is fingerprinted).
-from .zero_shot import MASK_CONVENTIONS, _packed_mask, _packs
 
 Batch = Mapping[str, torch.Tensor]
 BEYOND_NOISE = "beyond resampling noise"
@@ -97,16 +89,6 @@ class SampleScores:
         return block_scores(np.exp(mean) if self.exponentiate else mean, self.name)
 
 
-class _Captured(Exception):
-    """Raised by the capture hook once the last block's input is stored: nothing after it is needed."""
-
-
-def _targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(where, what): which positions predict a real next token, and those tokens."""
-    where = labels[:, 1:] != IGNORE
-    return where, labels[:, 1:][where]
-
-
 def _targets_per_row(labels: torch.Tensor) -> torch.Tensor:
     """How many tokens each row predicts (on the CPU)."""
     return (labels[:, 1:] != IGNORE).sum(dim=1).cpu()
@@ -149,7 +131,7 @@ def _prepare(model: PreTrainedModel, batches: Sequence[Batch]) -> tuple[list[tup
         ids, mask, labels = _right_aligned(ids, mask, labels)
         inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
         prepared.append((inputs, labels.masked_fill(mask == 0, IGNORE).to(device)))
-    n_tokens = sum(len(_targets(labels)[1]) for _, labels in prepared)
+    n_tokens = sum(len(next_token_targets(labels)[1]) for _, labels in prepared)
     if n_tokens == 0:
         raise ValueError("the batches hold no token to predict (every row has at most one real token)")
     return prepared, n_tokens
@@ -203,7 +185,7 @@ def taylor_scores(
             p.requires_grad_(True)
         with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
             for inputs, labels in progress_bar(prepared, "Taylor", progress):
-                where, targets = _targets(labels)
+                where, targets = next_token_targets(labels)
                 logits = model(**inputs, use_cache=False).logits
                 logits = logits[:, :-1][where.to(logits.device)]
                 if not torch.isfinite(logits).all():
@@ -229,198 +211,16 @@ def taylor_scores(
     return block_scores(values, "taylor")
 
 
-def _block_inputs(model: PreTrainedModel, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-    """The hidden state entering each block in one forward pass (stopped as soon as the last one is known)."""
-    blocks = get_blocks(model)
-    states: list[torch.Tensor] = []
-
-    def capture(module, args, kwargs):
-        states.append(hidden_input(args, kwargs).clone())  # clone: a block may update its input in place
-        if len(states) == len(blocks):
-            raise _Captured
-
-    handles = [block.register_forward_pre_hook(capture, with_kwargs=True) for block in blocks]
-    try:
-        model(**inputs, use_cache=False)
-    except _Captured:
-        pass
-    finally:
-        for handle in handles:
-            handle.remove()
-    return states
-
-
-@contextmanager
-def _without_block(model: PreTrainedModel, index: int, state: torch.Tensor) -> Iterator[None]:
-    """Run ``model`` as if block ``index`` were removed, given ``state``, the cached input of block ``index``.
-
-    Blocks 0..index are skipped and the next block gets ``state`` instead of the embeddings. For the last block
-    nothing follows, so blocks 0..L-2 are skipped and the last one passes ``state`` straight to the final norm.
-    """
-    blocks = get_blocks(model)
-    last = index == len(blocks) - 1
-
-    def feed(module, args, kwargs):
-        if args:
-            return (state, *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": state}
-
-    def identity(module, args, kwargs, output):
-        return state if isinstance(output, torch.Tensor) else (state, *output[1:])
-
-    if last:
-        handle = blocks[index].register_forward_hook(identity, with_kwargs=True)
-    else:
-        handle = blocks[index + 1].register_forward_pre_hook(feed, with_kwargs=True)
-    try:
-        with skip_blocks(model, range(index if last else index + 1)):
-            yield
-    finally:
-        handle.remove()
-
-
-def _nll_by_sample(
-    model: PreTrainedModel, inputs: dict[str, torch.Tensor], labels: torch.Tensor, samples: torch.Tensor, n: int
-) -> torch.Tensor:
-    """Summed next-token NLL of each of the ``n`` samples over its scored tokens (float64, on the CPU), ``samples``
-    giving the sample of every position; the head only sees the positions that predict one."""
-    where, targets = _targets(labels)
-    # Position p predicts token p + 1, so the last position is never read.
-    with head_only_at(model, torch.nn.functional.pad(where, (0, 1))):
-        logits = model(**inputs, use_cache=False).logits
-    per_token = token_nll(logits, targets).double().cpu()
-    return torch.zeros(n, dtype=torch.float64).index_add_(0, samples[:, 1:][where.cpu()], per_token)
-
-
-class _Run(NamedTuple):
-    """One forward batch of the PPL criterion: model inputs, labels, and the calibration sample of every position."""
-
-    inputs: dict[str, torch.Tensor]
-    labels: torch.Tensor
-    samples: torch.Tensor
-
-
-def _unpacked_runs(prepared: list) -> list[_Run]:
-    """The batches as given; a position's sample is its row's number across batches."""
-    runs, offset = [], 0
-    for inputs, labels in prepared:
-        rows = torch.arange(offset, offset + len(labels))
-        runs.append(_Run(inputs, labels, rows[:, None].expand(labels.shape)))
-        offset += len(labels)
-    return runs
-
-
-def _right_padded(mask: torch.Tensor) -> bool:
-    """True when every row of a 2-D 0/1 mask is ones, then zeros."""
-    return mask.ndim == 2 and bool(((mask == 0) | (mask == 1)).all()) and bool((mask[:, 1:] <= mask[:, :-1]).all())
-
-
-def _pack_rows(lengths: Sequence[int], width: int) -> list[list[int]]:
-    """Samples (by index) packed into rows of at most ``width`` tokens: first fit, longest first."""
-    rows: list[list[int]] = []
-    used: list[int] = []
-    for sample in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-        row = next((r for r, total in enumerate(used) if total + lengths[sample] <= width), None)
-        if row is None:
-            rows.append([])
-            used.append(0)
-            row = len(rows) - 1
-        rows[row].append(sample)
-        used[row] += lengths[sample]
-    return rows
-
-
-def _unscored_prefix(samples: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
-    """How many leading tokens all samples share with none of them scored, nor the token after (a few-shot prompt's
-    solved examples when the loss reads only the answer): packed rows then hold them once. Each sample keeps at
-    least one token of its own; 0 without such a prefix."""
-    first, shared = samples[0][0], min(len(ids) for ids, _ in samples) - 1
-    for ids, labels in samples:
-        differ = (ids[:shared] != first[:shared]).nonzero()
-        scored = (labels[1 : shared + 1] != IGNORE).nonzero()  # labels[p] is read at position p - 1
-        shared = min([shared, *(int(d) for d in differ[:1]), *(int(s) for s in scored[:1])])
-    return shared if len(samples) > 1 else 0
-
-
-def _packed_runs(model: PreTrainedModel, prepared: list) -> list[_Run] | None:
-    """The batches' samples packed several to a row, when that computes fewer positions than the batches; else None.
-
-    A packed row holds whole samples one after another, each with position ids from 0 and a 4D mask that lets a token
-    see only its own sample (``zero_shot``'s packed mask), so every sample gets the logits it gets in a row of its
-    own, up to float rounding; a sample's first token is not scored, as at the start of a row. Rows are at most as
-    long as the widest batch, batched as many as the largest batch's positions allow. When the samples begin with
-    the same unscored tokens (``_unscored_prefix``), a row holds them once, at its start and visible to every sample
-    after it, whose positions go on from there, and rows may be as long as the largest batch. Only for right-padded
-    batches of models ``zero_shot._packs`` accepts. It pays where short samples share batches with long ones (SMS
-    messages) or samples repeat the same examples (``sms_task_batches``).
-    """
-    if not _packs(model) or not all(_right_padded(inputs["attention_mask"]) for inputs, _ in prepared):
-        return None
-    samples = [  # (ids, labels) of every row's real tokens, rows numbered across batches
-        (ids[real], row_labels[real])
-        for inputs, labels in prepared
-        for ids, row_labels, real in zip(inputs["input_ids"], labels, inputs["attention_mask"].bool())
-    ]
-    budget = max(labels.numel() for _, labels in prepared)
-    prefix = _unscored_prefix(samples)
-    width = budget if prefix else max(labels.shape[1] for _, labels in prepared)
-    rows = _pack_rows([len(ids) - prefix for ids, _ in samples], width - prefix)
-    per_batch = max(1, budget // width)
-    batches = [rows[start : start + per_batch] for start in range(0, len(rows), per_batch)]
-    lengths = [[prefix + sum(len(samples[i][0]) - prefix for i in row) for row in part] for part in batches]
-    if sum(len(part) * max(part) for part in lengths) >= sum(labels.numel() for _, labels in prepared):
-        return None
-    device, convention = input_device(model), MASK_CONVENTIONS[model.config._attn_implementation]
-    runs = []
-    for part, part_lengths in zip(batches, lengths):
-        shape = (len(part), max(part_lengths))
-        ids, positions = torch.zeros(shape, dtype=torch.long), torch.zeros(shape, dtype=torch.long)
-        labels, segments, numbers = (torch.full(shape, value, dtype=torch.long) for value in (IGNORE, -1, -1))
-        for b, row in enumerate(part):
-            # segment 0, seen by every later token of the row: the shared prefix (unscored, so no sample's)
-            ids[b, :prefix], positions[b, :prefix] = samples[0][0][:prefix].cpu(), torch.arange(prefix)
-            segments[b, :prefix] = 0
-            at = prefix
-            for segment, number in enumerate(row, start=1):
-                sample_ids, sample_labels = samples[number][0][prefix:], samples[number][1][prefix:]
-                span = slice(at, at + len(sample_ids))
-                ids[b, span], labels[b, span] = sample_ids.cpu(), sample_labels.cpu()
-                labels[b, at] = IGNORE  # the token before it in the row is not its own sample's
-                positions[b, span] = torch.arange(prefix, prefix + len(sample_ids))
-                segments[b, span], numbers[b, span] = segment, number
-                at += len(sample_ids)
-        mask = _packed_mask(segments, convention, model.dtype)
-        inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device), "position_ids": positions.to(device)}
-        runs.append(_Run(inputs, labels.to(device), numbers))
-    return runs
-
-
 def ppl_positions(model: PreTrainedModel, batches: Sequence[Batch]) -> int:
     """How many positions the PPL criterion (``ppl_scores``, ``ppl_by_sample``) computes in one pass over
-    ``batches``: their padded size, or less where it packs them (see the module docstring). It runs L + 1 such passes,
-    most of them through part of the blocks only.
+    ``batches``: their padded size, or less where it packs them (``helpers.fast.ppl_criterion``). It runs L + 1 such
+    passes, most of them through part of the blocks only.
 
     Raises:
         ValueError: if ``batches`` is invalid (as ``taylor_scores``).
     """
     prepared, _ = _prepare(model, batches)
-    return sum(run.labels.numel() for run in _packed_runs(model, prepared) or _unpacked_runs(prepared))
-
-
-def _cached_nll(model: PreTrainedModel, prepared: list, candidates: Sequence[int], progress: bool) -> torch.Tensor:
-    """Summed NLL of each row (all batches' rows in order) without each candidate block (positions in the current
-    block list): shape (candidates, rows). Short rows run packed where that saves work (``_packed_runs``)."""
-    n_rows = sum(len(labels) for _, labels in prepared)
-    runs = _packed_runs(model, prepared) or _unpacked_runs(prepared)
-    states = [_block_inputs(model, run.inputs) for run in runs]
-    nll = []
-    for index in progress_bar(candidates, "PPL without each block", progress):
-        total = torch.zeros(n_rows, dtype=torch.float64)
-        for run, cached in zip(runs, states):
-            with _without_block(model, index, cached[index]):
-                total += _nll_by_sample(model, run.inputs, run.labels, run.samples, n_rows)
-        nll.append(total)
-    return torch.stack(nll)
+    return positions_per_pass(model, prepared)
 
 
 def _naive_nll(model: PreTrainedModel, prepared: list, progress: bool) -> list[float]:
@@ -432,7 +232,7 @@ def _naive_nll(model: PreTrainedModel, prepared: list, progress: bool) -> list[f
         for inputs, labels in prepared:
             # transformers' loss is the mean over the batch's real tokens: weight it back by their number.
             loss = pruned(**inputs, labels=labels, use_cache=False).loss
-            total += loss.item() * len(_targets(labels)[1])
+            total += loss.item() * len(next_token_targets(labels)[1])
         nll.append(total)
         del pruned
     return nll
@@ -471,7 +271,7 @@ def ppl_by_sample(model: PreTrainedModel, batches: Sequence[Batch], *, progress:
         raise ValueError("the PPL criterion needs a model of at least 2 blocks (one must stay)")
     prepared, _ = _prepare(model, batches)
     with eval_mode(model), torch.inference_mode():
-        nll = _cached_nll(model, prepared, range(n_blocks), progress)
+        nll = nll_without_blocks(model, prepared, range(n_blocks), progress)
         if not torch.isfinite(nll).all():
             _refuse_non_finite_model(model, prepared, "the PPL criterion")
     tokens = torch.cat([_targets_per_row(labels) for _, labels in prepared])
@@ -495,7 +295,7 @@ def ppl_scores(
     Args:
         model: the model to score; it is only skipped through, never modified.
         batches: calibration batches (dicts with 2-D ``input_ids`` and optionally ``attention_mask``).
-        cached: compute it from cached block inputs (see the module docstring) in a little over half the time of
+        cached: compute it from cached block inputs (``helpers.fast.ppl_criterion``) in a little over half the time of
             ``cached=False``, the paper's loop of L pruned copies, kept as the reference.
         progress: show a progress bar.
 
@@ -564,7 +364,8 @@ def sleb_removal(
             kept = [b for b in range(n_blocks) if b not in removed]
             with skip_blocks(model, removed):
                 scored = [b for b in candidates if b not in removed]
-                nll = _cached_nll(model, prepared, [kept.index(b) for b in scored], progress=False).sum(dim=1).tolist()
+                nll = nll_without_blocks(model, prepared, [kept.index(b) for b in scored], progress=False)
+                nll = nll.sum(dim=1).tolist()
                 if not all(map(math.isfinite, nll)):
                     _refuse_non_finite_model(model, prepared, "SLEB's perplexity")
             ppl = block_scores([math.exp(total / n_tokens) for total in nll], "ppl", blocks=scored)

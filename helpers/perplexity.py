@@ -93,6 +93,19 @@ def next_token_nll(logits: torch.Tensor, labels: torch.Tensor, reduction: Reduct
     return token_nll(logits[:, :-1], labels[:, 1:], reduction)
 
 
+def next_token_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which positions predict a scored next token, and those tokens: ``(where, labels[:, 1:][where])``.
+
+    Args:
+        labels: shape (batch, seq_len), with ``IGNORE`` where a token is not scored.
+
+    Returns:
+        ``where``, a bool tensor (batch, seq_len - 1), and the scored tokens in row-major order.
+    """
+    where = labels[:, 1:] != IGNORE
+    return where, labels[:, 1:][where]
+
+
 def adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
     """True when the tokenizer puts its BOS token in front of a text (SmolLM2's does not, Llama-2's does).
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 from numbers import Real
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -24,8 +24,10 @@ from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator, MultipleLocator
 
 from .checks import check_choice
-from .evaluation import VariantResults
 from .ties import tied_ranks
+
+if TYPE_CHECKING:  # for the hints only: the evaluation core draws with this module, never the reverse
+    from .evaluation import VariantResults
 
 PALETTE: list[str] = sns.color_palette("colorblind").as_hex()
 """Line and bar colours, distinguishable with the common colour-vision deficiencies."""
@@ -534,7 +536,7 @@ def plot_token_heatmap(
 
 def _long_values(values: VariantResults | pd.DataFrame | Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
     """Bring ``plot_before_after`` input to columns metric, variant, value, low, high (low/high may be NaN)."""
-    if isinstance(values, VariantResults):
+    if callable(getattr(type(values), "long", None)):  # a VariantResults: its tidy view
         values = values.long()
     if isinstance(values, Mapping):
         values = pd.DataFrame(values).rename_axis(index="metric", columns="variant").stack().rename("value")

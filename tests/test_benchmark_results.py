@@ -14,14 +14,9 @@ import pytest
 from test_zero_shot import real_data, smollm_tokenizer, tiny_model  # noqa: F401 - fixtures used by name
 
 import helpers
-from helpers.benchmark_results import (
-    ZeroShotResult,
-    load_stored_zero_shot,
-    save_stored_zero_shot,
-    stored_agreement,
-    zero_shot_results,
-)
+from helpers.benchmark_results import ZeroShotResult, zero_shot_results
 from helpers.evaluation import FULL, VariantResults
+from helpers.fast.stored_results import load_stored_zero_shot, save_stored_zero_shot, stored_agreement
 from helpers.statistics import bootstrap_ci, paired_difference
 from helpers.zero_shot import evaluate_zero_shot
 

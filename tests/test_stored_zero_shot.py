@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from test_zero_shot import real_data  # noqa: F401 - fixture used by name
 
-from helpers.benchmark_results import _code_lines, code_fingerprint, load_stored_zero_shot, stored_agreement
+from helpers.fast.stored_results import _code_lines, code_fingerprint, load_stored_zero_shot, stored_agreement
 from helpers.model import load_model
 from helpers.pruning import skip_blocks
 from helpers.selection import PLUS_HEURISTIC, resolve_k, select_blocks

@@ -1,4 +1,5 @@
-"""helpers.zero_shot against independent computations: lm-eval itself, a naive per-request loop, the data README.
+"""helpers.zero_shot and its fast scorer (helpers.fast) against independent computations: lm-eval itself, a naive
+per-request loop, the data README.
 
 lm-eval runs offline on the offline copies (``lm_eval_reference``); the hub is never reached: tests that read the
 hub path replace ``datasets.load_dataset`` with a fake. Real-data tests read ``$DEPTH_PRUNING_DATA`` (set to
@@ -21,7 +22,11 @@ from tiny_models import TINY_CONFIGS
 from tiny_tokenizer import tiny_tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from helpers.model import load_model, prepare_default_model
+from helpers.fast.gguf import prepare_default_model
+from helpers.fast.lm_eval_reference import lm_eval_reference
+from helpers.fast.packing import packs
+from helpers.fast.zero_shot_scorer import _batches, _Encoder, _packed_row, _units, score_requests
+from helpers.model import load_model
 from helpers.pruning import skip_blocks
 from helpers.settings import DATA_ENV, data_dir
 from helpers.statistics import bootstrap_ci
@@ -29,16 +34,9 @@ from helpers.zero_shot import (
     BENCHMARK_DIR,
     TASK_NAMES,
     TASKS,
-    _batches,
-    _Encoder,
-    _packed_row,
-    _packs,
-    _units,
     evaluate_zero_shot,
     item_ids,
-    lm_eval_reference,
     load_task,
-    score_requests,
     zero_shot_difference,
     zero_shot_summary,
 )
@@ -156,7 +154,7 @@ PACKED = {
 @pytest.mark.parametrize("family", sorted(TINY_CONFIGS))
 def test_scores_equal_a_naive_loop_for_every_family(family):
     model = tiny_model(family, 96)
-    assert _packs(model) == (family in PACKED)  # the fast path is never skipped silently
+    assert packs(model) == (family in PACKED)  # the fast path is never skipped silently
     g = torch.Generator().manual_seed(0)
     ids = lambda n: torch.randint(3, 96, (n,), generator=g).tolist()  # noqa: E731
     shared, packed = ids(9), ids(5)
@@ -198,7 +196,7 @@ def test_sliding_window_families_pack_without_a_window(family):
     if getattr(config, "layer_types", None) is not None:
         config.layer_types = ["full_attention"] * config.num_hidden_layers
     model = AutoModelForCausalLM.from_config(config).eval()
-    assert _packs(model)
+    assert packs(model)
     g = torch.Generator().manual_seed(1)
     context = torch.randint(3, 96, (8,), generator=g).tolist()
     pairs = [(context, torch.randint(3, 96, (n,), generator=g).tolist()) for n in (3, 1, 5)]
