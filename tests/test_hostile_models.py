@@ -138,9 +138,7 @@ def test_bert_backbone_is_named_as_an_encoder(call):
         EVERY_CALL[call](model)
 
 
-# score_requests is left out: a check in helpers/fast/zero_shot_scorer.py would change the code fingerprint of the
-# stored zero-shot results (test_stored_zero_shot), which only a rerun of benchmarks/zero_shot_results.py may renew.
-@pytest.mark.parametrize("call", sorted(set(LOGIT_CALLS) - {"score_requests"}))
+@pytest.mark.parametrize("call", sorted(LOGIT_CALLS))
 def test_backbone_without_lm_head_is_refused_where_logits_are_needed(call):
     """Case 6: a backbone (LlamaModel) has no LM head: refused where logits are read, still hooked and pruned."""
     torch.manual_seed(0)

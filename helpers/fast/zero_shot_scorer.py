@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
 
+from ..blocks import check_decoder
 from ..checks import check_int
 from ..data import right_pad
 from ..generation import cache_argument_name
@@ -314,8 +315,10 @@ def score_requests(
 
     Raises:
         TypeError: if ``batch_tokens`` is not an integer.
-        ValueError: if ``batch_tokens`` is below 1, or a continuation has no token or more than ``max_length``.
+        ValueError: if ``batch_tokens`` is below 1, a continuation has no token or more than ``max_length``, or the
+            model gives no next-token logits (``check_decoder``: an encoder, or a backbone without its LM head).
     """
+    check_decoder(model, "logits")
     check_int("batch_tokens", batch_tokens)
     units = _units(pairs, max_length)
     loglik = torch.zeros(len(pairs), dtype=torch.float64)
