@@ -389,9 +389,8 @@ class LivePanel(widgets.VBox):
         self.resume = resume
         self._n_blocks = num_blocks(model)
         self._recordings: dict[int, BlockInputs] = {}  # id of a measure -> the full model's block inputs
-        self._measured: dict[
-            tuple, Any
-        ] = {}  # (id of a measure, removed) -> result, for this choice and the full model
+        # (id of a measure, removed blocks) -> its result, for the current choice and the full model
+        self._measured: dict[tuple, Any] = {}
         self._evaluations: dict[bool, VariantResults | None] = {False: None, True: None}  # by first look or not
         self._state: tuple = ()
         self._removed: list[int] = []
@@ -568,22 +567,18 @@ class LivePanel(widgets.VBox):
             key = (id(measure), tuple(self._removed) if num_blocks(model) < self._n_blocks else ())
             if key in self._measured:
                 return self._measured[key]
-            recording = self._recordings.get(id(measure))
-            if not self.resume:
-                result = measure(model)
-            elif num_blocks(model) == self._n_blocks:  # the full model
-                recording = BlockInputs(model)
+            if self.resume and not key[1]:  # the full model
+                recording = self._recordings[id(measure)] = BlockInputs(model)
                 with recording.record(model):
                     result = measure(model)
-                self._recordings[id(measure)] = recording
-            elif recording is None:
-                result = measure(model)
-            else:
+            elif self.resume and id(measure) in self._recordings:
                 try:
-                    with recording.resume(model, self._removed[0]) as shallow:
+                    with self._recordings[id(measure)].resume(model, self._removed[0]) as shallow:
                         result = measure(shallow)
                 except MissingRecording:  # the measure ran other inputs than on the full model: run every block
                     result = measure(model)
+            else:
+                result = measure(model)
             self._measured[key] = result
             return result
 
@@ -672,7 +667,7 @@ class LivePanel(widgets.VBox):
         header = "<th></th><th>full model</th><th>blocks skipped</th><th>change (95% CI)</th>"
         stage = "first look" if first_look else "final"
         note = (
-            f"<b>First look on {html.escape(self.first_look_label)}</b>, refined next to the full settings. "
+            f"<b>First look on {html.escape(self.first_look_label)}</b>, then refined to the full settings. "
             if first_look
             else ""
         )
