@@ -21,10 +21,11 @@ import traitlets
 from matplotlib.colors import to_hex, to_rgb
 from transformers import PreTrainedModel
 
+from .block_inputs import BlockInputs, MissingRecording
 from .blocks import check_block_indices, num_blocks
-from .checks import check_bool, check_mapping
+from .checks import check_bool, check_int, check_mapping
 from .display import fmt
-from .evaluation import FULL, INFO_COLUMNS, Measure, VariantResults, evaluate_variants
+from .evaluation import FULL, INFO_COLUMNS, Measure, VariantResults, _model_state, evaluate_variants
 from .generation import greedy_continuation
 from .pruning import skip_blocks
 from .statistics import MIN_UNITS
@@ -37,6 +38,9 @@ REMOVED_STYLE = {"button_color": "#eeeeee", "text_color": "#888888", "text_decor
 """How a block chosen for removal looks: faded out and struck through (no colormap colour is this pale)."""
 NO_SCORE_COLOUR = "#bdbdbd"
 """Background of a block whose score is NaN (not computed, or undefined)."""
+
+IDLE_STATUS = "<small>Choose blocks, then press Evaluate.</small>"
+"""What the panel's status line says before the first evaluation."""
 
 Scores = pd.DataFrame | Mapping[str, pd.DataFrame] | pd.Series
 Select = Callable[..., list[int]]
@@ -120,6 +124,10 @@ def _text_colour(background: str) -> str:
     """Black or white, whichever reads better on ``background`` (relative luminance, sRGB approximation)."""
     r, g, b = to_rgb(background)
     return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.45 else "white"
+
+
+def _working_html(what: str) -> str:
+    return f"<span class='live-panel-working' style='color:#8a5a00'><b>⏳ working…</b> {html.escape(what)}…</span>"
 
 
 def _error_html(error: BaseException) -> str:
@@ -306,6 +314,12 @@ class LivePanel(widgets.VBox):
     come from ``chooser`` (its ``selected``) or from ``evaluate(blocks)``. ``evaluation`` holds the last
     ``VariantResults``; ``results`` and ``baseline`` its numbers for the chosen blocks and for the full model. The
     full model's numbers are measured again when its weights change.
+
+    A click answers in seconds: with ``resume``, the full model's hidden states entering a few blocks are recorded
+    while it is measured, and a choice runs only from the last of those blocks before its first removed one
+    (``BlockInputs``: the same numbers, less work). With ``first_look`` measures (the same metrics on fewer windows
+    and messages), a click shows their numbers first, says so, and then refines them to those of ``measures``; the
+    panel shows that it is working until the final numbers are in.
     """
 
     CHOSEN = "chosen"
@@ -320,6 +334,9 @@ class LivePanel(widgets.VBox):
         chooser: BlockChooser | None = None,
         auto_update: bool = False,
         debounce_s: float = 1.0,
+        first_look: Mapping[str, Measure] | None = None,
+        first_look_label: str = "fewer units",
+        resume: bool = False,
     ) -> None:
         """Build the panel; nothing is evaluated until ``evaluate`` or the Evaluate button.
 
@@ -332,14 +349,29 @@ class LivePanel(widgets.VBox):
             auto_update: re-evaluate when the chooser's selection changes, after ``debounce_s`` seconds of quiet (on
                 the kernel's event loop; where none runs, at once).
             debounce_s: the quiet period of ``auto_update``, in seconds.
+            first_look: measures of the same names as ``measures`` on fewer units, shown first after a click (a
+                measure may be the same object as in ``measures``: it then runs once per choice); None: clicks show
+                the numbers of ``measures`` only.
+            first_look_label: what the first look covers, as the panel says it, e.g. "8 of 24 windows".
+            resume: record the full model's block inputs and run each choice from its first removed block on (the
+                same numbers, less work). Only for measures that read nothing but the model's outputs (perplexity,
+                accuracy): inside, the blocks before are missing, so a size or a speed would be another model's.
 
         Raises:
             ValueError: if a measure name is reserved (an ``INFO_COLUMNS`` name, "parameters_removed" or
-                "generation"), ``debounce_s`` is negative, or ``chooser`` covers another number of blocks than
-                ``model`` has.
-            TypeError: if ``measures`` is not a mapping.
+                "generation"), ``debounce_s`` is negative, ``first_look`` names other measures than ``measures``, or
+                ``chooser`` covers another number of blocks than ``model`` has.
+            TypeError: if ``measures`` or ``first_look`` is not a mapping, or ``resume`` is not a bool.
         """
         check_mapping("measures", measures, "{name: f(model) -> result}")
+        check_bool("resume", resume)
+        if first_look is not None:
+            check_mapping("first_look", first_look, "{name: f(model) -> result}, the names of measures")
+            if list(first_look) != list(measures):
+                raise ValueError(
+                    f"first_look must measure the same metrics as measures, in the same order: {list(measures)}; "
+                    f"got {list(first_look)}"
+                )
         reserved = {*INFO_COLUMNS, "parameters_removed", "generation"}
         if set(measures) & reserved:
             raise ValueError(f"measure names {sorted(set(measures) & reserved)} are reserved; rename them")
@@ -352,6 +384,16 @@ class LivePanel(widgets.VBox):
             )
         self.model = model
         self.measures = dict(measures)
+        self.first_look = None if first_look is None else dict(first_look)
+        self.first_look_label = first_look_label
+        self.resume = resume
+        self._n_blocks = num_blocks(model)
+        self._recordings: dict[int, BlockInputs] = {}  # id of a measure -> the full model's block inputs
+        # (id of a measure, removed blocks) -> its result, for the current choice and the full model
+        self._measured: dict[tuple, Any] = {}
+        self._evaluations: dict[bool, VariantResults | None] = {False: None, True: None}  # by first look or not
+        self._state: tuple = ()
+        self._removed: list[int] = []
         self._generate = generate
         self.chooser = chooser
         self.debounce_s = debounce_s
@@ -366,7 +408,7 @@ class LivePanel(widgets.VBox):
         self.auto_update = widgets.Checkbox(value=auto_update, description="re-evaluate when the blocks change")
         self.table = widgets.HTML()
         self.generation = widgets.HTML()
-        self.status = widgets.HTML("<small>Choose blocks, then press Evaluate.</small>")
+        self.status = widgets.HTML(IDLE_STATUS)
         super().__init__(
             [widgets.HBox([self.evaluate_button, self.auto_update]), self.status, self.table, self.generation]
         )
@@ -390,6 +432,8 @@ class LivePanel(widgets.VBox):
         decision: Decision = "argmax",
         prompt: str = "The capital of France is",
         max_new_tokens: int = 16,
+        first_look_windows: int | None = 8,
+        first_look_sms: int | None = 16,
         **kwargs: Any,
     ) -> LivePanel:
         """A panel with the course's measurements: WikiText perplexity and SMS accuracy (with intervals), parameters
@@ -412,7 +456,11 @@ class LivePanel(widgets.VBox):
             decision: "argmax" or "prior" (``sms_accuracy``).
             prompt: the prompt of the greedy continuation.
             max_new_tokens: the continuation's length in tokens at most.
-            **kwargs: the options of ``LivePanel`` (``chooser``, ``auto_update``, ``debounce_s``).
+            first_look_windows: perplexity windows of a click's first look, when fewer than ``max_windows`` (8:
+                one batch, the first windows of the full measurement); None: no first look on fewer windows.
+            first_look_sms: SMS messages of a click's first look, when fewer than ``sms_examples``; None: none.
+            **kwargs: the options of ``LivePanel`` (``chooser``, ``auto_update``, ``debounce_s``; ``resume`` is True
+                unless given: both measures read only the model's outputs).
 
         Returns:
             The panel; the measures' arguments are checked when it first evaluates.
@@ -424,26 +472,41 @@ class LivePanel(widgets.VBox):
         from .classification import sms_accuracy
         from .perplexity import perplexity
 
-        measures = {
-            "perplexity": lambda m: perplexity(
-                m, tokenizer, eval_texts, seq_len=seq_len, max_windows=max_windows, progress=False
-            ),
-            "SMS accuracy": lambda m: sms_accuracy(
+        def wiki_perplexity(windows: int | None) -> Measure:
+            return lambda m: perplexity(m, tokenizer, eval_texts, seq_len=seq_len, max_windows=windows, progress=False)
+
+        def accuracy(messages: int | None) -> Measure:
+            return lambda m: sms_accuracy(
                 m,
                 tokenizer,
                 sms_frame,
                 shots=shots,
                 examples=examples,
-                max_examples=sms_examples,
+                max_examples=messages,
                 decision=decision,
                 progress=False,
-            ),
-        }
+            )
+
+        measures = {"perplexity": wiki_perplexity(max_windows), "SMS accuracy": accuracy(sms_examples)}
+        first_look, covered = dict(measures), []
+        for metric, argument, few, full, units, measure in (
+            ("perplexity", "first_look_windows", first_look_windows, max_windows, "windows", wiki_perplexity),
+            ("SMS accuracy", "first_look_sms", first_look_sms, sms_examples, "messages", accuracy),
+        ):
+            check_int(argument, few, none_means="no first look")
+            if few is not None and (full is None or few < full):
+                first_look[metric] = measure(few)
+                covered.append(f"{few} of {full if full is not None else 'all'} {units}")
         return cls(
-            model, measures, generate=lambda m: greedy_continuation(m, tokenizer, prompt, max_new_tokens), **kwargs
+            model,
+            measures,
+            generate=lambda m: greedy_continuation(m, tokenizer, prompt, max_new_tokens),
+            first_look=first_look if covered else None,
+            first_look_label=" and ".join(covered),
+            **{"resume": True, **kwargs},
         )
 
-    def evaluate(self, blocks: Iterable[int] | None = None) -> dict[str, Any]:
+    def evaluate(self, blocks: Iterable[int] | None = None, *, first_look: bool = False) -> dict[str, Any]:
         """Measure the model with ``blocks`` skipped; show and return the numbers.
 
         The full model is measured at the first call and kept while its weights stay the same. What a measure or
@@ -452,6 +515,8 @@ class LivePanel(widgets.VBox):
         Args:
             blocks: the blocks to skip; None: the chooser's selection, else none. Empty: the full model against
                 itself (no change).
+            first_look: measure with the ``first_look`` measures instead (fewer units), without the continuation;
+                the table says so. Ignored by a panel without them.
 
         Returns:
             ``{name: value}`` for the chosen blocks: ``removed``, ``blocks_left``, ``parameters``,
@@ -466,19 +531,58 @@ class LivePanel(widgets.VBox):
         if blocks is None:
             blocks = self.chooser.selected if self.chooser is not None else []
         removed = check_block_indices(blocks, num_blocks(self.model), allow_empty=True)
+        first_look = first_look and self.first_look is not None
+        measures = self.first_look if first_look else self.measures
+        state = _model_state(self.model)
+        kept = {(), tuple(removed)} if state == self._state else set()
+        self._measured = {key: result for key, result in self._measured.items() if key[1] in kept}
+        self._state, self._removed = state, removed
         self.evaluation = evaluate_variants(
-            self.model, {self.CHOSEN: removed}, self.measures, reuse=self.evaluation, progress=False
+            self.model,
+            {self.CHOSEN: removed},
+            {name: self._resumable(measure) for name, measure in measures.items()},
+            reuse=self._evaluations[first_look],
+            progress=False,
         )
+        self._evaluations[first_look] = self.evaluation
         self.baseline, self.results = self._numbers(FULL), self._numbers(self.CHOSEN)
-        if self._generate is not None:
+        if first_look:
+            self.generation.value = ""  # the last continuation is another choice's
+        elif self._generate is not None:
             state = self.evaluation.model_state
             if self._full_generation is None or self._full_generation[0] != state:
                 self._full_generation = state, self._generate(self.model)
             self.baseline["generation"] = self._full_generation[1]
             with skip_blocks(self.model, removed) as model:
                 self.results["generation"] = self._generate(model)
-        self._show()
+        self._show(first_look)
         return self.results
+
+    def _resumable(self, measure: Measure) -> Measure:
+        """``measure`` as the panel runs it: on the full model it records the block inputs (``BlockInputs``), on a
+        choice it resumes from them; a measure shared by the first look and the full settings runs once per choice.
+        """
+
+        def run(model: PreTrainedModel) -> Any:
+            key = (id(measure), tuple(self._removed) if num_blocks(model) < self._n_blocks else ())
+            if key in self._measured:
+                return self._measured[key]
+            if self.resume and not key[1]:  # the full model
+                recording = self._recordings[id(measure)] = BlockInputs(model)
+                with recording.record(model):
+                    result = measure(model)
+            elif self.resume and id(measure) in self._recordings:
+                try:
+                    with self._recordings[id(measure)].resume(model, self._removed[0]) as shallow:
+                        result = measure(shallow)
+                except MissingRecording:  # the measure ran other inputs than on the full model: run every block
+                    result = measure(model)
+            else:
+                result = measure(model)
+            self._measured[key] = result
+            return result
+
+        return run
 
     def _numbers(self, variant: str) -> dict[str, Any]:
         """The point values of ``variant``: its info row and each metric's estimate."""
@@ -496,9 +600,18 @@ class LivePanel(widgets.VBox):
         }
 
     def _evaluate_and_show(self) -> None:
-        """Button and auto-update handler: evaluate, and show any error in the panel instead of losing it."""
-        self.status.value = "<small>Evaluating...</small>"
+        """Button and auto-update handler: a first look if the panel has one, then the full settings; shows that it
+        is working meanwhile, and any error in the panel instead of losing it."""
+        self.evaluate_button.disabled = True
         try:
+            if self.first_look is not None:
+                self.status.value = _working_html(f"first look on {self.first_look_label}")
+                self.evaluate(first_look=True)
+                self.status.value = _working_html(
+                    f"first look on {self.first_look_label} shown; refining on the full settings"
+                )
+            else:
+                self.status.value = _working_html("evaluating")
             self.evaluate()
         except Exception as error:  # noqa: BLE001 - a callback's exception would otherwise only reach the log
             self.error = error
@@ -508,6 +621,8 @@ class LivePanel(widgets.VBox):
         else:
             self.error = None
             self.status.value = ""
+        finally:
+            self.evaluate_button.disabled = False
 
     def _on_selection(self, _: dict[str, Any]) -> None:
         if not self.auto_update.value:
@@ -548,8 +663,14 @@ class LivePanel(widgets.VBox):
         ]
         return rows
 
-    def _show(self) -> None:
+    def _show(self, first_look: bool) -> None:
         header = "<th></th><th>full model</th><th>blocks skipped</th><th>change (95% CI)</th>"
+        stage = "first look" if first_look else "final"
+        note = (
+            f"<b>First look on {html.escape(self.first_look_label)}</b>, then refined to the full settings. "
+            if first_look
+            else ""
+        )
         body = "".join(
             f"<tr><th style='text-align:left'>{html.escape(label)}</th><td>{html.escape(full)}</td>"
             f"<td data-name='{html.escape(label)}'>{html.escape(value)}</td><td>{html.escape(change)}</td>"
@@ -557,8 +678,8 @@ class LivePanel(widgets.VBox):
             for label, full, value, change in self._rows()
         )
         self.table.value = (
-            f"<table class='live-panel-results'><tr>{header}</tr>{body}</table>"
-            "<small>Intervals: 95% bootstrap over the same windows and messages; the change is "
+            f"<table class='live-panel-results' data-stage='{stage}'><tr>{header}</tr>{body}</table>"
+            f"<small>{note}Intervals: 95% bootstrap over the same windows and messages; the change is "
             f"paired, and a verdict is only given beyond noise, on at least {MIN_UNITS} windows or messages.</small>"
         )
         if "generation" in self.results:

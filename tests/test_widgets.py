@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 
 import matplotlib
 import numpy as np
@@ -380,3 +381,110 @@ def test_block_explorer_wires_chooser_to_panel(model):
     chooser.selected = [1]
     panel.evaluate_button.click()
     assert panel.error is None and panel.results["removed"] == [1] and panel.results["blocks_left"] == N_LAYERS - 1
+
+
+# --- a click's first look, refined, and the working state ----------------------------------------------------------
+
+
+def test_click_shows_first_look_then_refines_to_the_full_settings(model):
+    from helpers.perplexity import perplexity
+
+    tokenizer, (texts, sms) = tiny_tokenizer(), course_data()
+    reference = logits(model)
+    chooser = BlockChooser(SCORES)
+    panel = LivePanel.for_course(
+        model,
+        tokenizer,
+        texts,
+        sms,
+        seq_len=8,
+        max_windows=6,
+        sms_examples=4,
+        first_look_windows=2,
+        max_new_tokens=2,
+        chooser=chooser,
+    )
+    assert panel.first_look_label == "2 of 6 windows"  # 4 messages: fewer than 16, so all of them in the first look
+    shown = []  # (status, stage of the table, perplexity shown) at every status change
+    panel.status.observe(
+        lambda change: shown.append((change["new"], re.search(r"data-stage='([^']*)'", panel.table.value))),
+        names="value",
+    )
+    chooser.selected = [2, 5]
+    panel.evaluate_button.click()
+    statuses = [status for status, _ in shown]
+    assert "working" in statuses[0] and "first look on 2 of 6 windows" in statuses[0]
+    assert "working" in statuses[1] and "refining" in statuses[1] and statuses[2:] == [""]
+    assert shown[1][1] is not None and shown[1][1].group(1) == "first look"  # the first look is on screen meanwhile
+    assert "First look on 2 of 6 windows" not in panel.table.value and "data-stage='final'" in panel.table.value
+    assert not panel.evaluate_button.disabled
+    pruned = prune_blocks(model, [2, 5])
+    full = perplexity(pruned, tokenizer, texts, seq_len=8, max_windows=6, progress=False)
+    assert panel.results["perplexity"] == pytest.approx(full.ppl, rel=1e-6)
+    assert len(panel.evaluation.results["chosen"]["perplexity"].window_nll) == 6
+    assert_restored(model, reference)
+
+
+def test_first_look_numbers_are_those_of_fewer_units_and_say_so(model):
+    from helpers.perplexity import perplexity
+
+    tokenizer, (texts, sms) = tiny_tokenizer(), course_data()
+    panel = LivePanel.for_course(model, tokenizer, texts, sms, seq_len=8, max_windows=6, first_look_windows=2)
+    results = panel.evaluate([1, 3], first_look=True)
+    few = perplexity(prune_blocks(model, [1, 3]), tokenizer, texts, seq_len=8, max_windows=2, progress=False)
+    assert results["perplexity"] == pytest.approx(few.ppl, rel=1e-6)
+    assert "generation" not in results and panel.generation.value == ""
+    assert "First look on 2 of 6 windows" in panel.table.value and "data-stage='first look'" in panel.table.value
+
+
+def test_a_measure_shared_by_first_look_and_full_settings_runs_once_per_choice(model):
+    calls = []
+
+    def depth(m):
+        calls.append(num_blocks(m))
+        return float(num_blocks(m))
+
+    chooser = BlockChooser(SCORES)
+    panel = LivePanel(
+        model,
+        {"depth": depth, "few": lambda m: 1.0},
+        first_look={"depth": depth, "few": lambda m: 0.5},
+        first_look_label="less",
+        chooser=chooser,
+    )
+    chooser.selected = [0]
+    panel.evaluate_button.click()
+    assert calls == [N_LAYERS, N_LAYERS - 1]  # the full model and the choice, each once for both stages
+    assert panel.results["few"] == 1.0 and panel.results["depth"] == N_LAYERS - 1
+
+
+def test_without_a_first_look_a_click_shows_working_then_clears(model):
+    statuses = []
+    chooser = BlockChooser(SCORES)
+    panel = LivePanel(model, {"one": lambda m: 1.0}, chooser=chooser)
+    panel.status.observe(lambda change: statuses.append(change["new"]), names="value")
+    chooser.selected = [1]
+    panel.evaluate_button.click()
+    assert len(statuses) == 2 and "working" in statuses[0] and statuses[1] == ""
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"first_look": {"other": lambda m: 1.0}}, ValueError, "same metrics"),
+        ({"first_look": [1]}, TypeError, "first_look"),
+        ({"resume": "yes"}, TypeError, "resume"),
+    ],
+)
+def test_panel_rejects_bad_first_look_and_resume(model, options, error, match):
+    with pytest.raises(error, match=match):
+        LivePanel(model, {"one": lambda m: 1.0}, **options)
+
+
+@pytest.mark.parametrize(
+    ("options", "error"), [({"first_look_windows": 0}, ValueError), ({"first_look_sms": 1.5}, TypeError)]
+)
+def test_for_course_rejects_bad_first_look_sizes(model, options, error):
+    texts, sms = course_data()
+    with pytest.raises(error, match=next(iter(options))):
+        LivePanel.for_course(model, tiny_tokenizer(), texts, sms, **options)

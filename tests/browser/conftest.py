@@ -88,6 +88,10 @@ def artifacts(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     if ARTIFACTS in config.stash:
         terminalreporter.write_line(f"browser tests: screenshots in {config.stash[ARTIFACTS]}")
+        for report in sorted(config.stash[ARTIFACTS].glob("*/click-seconds.txt")):
+            terminalreporter.write_line(f"browser tests: {report.parent.name}, seconds from a click to the numbers")
+            for line in report.read_text().splitlines():
+                terminalreporter.write_line(f"    {line}")
     if GUARD in config.stash:
         blocked = Counter(config.stash[GUARD].blocked)
         terminalreporter.write_line(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -90,7 +91,8 @@ def check_block_explorer(lab_page: LabPage, path: str, screenshots: Path) -> Non
     k = int(explorer.locator(".widget-readout").first.inner_text())
     explorer.get_by_role("button", name=SELECT_LEAST, exact=True).click()
     least = _wait_for_selection(lab_page, explorer, lambda blocks: len(blocks) == k)
-    shown_least = _evaluate(lab_page, explorer, least)
+    timings = []
+    shown_least = _evaluate(lab_page, explorer, least, timings)
     explorer.screenshot(path=screenshots / "2-least-important.png")
 
     n_blocks = int(LEGEND.search(explorer.inner_text()).group(2))
@@ -98,8 +100,11 @@ def check_block_explorer(lab_page: LabPage, path: str, screenshots: Path) -> Non
     explorer.get_by_role("button", name=str(block), exact=True).click()
     both = sorted([*least, block])
     _wait_for_selection(lab_page, explorer, lambda blocks: blocks == both)
-    shown_both = _evaluate(lab_page, explorer, both)
+    shown_both = _evaluate(lab_page, explorer, both, timings)
     explorer.screenshot(path=screenshots / "3-block-toggled.png")
+    report = "\n".join(timings)
+    (screenshots / "click-seconds.txt").write_text(report + "\n")
+    print(f"{path}, seconds from the Evaluate click to the numbers shown:\n{report}")  # machines are noisy: no assert
 
     probe = lab_page.run_probe([least, both])
     assert probe["error"] is None
@@ -138,14 +143,27 @@ def _wait_for_selection(lab_page: LabPage, explorer: Locator, accept: Callable[[
     return state["blocks"]
 
 
-def _evaluate(lab_page: LabPage, explorer: Locator, blocks: list[int]) -> dict[str, str]:
-    """Click Evaluate, wait for the results of ``blocks``; return the panel's shown value per row label."""
-    explorer.get_by_role("button", name="Evaluate", exact=True).click()
+def _evaluate(lab_page: LabPage, explorer: Locator, blocks: list[int], timings: list[str]) -> dict[str, str]:
+    """Click Evaluate, wait for the final results of ``blocks`` (after a first look, if the panel shows one); return
+    the panel's shown value per row label. Appends to ``timings`` the seconds from the click to the first numbers
+    of ``blocks`` and to the final ones, and whether the panel showed that it was working."""
     removed = explorer.locator("table.live-panel-results td[data-name='blocks removed']")
-    lab_page.wait(
-        lambda: removed.count() == 1 and removed.inner_text().strip() == f"{len(blocks)} {blocks}",
-        900,
-        f"the live panel's results for blocks {blocks}",
+    final = explorer.locator("table.live-panel-results[data-stage='final'] td[data-name='blocks removed']")
+    working = explorer.locator(".live-panel-working")
+    seen = {"working": False}
+
+    def shows(cell: Locator) -> bool:
+        seen["working"] = seen["working"] or working.count() > 0
+        return cell.count() == 1 and cell.inner_text().strip() == f"{len(blocks)} {blocks}"
+
+    start = time.monotonic()
+    explorer.get_by_role("button", name="Evaluate", exact=True).click()
+    lab_page.wait(lambda: shows(removed), 900, f"the live panel's first numbers for blocks {blocks}")
+    first = time.monotonic() - start
+    lab_page.wait(lambda: shows(final) and working.count() == 0, 900, f"the live panel's final results for {blocks}")
+    timings.append(
+        f"blocks {blocks}: first numbers {first:.1f} s, final numbers {time.monotonic() - start:.1f} s"
+        f"{', working state shown' if seen['working'] else ''}"
     )
     cells = explorer.locator("table.live-panel-results td[data-name]")
     return {cell.get_attribute("data-name"): cell.inner_text().strip() for cell in cells.all()}
