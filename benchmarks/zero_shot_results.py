@@ -50,7 +50,7 @@ def chapter5_selections(model, tokenizer, k: int, protect: dict) -> dict[str, li
         for name, n in samples.items()
     }
     sms_calibration = helpers.load_sms("calibration")
-    task_batches = helpers.sms_task_batches(
+    task_batches = helpers.classification.sms_task_batches(
         tokenizer, sms_calibration, examples=sms_calibration, shots=2, n_samples=8, seed=SEED, batch_size=2
     )
     scores = {
@@ -58,7 +58,7 @@ def chapter5_selections(model, tokenizer, k: int, protect: dict) -> dict[str, li
         for name, batches in calibration.items()
     }
     for name, batches in {**calibration, "sms-task": task_batches}.items():
-        scores[f"PPL · {name}"] = helpers.ppl_by_sample(model, batches, progress=False).scores()
+        scores[f"PPL · {name}"] = helpers.data_criteria.ppl_by_sample(model, batches, progress=False).scores()
     return {name: helpers.select_blocks(values, k, **protect) for name, values in scores.items()}
 
 
@@ -75,7 +75,9 @@ def chapter6_selections(model, tokenizer, k: int, protect: dict) -> dict[str, li
         ),
     }
     sleb_calibration = [{key: value[:2] for key, value in calibration[0].items()}]  # chapter 6's SLEB_SAMPLES
-    selections["SLEB"] = sorted(helpers.sleb_removal(model, sleb_calibration, k, **protect)["block"].tolist())
+    selections["SLEB"] = sorted(
+        helpers.data_criteria.sleb_removal(model, sleb_calibration, k, **protect)["block"].tolist()
+    )
     selections["static: deepest"] = helpers.position_blocks(n_blocks, k, "keep_edges", **protect)
     selections["middle"] = helpers.position_blocks(n_blocks, k, "middle")
     return selections

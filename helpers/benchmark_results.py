@@ -100,8 +100,7 @@ def _choices(task: str, loglik: object) -> int:
 def zero_shot_results(items: pd.DataFrame) -> dict[str, ZeroShotResult]:
     """The accuracy metrics of ``evaluate_zero_shot``'s frame as unit results, ``{"<task> <metric>": result}``.
 
-    LAMBADA gives "lambada_openai acc" (greedy match of the last word); its perplexity is not an accuracy (see
-    ``zero_shot_summary``).
+    LAMBADA gives "lambada_openai acc" (greedy match of the last word); its perplexity is not an accuracy.
 
     Args:
         items: the frame ``evaluate_zero_shot`` returns (one model).

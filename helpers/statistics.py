@@ -12,7 +12,7 @@ verdict is ``TOO_FEW``, never better or worse: the one rule every table, panel a
 
 This module knows arrays of units only; each result type turns itself into units beside its own definition
 (``perplexity_ci``/``perplexity_difference`` in ``helpers.perplexity``, ``accuracy_ci``/``accuracy_difference`` in
-``helpers.classification``, ``zero_shot_summary``/``zero_shot_difference`` in ``helpers.zero_shot``).
+``helpers.classification``, ``zero_shot_ci``/``zero_shot_result_difference`` in ``helpers.benchmark_results``).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Shortened LLaMA, ShortGPT, SLEB and LLM-Pruner report hellaswag, arc_easy, arc_c
 openbookqa and lambada_openai through lm-eval. This module builds the very same prompts and continuations from the
 same documents (the hub datasets lm-eval loads, else the offline copies under ``<data_dir()>/benchmarks``, which give
 identical rows) and returns **one row per item**, so that two models can be compared item by item (paired bootstrap,
-``zero_shot_difference``).
+``helpers.benchmark_results``).
 
 Scoring (lm-eval's rules): every choice is a continuation ``" " + choice`` of the context; its log-likelihood is
 the sum of its tokens' log-probabilities. ``acc``: the likeliest choice is the gold one; ``acc_norm``: the same
@@ -36,7 +36,6 @@ from .checks import check_choice, check_int
 from .data import SOURCES, Source, hub_or_local
 from .fast.zero_shot_scorer import score_texts
 from .settings import data_dir
-from .statistics import Statistic, bootstrap_ci, paired_difference
 
 BENCHMARK_DIR = Path("benchmarks")
 """Offline benchmark copies, relative to ``data_dir()`` (see their README.md)."""
@@ -398,100 +397,4 @@ def evaluate_zero_shot(
             row["pred_norm"] = int(np.argmax(values / np.array([float(len(c)) for c in item.choices])))
             row["acc_norm"] = float(row["pred_norm"] == item.gold)
         table.append(row)
-    return pd.DataFrame(table)
-
-
-def _metric_values(items: pd.DataFrame, task: str, metric: str) -> np.ndarray:
-    rows = items[items["task"] == task]
-    if metric == "perplexity":
-        return np.array([values[0] for values in rows["loglik"]])
-    return rows[metric].to_numpy(dtype=float)
-
-
-def _statistic(metric: str) -> Statistic:
-    """The statistic of a metric's per-item values: their mean, or for LAMBADA's perplexity exp(-mean loglik)."""
-    if metric == "perplexity":
-        return lambda loglik, axis=-1: np.exp(-np.mean(loglik, axis=axis))
-    return np.mean
-
-
-def _check_items(items: pd.DataFrame) -> None:
-    """One model's ``evaluate_zero_shot`` frame, each item once (a repeated item would count twice)."""
-    needed = {"task", "item", "loglik", "acc", "acc_norm"}
-    if not isinstance(items, pd.DataFrame) or not needed <= set(items.columns):
-        raise ValueError(f"expected the frame evaluate_zero_shot returns (columns {sorted(needed)})")
-    repeated = items[items.duplicated(["task", "item"])]
-    if len(repeated):
-        pairs = sorted({(task, int(item)) for task, item in zip(repeated["task"], repeated["item"])})
-        raise ValueError(f"the frame repeats (task, item) pairs {pairs}; give each item of one model once")
-
-
-def zero_shot_summary(items: pd.DataFrame, **bootstrap: object) -> pd.DataFrame:
-    """One row per task and reported metric, with a bootstrap interval over items.
-
-    LAMBADA's perplexity is ``exp(-mean loglik)``.
-
-    Args:
-        items: the frame ``evaluate_zero_shot`` returns.
-        **bootstrap: keyword arguments of ``bootstrap_ci`` (``n_boot``, ``confidence``, ``seed``).
-
-    Returns:
-        A frame with columns ``task``, ``metric``, ``estimate``, ``low``, ``high`` and ``n`` (items).
-
-    Raises:
-        ValueError: if ``items`` is not a frame with the columns ``evaluate_zero_shot`` returns, or repeats an item;
-            as ``bootstrap_ci``.
-        TypeError: as ``bootstrap_ci``, for its arguments.
-    """
-    _check_items(items)
-    table = []
-    for task in items["task"].unique():
-        for metric in TASKS[task].metrics:
-            values = _metric_values(items, task, metric)
-            ci = bootstrap_ci(values, statistic=_statistic(metric), **bootstrap)
-            table.append({"task": task, "metric": metric, **ci._asdict(), "n": len(values)})
-    return pd.DataFrame(table)
-
-
-def zero_shot_difference(a: pd.DataFrame, b: pd.DataFrame, **bootstrap: object) -> pd.DataFrame:
-    """Paired bootstrap interval of metric(b) - metric(a) per task and metric, for two models on the same items.
-
-    Args:
-        a: ``evaluate_zero_shot``'s frame for the first model (the one subtracted).
-        b: the frame for the second model; its rows may come in another order.
-        **bootstrap: keyword arguments of ``paired_difference`` (``n_boot``, ``confidence``, ``seed``).
-
-    Returns:
-        A frame with columns ``task``, ``metric``, ``estimate``, ``low``, ``high``, ``excludes_zero`` (the
-        difference is unlikely to be noise) and ``n`` (items).
-
-    Raises:
-        ValueError: if a frame lacks ``evaluate_zero_shot``'s columns, or the two cover different (task, item) pairs
-            (or repeat one): only the same items can be paired; as ``paired_difference``.
-        TypeError: as ``paired_difference``, for its arguments.
-    """
-    _check_items(a)
-    _check_items(b)
-    keys_a, keys_b = list(zip(a["task"], a["item"])), list(zip(b["task"], b["item"]))
-    if sorted(keys_a) != sorted(keys_b):
-        raise ValueError("the two results cover different items; evaluate both models with the same tasks and items")
-    b = b.set_index(["task", "item"]).loc[keys_a].reset_index()
-    table = []
-    for task in a["task"].unique():
-        for metric in TASKS[task].metrics:
-            ci = paired_difference(
-                _metric_values(a, task, metric),
-                _metric_values(b, task, metric),
-                statistic=_statistic(metric),
-                **bootstrap,
-            )
-            table.append(
-                {
-                    "task": task,
-                    "metric": metric,
-                    **ci._asdict(),
-                    "excludes_zero": ci.excludes_zero,
-                    "n": int((a["task"] == task).sum()),
-                }
-            )
     return pd.DataFrame(table)

@@ -117,7 +117,7 @@ def test_signal_and_retained_share_by_hand():
     assert signal.loc["piqa acc", "signal"] == "below chance"  # 0.26 with its interval below 0.52
     assert signal.loc["lambada_openai acc", "signal"] == "above chance and majority"
     assert signal.loc["arc_easy acc", "items"] == 50
-    shares = helpers.retained_share(results).set_index(["variant", "metric"])
+    shares = helpers.variant_benchmarks.retained_share(results).set_index(["variant", "metric"])
     assert list(shares.index.get_level_values("metric")) == ["arc_easy acc", "lambada_openai acc"]
     # (0.4 - 0.25) / (0.8 - 0.25) by hand; LAMBADA (chance 0) from 0.2 to 0: nothing kept
     assert shares.loc[("half", "arc_easy acc"), "share"] == pytest.approx(0.15 / 0.55)
@@ -125,11 +125,13 @@ def test_signal_and_retained_share_by_hand():
     diff = paired_difference(full.correct, half.correct)
     assert shares.loc[("half", "arc_easy acc"), "low"] == pytest.approx(1 + diff.low / 0.55)
     with pytest.raises(ValueError, match="above chance"):
-        helpers.retained_share(results, ["piqa acc"])
-    figure = helpers.plot_retained(helpers.retained_share(results), title="t", highlight=["lambada_openai acc"])
+        helpers.variant_benchmarks.retained_share(results, ["piqa acc"])
+    figure = helpers.plots.plot_retained(
+        helpers.variant_benchmarks.retained_share(results), title="t", highlight=["lambada_openai acc"]
+    )
     assert len(figure.axes[0].get_legend().get_texts()) == 2
     with pytest.raises(ValueError, match="columns"):
-        helpers.plot_retained(pd.DataFrame(), title="t")
+        helpers.plots.plot_retained(pd.DataFrame(), title="t")
 
 
 def test_stored_results_round_trip(tmp_path):
@@ -213,17 +215,19 @@ def test_benchmark_variants_stored_then_live(real_data, smollm_tokenizer, tmp_pa
 def test_pooling_and_the_headline_view():
     arc = unit([1, 0, 1, 1], chance=0.25)
     piqa = unit([0, 1], task="piqa", chance=0.5)
-    pooled = helpers.pooled_result({"arc_easy acc": arc, "piqa acc": piqa}, ["arc_easy acc", "piqa acc"])
+    pooled = helpers.benchmark_results.pooled_result(
+        {"arc_easy acc": arc, "piqa acc": piqa}, ["arc_easy acc", "piqa acc"]
+    )
     assert pooled.items.tolist() == ["arc_easy:0", "arc_easy:1", "arc_easy:2", "arc_easy:3", "piqa:0", "piqa:1"]
     assert pooled.correct.tolist() == [1, 0, 1, 1, 0, 1] and pooled.accuracy == pytest.approx(4 / 6)
     assert pooled.chance == pytest.approx((4 * 0.25 + 2 * 0.5) / 6) and np.isnan(pooled.majority)
     with pytest.raises(ValueError, match="one metric per task"):
-        helpers.pooled_result({"a": arc, "b": arc}, ["a", "b"])
+        helpers.benchmark_results.pooled_result({"a": arc, "b": arc}, ["a", "b"])
     results = results_of({FULL: {"arc_easy acc": arc, "piqa acc": piqa, "x": arc}})
     assert results.select(["piqa acc", "arc_easy acc"]).metrics == ["piqa acc", "arc_easy acc"]
     with pytest.raises(KeyError, match="not measured"):
         results.select(["nope"])
-    run = helpers.BenchmarkRun(results, "live", "", {}, None)
+    run = helpers.variant_benchmarks.BenchmarkRun(results, "live", "", {}, None)
     view = run.headline(["arc_easy acc", "piqa acc"])
     assert view.metrics == ["arc_easy acc", "piqa acc", helpers.POOLED] and run.agrees is None
     table = helpers.benchmark_table(view)
@@ -232,7 +236,7 @@ def test_pooling_and_the_headline_view():
 
 
 def test_identical_selections_become_one_variant():
-    variants, variant_of = helpers.unique_variants({"a": [3, 1], "b": [2], "c": [1, 3], "d": []})
+    variants, variant_of = helpers.evaluation.unique_variants({"a": [3, 1], "b": [2], "c": [1, 3], "d": []})
     assert variants == {"a = c": [1, 3], "b": [2], "d": []}
     assert variant_of == {"a": "a = c", "c": "a = c", "b": "b", "d": "d"}
 
@@ -247,24 +251,24 @@ def test_word_task_against_choice_tasks():
         ("up", "choice", 0.8, 0.6, 1.0),
     ]
     shares = pd.DataFrame(rows, columns=["variant", "metric", "share", "low", "high"])
-    verdicts = helpers.word_vs_choice(shares, "lambada_openai acc", "choice")
+    verdicts = helpers.variant_benchmarks.word_vs_choice(shares, "lambada_openai acc", "choice")
     assert verdicts["verdict"].tolist() == ["less than multiple choice", "within noise", "more than multiple choice"]
     assert verdicts.loc["pruned", "choice kept"] == "0.80 [0.60, 1.00]"
     with pytest.raises(ValueError, match="lack"):
-        helpers.word_vs_choice(shares, "lambada_openai acc", "other")
+        helpers.variant_benchmarks.word_vs_choice(shares, "lambada_openai acc", "other")
     arc, piqa = unit([1, 0, 1, 1]), unit([0, 1], task="piqa", chance=0.5)
-    added = helpers.add_pooled(results_of({FULL: {"a": arc, "p": piqa}}), ["a", "p"], name="both")
+    added = helpers.variant_benchmarks.add_pooled(results_of({FULL: {"a": arc, "p": piqa}}), ["a", "p"], name="both")
     assert added.metrics == ["a", "p", "both"] and added.results[FULL]["both"].accuracy == pytest.approx(4 / 6)
     with pytest.raises(ValueError, match="already a metric"):
-        helpers.add_pooled(added, ["a", "p"], name="both")
+        helpers.variant_benchmarks.add_pooled(added, ["a", "p"], name="both")
 
 
 def test_quality_by_k_draws_one_line_per_rule():
     results = results_of(
         {FULL: {"m": unit([1] * 10)}, "a2": {"m": unit([1] * 8 + [0] * 2)}, "a4": {"m": unit([1] * 5 + [0] * 5)}}
     )
-    figure = helpers.plot_metric_by_k(results, {"a": {2: "a2", 4: "a4"}}, "m", title="t", ylabel="y")
+    figure = helpers.plots.plot_metric_by_k(results, {"a": {2: "a2", 4: "a4"}}, "m", title="t", ylabel="y")
     lines = figure.axes[0].get_lines()
     assert [list(line.get_ydata()) for line in lines if len(line.get_xdata()) == 2][0] == [0.8, 0.5]
     with pytest.raises(ValueError, match="series is empty"):
-        helpers.plot_metric_by_k(results, {}, "m", title="t", ylabel="y")
+        helpers.plots.plot_metric_by_k(results, {}, "m", title="t", ylabel="y")

@@ -10,7 +10,6 @@ from tiny_models import tiny_model
 from tiny_tokenizer import tiny_tokenizer
 from transformers import Cache
 
-import helpers
 from helpers.generation import cache_argument_name, greedy_continuation
 
 PROMPT = "hi see you at home later"
@@ -35,10 +34,6 @@ def test_greedy_continuation_is_the_argmax_loop(family):
     text = greedy_continuation(model, tokenizer, PROMPT, max_new_tokens=8)
     assert text == naive_continuation(model, tokenizer, PROMPT, 8)
     assert text  # random weights still write some known word
-
-
-def test_greedy_continuation_is_exported_from_the_package():
-    assert helpers.greedy_continuation is greedy_continuation
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])

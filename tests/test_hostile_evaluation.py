@@ -17,6 +17,7 @@ from tiny_models import N_LAYERS, tiny_inputs, tiny_model
 from tiny_tokenizer import tiny_tokenizer
 
 import helpers
+from helpers.benchmark_results import zero_shot_results
 from helpers.blocks import num_blocks
 from helpers.classification import accuracy_difference, sms_accuracy
 from helpers.evaluation import FULL, VariantResults, compare_variants, evaluate_variants, unique_variants
@@ -25,7 +26,7 @@ from helpers.paper import HOLDS, paired_verdict
 from helpers.perplexity import perplexity, perplexity_ci, perplexity_difference
 from helpers.statistics import bootstrap_ci, paired_difference
 from helpers.widgets import LivePanel
-from helpers.zero_shot import evaluate_zero_shot, zero_shot_summary
+from helpers.zero_shot import evaluate_zero_shot
 
 TOO_FEW = "too few to decide"
 STATED_MINIMUM = 10
@@ -257,9 +258,9 @@ def test_duplicate_zero_shot_items_are_refused(where, monkeypatch):
             evaluate_zero_shot(object(), object(), ["piqa"], items=items)  # refused before any scoring
         assert items == {"piqa": [3, 5, 3]}
     else:
-        frame = pd.DataFrame({"task": "boolq", "item": [0, 1, 0], "loglik": [(-1.0,)] * 3, "acc": [1.0, 0.0, 1.0]})
-        with pytest.raises(ValueError, match=r"repeats \(task, item\) pairs \[\('boolq', 0\)\]"):
-            zero_shot_summary(frame.assign(acc_norm=np.nan))
+        frame = pd.DataFrame({"task": "boolq", "item": [0, 1, 0], "gold": 1, "loglik": [(-1.0, -2.0)] * 3})
+        with pytest.raises(ValueError, match=r"repeats \(task, item\) pairs"):
+            zero_shot_results(frame.assign(acc=[1.0, 0.0, 1.0], acc_norm=np.nan))
 
 
 # --- case 14b: the live panel on no blocks, a list for a dict ------------------------------------------------------

@@ -29,7 +29,6 @@ from helpers.fast.zero_shot_scorer import _batches, _Encoder, _packed_row, _unit
 from helpers.model import load_model
 from helpers.pruning import skip_blocks
 from helpers.settings import DATA_ENV, data_dir
-from helpers.statistics import bootstrap_ci
 from helpers.zero_shot import (
     BENCHMARK_DIR,
     TASK_NAMES,
@@ -37,8 +36,6 @@ from helpers.zero_shot import (
     evaluate_zero_shot,
     item_ids,
     load_task,
-    zero_shot_difference,
-    zero_shot_summary,
 )
 
 SHARED_DATA = Path("/work/shared/data")
@@ -324,29 +321,6 @@ def test_item_subsets_are_seeded_nested_and_in_row_order():
     assert ten == sorted(ten) and len(set(ten)) == 10 and ten == item_ids(1000, 10, seed=0)
     assert set(item_ids(1000, 4, seed=0)) <= set(ten) and item_ids(1000, 10, seed=1) != ten
     assert item_ids(5, None, seed=0) == list(range(5)) and item_ids(5, 9, seed=0) == list(range(5))
-
-
-def frame(task, acc, loglik=None):
-    loglik = loglik if loglik is not None else [(-1.0,)] * len(acc)
-    return pd.DataFrame({"task": task, "item": range(len(acc)), "loglik": loglik, "acc": acc, "acc_norm": np.nan})
-
-
-def test_summary_and_paired_difference_use_the_bootstrap():
-    a = pd.concat(
-        [frame("boolq", [1.0, 0.0, 1.0, 1.0]), frame("lambada_openai", [1.0, 0.0, 0.0], [(-1.0,), (-2.0,), (-4.0,)])]
-    )
-    summary = zero_shot_summary(a, n_boot=1000).set_index(["task", "metric"])
-    assert summary.loc[("boolq", "acc"), "estimate"] == 0.75
-    assert summary.loc[("boolq", "acc"), "high"] == bootstrap_ci(np.array([1.0, 0.0, 1.0, 1.0]), n_boot=1000).high
-    assert summary.loc[("lambada_openai", "perplexity"), "estimate"] == pytest.approx(np.exp(7 / 3))
-    shuffled = a.sample(frac=1, random_state=0)  # same items in another order pair up item by item
-    difference = zero_shot_difference(a, shuffled, n_boot=1000)
-    assert (difference[["estimate", "low", "high"]] == 0).all().all() and not difference["excludes_zero"].any()
-    better = a.assign(acc=1.0)
-    boolq = zero_shot_difference(a, better, n_boot=1000).set_index(["task", "metric"]).loc[("boolq", "acc")]
-    assert boolq["estimate"] == 0.25 and boolq["n"] == 4
-    with pytest.raises(ValueError, match="different items"):
-        zero_shot_difference(a, a.iloc[1:])
 
 
 def test_bad_input_is_rejected(real_data):

@@ -12,5 +12,5 @@ quickly or to check that the quick way gives the plain way's numbers:
   ``helpers.data_criteria.ppl_scores`` is the front door, ``cached=False`` its plain loop).
 - ``gguf``: the packaged GGUF model converted once into a float32 checkpoint (``helpers.model.load_model`` calls it).
 - ``stored_results``: the course's stored zero-shot results, their code fingerprint and their live check
-  (``helpers.benchmark_variants`` reads them; ``benchmarks/zero_shot_results.py`` writes them).
+  (``helpers.variant_benchmarks`` reads them; ``benchmarks/zero_shot_results.py`` writes them).
 """

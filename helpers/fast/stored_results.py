@@ -3,7 +3,7 @@
 Scoring the course's variants on about a thousand items per task takes about an hour of a 2-core CPU, too long for a
 notebook; ``benchmarks/zero_shot_results.py`` does it once and stores one row per (variant, task, item) in
 ``helpers/results/`` beside a JSON file that says what was run (model, removed blocks, task definitions, item draw,
-code fingerprint). ``helpers.benchmark_variants`` reads them (``load_stored_zero_shot``), finds the stored variant of
+code fingerprint). ``helpers.variant_benchmarks`` reads them (``load_stored_zero_shot``), finds the stored variant of
 each selection (``stored_variant_names``) and re-scores a small seeded subset live, which must agree item by item
 (``check_stored_live``, ``stored_agreement``).
 
