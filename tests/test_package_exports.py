@@ -100,6 +100,11 @@ FRONT_DOOR_LIMIT = 50
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
 def test_a_notebook_takes_front_door_names_or_names_through_their_module(path):
+    for statement in IMPORT.finditer(notebook_code(path)):
+        if statement["names"] is not None and statement["module"] is None:  # from helpers import a, b
+            listed = re.sub(r"#[^\n]*", "", statement["names"]).strip().strip("()")
+            names = {re.split(r"\s+as\s+", name.strip())[0] for name in listed.split(",") if name.strip()}
+            assert names <= set(helpers.__all__), f"from helpers import {sorted(names - set(helpers.__all__))}"
     code = IMPORT.sub("", notebook_code(path))
     submodules = {module.name for module in pkgutil.iter_modules(helpers.__path__)}
     pairs = ATTRIBUTE.findall(code)
