@@ -382,7 +382,8 @@ def evaluate_zero_shot(
                     f"items of {task} repeat rows {repeated}; list each row once (a repeated item would count twice "
                     "in every accuracy)"
                 )
-    chosen_items, documents = [], {}
+    chosen_items = []
+    documents = {}  # what the lm-eval engine writes for lm-eval to read
     for task in tasks:
         rows = load_task(task, source=source)
         chosen = item_ids(len(rows), limit, seed) if items is None else list(items[task])
