@@ -108,6 +108,7 @@ def lm_eval_items(
                 task_manager=manager,  # else lm-eval indexes all its own tasks again
                 num_fewshot=0,
                 log_samples=True,
+                bootstrap_iters=0,  # the per-item rows are the result: no standard errors of lm-eval's aggregates
                 verbosity="ERROR",
                 random_seed=None,  # zero-shot scoring draws nothing: leave the caller's generators alone
                 numpy_random_seed=None,
