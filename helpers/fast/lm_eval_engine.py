@@ -9,6 +9,7 @@ metrics are lm-eval's. Its logged samples become the course's per-item frame.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import tempfile
@@ -99,7 +100,8 @@ def lm_eval_items(
         _write_tasks(documents, Path(lm_eval.tasks.__file__).parent, Path(workdir))
         manager = lm_eval.tasks.TaskManager(include_path=workdir, include_defaults=False)
         lm_tasks = lm_eval.tasks.get_task_dict([f"course_{task}" for task in documents], manager)
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+        # A copy: HFLM gives a tokenizer without a pad token one, which would change the caller's tokenizer.
+        lm = HFLM(pretrained=model, tokenizer=copy.deepcopy(tokenizer), batch_size=batch_size)
         lm.loglikelihood = functools.partial(lm.loglikelihood, disable_tqdm=not progress)
         with eval_mode(model):
             results = lm_eval.simple_evaluate(
