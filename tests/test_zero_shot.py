@@ -118,12 +118,13 @@ def test_smollm2_scores_like_lm_eval_also_with_skipped_blocks(real_data):
     assert_same_as_lm_eval(ours, lm_eval)
 
 
-def test_the_lm_eval_engine_leaves_the_tokenizer_alone(real_data, smollm_tokenizer):
+def test_the_lm_eval_engine_leaves_the_tokenizer_and_the_training_mode_alone(real_data, smollm_tokenizer):
     tokenizer = copy.deepcopy(smollm_tokenizer)
     tokenizer.pad_token = None  # HFLM sets a missing pad token on the tokenizer it is given
-    model = tiny_model("llama", len(tokenizer))
+    model = tiny_model("llama", len(tokenizer)).train()  # and calls model.eval()
     evaluate_zero_shot(model, tokenizer, ["piqa"], items={"piqa": [0]}, engine="lm-eval", progress=False)
     assert tokenizer.pad_token is None and len(tokenizer) == len(smollm_tokenizer)
+    assert all(module.training for module in model.modules())
 
 
 def test_the_lm_eval_engine_says_how_to_install_lm_eval(real_data, monkeypatch):

@@ -100,10 +100,10 @@ def lm_eval_items(
         _write_tasks(documents, Path(lm_eval.tasks.__file__).parent, Path(workdir))
         manager = lm_eval.tasks.TaskManager(include_path=workdir, include_defaults=False)
         lm_tasks = lm_eval.tasks.get_task_dict([f"course_{task}" for task in documents], manager)
-        # A copy: HFLM gives a tokenizer without a pad token one, which would change the caller's tokenizer.
-        lm = HFLM(pretrained=model, tokenizer=copy.deepcopy(tokenizer), batch_size=batch_size)
-        lm.loglikelihood = functools.partial(lm.loglikelihood, disable_tqdm=not progress)
-        with eval_mode(model):
+        with eval_mode(model):  # HFLM calls model.eval(): the caller's training flags come back on exit
+            # A copy: HFLM gives a tokenizer without a pad token one, which would change the caller's tokenizer.
+            lm = HFLM(pretrained=model, tokenizer=copy.deepcopy(tokenizer), batch_size=batch_size)
+            lm.loglikelihood = functools.partial(lm.loglikelihood, disable_tqdm=not progress)
             results = lm_eval.simple_evaluate(
                 model=lm,
                 tasks=list(lm_tasks.values()),
