@@ -29,7 +29,7 @@ import torch
 import transformers
 
 import helpers
-from helpers.fast.lm_eval_reference import LM_EVAL_YAMLS
+from helpers.fast.lm_eval_engine import LM_EVAL_YAMLS
 from helpers.fast.stored_results import STORED_ITEMS, STORED_META, code_fingerprint, save_stored_zero_shot
 from helpers.zero_shot import TASKS, evaluate_zero_shot, item_ids, load_task
 

@@ -12,9 +12,11 @@ after dividing each log-likelihood by the choice's length in characters (``np.ar
 choice). WinoGrande has two contexts and one continuation; LAMBADA scores its last word, ``acc`` = greedy decoding
 reproduces every token of it, perplexity = ``exp(-mean log-likelihood)``.
 
-The log-likelihoods come from ``helpers.fast.zero_shot_scorer.score_texts``, which tokenises every request as
-lm-eval does and computes the same numbers with far less model work (packed rows, a shared context computed once);
-``helpers.fast.lm_eval_reference`` runs lm-eval itself, for the tests that check the two agree.
+Two engines compute the log-likelihoods behind one call, ``evaluate_zero_shot(..., engine=...)``, and return the
+same frame: "course" (``helpers.fast.zero_shot_scorer.score_texts``, which tokenises every request as lm-eval does
+and computes the same numbers with far less model work: packed rows, a shared context computed once) and "lm-eval"
+(lm-eval's own evaluator with ``HFLM(pretrained=model)``, ``helpers.fast.lm_eval_engine``: for models that outgrow
+one CPU, and the reference the tests check the course engine against).
 """
 
 from __future__ import annotations
@@ -233,6 +235,8 @@ TASKS: dict[str, Task] = {
 """lm-eval task name -> its documents, prompt and reported metrics (lm-eval 0.4.13 task YAMLs)."""
 
 TASK_NAMES = tuple(TASKS)
+ENGINES = ("course", "lm-eval")
+"""``evaluate_zero_shot``'s engines: the course's fast scorer, or lm-eval's own evaluator."""
 
 
 def check_tasks(tasks: Iterable[str]) -> list[str]:
@@ -317,12 +321,20 @@ def evaluate_zero_shot(
     items: dict[str, Sequence[int]] | None = None,
     source: Source = "auto",
     batch_tokens: int = 4096,
+    engine: str = "course",
+    batch_size: int | str = 16,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Zero-shot results of ``model`` per item, one row per (task, item), scored as lm-eval scores them.
 
-    All tasks' requests are scored together (``helpers.fast.zero_shot_scorer.score_texts``). Works on any in-memory
-    model (inside ``skip_blocks``, a ``prune_blocks`` copy; cpu or cuda).
+    Works on any in-memory model (inside ``skip_blocks``, a ``prune_blocks`` copy; cpu or cuda). Two engines give the
+    same frame (log-likelihoods within float32 noise, the same predictions): ``engine="course"`` scores all tasks'
+    requests together with the course's fast scorer (``helpers.fast.zero_shot_scorer.score_texts``), the quick way
+    for a small model on a CPU; ``engine="lm-eval"`` runs lm-eval's own evaluator with ``HFLM(pretrained=model,
+    tokenizer=tokenizer, batch_size=batch_size)`` on the same documents (offline too), for a model that outgrows one
+    CPU or to check a result with lm-eval itself (needs ``pip install lm-eval``)::
+
+        results = evaluate_zero_shot(model, tokenizer, ["arc_easy", "piqa"], limit=100, engine="lm-eval")
 
     Args:
         model: the causal LM to evaluate.
@@ -332,7 +344,10 @@ def evaluate_zero_shot(
         seed: the seed of the ``limit`` draw.
         items: explicit rows instead, ``{task: [row index, ...]}`` for every task in ``tasks``.
         source: where the documents come from, as in ``load_task``.
-        batch_tokens: padded tokens per batch, as in ``helpers.fast.zero_shot_scorer.score_requests``.
+        batch_tokens: padded tokens per batch, as in ``helpers.fast.zero_shot_scorer.score_requests`` (engine
+            "course").
+        engine: "course" (the fast scorer) or "lm-eval" (lm-eval's evaluator), ``ENGINES``.
+        batch_size: ``HFLM``'s batch size, an int or "auto" (engine "lm-eval").
         progress: show a progress bar.
 
     Returns:
@@ -344,11 +359,14 @@ def evaluate_zero_shot(
     Raises:
         ValueError: if ``tasks`` (or the keys of ``items``) are empty, unknown or repeated; both ``limit`` and
             ``items`` are given; ``items`` lacks a task, repeats a row (it would count twice) or has a row index out
-            of range; a request has an empty context; or as ``load_task``, ``item_ids`` and ``score_texts``.
-        TypeError: as ``load_task``, ``item_ids`` and ``score_texts``.
+            of range; ``engine`` is not one of ``ENGINES``; a request has an empty context; or as ``load_task``,
+            ``item_ids`` and ``score_texts``.
+        TypeError: if ``engine`` is not a string; as ``load_task``, ``item_ids`` and ``score_texts``.
         FileNotFoundError: as ``load_task``.
+        ImportError: with engine "lm-eval", if lm-eval is not installed.
     """
     tasks = check_tasks(tasks)
+    check_choice("engine", engine, ENGINES)
     if items is not None and limit is not None:
         raise ValueError("give either limit (a seeded draw per task) or items (explicit row indices), not both")
     if items is not None:
@@ -364,6 +382,7 @@ def evaluate_zero_shot(
                     "in every accuracy)"
                 )
     chosen_items = []
+    documents = {}  # what the lm-eval engine writes for lm-eval to read
     for task in tasks:
         rows = load_task(task, source=source)
         chosen = item_ids(len(rows), limit, seed) if items is None else list(items[task])
@@ -371,6 +390,11 @@ def evaluate_zero_shot(
         if bad:
             raise ValueError(f"{task} has rows 0..{len(rows) - 1}; got item indices {bad}")
         chosen_items += [(task, i, TASKS[task].to_item(rows[i])) for i in chosen]
+        documents[task] = {i: rows[i] for i in chosen}
+    if engine == "lm-eval":
+        from .fast.lm_eval_engine import lm_eval_items
+
+        return lm_eval_items(model, tokenizer, documents, batch_size=batch_size, progress=progress)
     records, requests = [], []
     for task, i, item in chosen_items:
         records.append((task, i, item, len(requests)))

@@ -1,16 +1,18 @@
 """helpers.zero_shot and its fast scorer (helpers.fast) against independent computations: lm-eval itself, a naive
 per-request loop, the data README.
 
-lm-eval runs offline on the offline copies (``lm_eval_reference``); the hub is never reached: tests that read the
-hub path replace ``datasets.load_dataset`` with a fake. Real-data tests read ``$DEPTH_PRUNING_DATA`` (set to
-/work/shared/data when unset). Models: tiny random ones with SmolLM2's real tokenizer (so prompts tokenise as for the
-course model), and the packaged SmolLM2 (slow).
+lm-eval runs offline on the offline copies (``evaluate_zero_shot(..., engine="lm-eval")``); the hub is never
+reached: tests that read the hub path replace ``datasets.load_dataset`` with a fake. Real-data tests read
+``$DEPTH_PRUNING_DATA`` (set to /work/shared/data when unset). Models: tiny random ones with SmolLM2's real tokenizer
+(so prompts tokenise as for the course model), and the packaged SmolLM2 (slow).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import sys
 from pathlib import Path
 
 import datasets
@@ -23,7 +25,6 @@ from tiny_tokenizer import tiny_tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from helpers.fast.gguf import prepare_default_model
-from helpers.fast.lm_eval_reference import lm_eval_reference
 from helpers.fast.packing import packs
 from helpers.fast.zero_shot_scorer import _batches, _Encoder, _packed_row, _units, score_requests
 from helpers.model import load_model
@@ -73,35 +74,60 @@ def tiny_model(family: str, vocab: int, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
+DECISIONS = ["gold", "pred", "acc", "pred_norm"]
+
+
 def assert_same_as_lm_eval(ours: pd.DataFrame, reference: pd.DataFrame) -> None:
-    """Same items, log-likelihoods within float32 noise, the same acc and acc_norm per item."""
+    """Same columns and items, log-likelihoods within float32 noise, the same gold, predictions, acc and acc_norm."""
+    assert list(ours.columns) == list(reference.columns)
     assert list(zip(ours["task"], ours["item"])) == list(zip(reference["task"], reference["item"]))
     for (_, a), (_, b) in zip(ours.iterrows(), reference.iterrows()):
-        np.testing.assert_allclose(
-            a["loglik"], b["loglik"], rtol=0, atol=LOGLIK_TOLERANCE, err_msg=f"{a['task']} item {a['item']}"
-        )
-        assert a["acc"] == b["acc"], f"{a['task']} item {a['item']}"
-        assert a["acc_norm"] == b["acc_norm"] or np.isnan(a["acc_norm"]) and np.isnan(b["acc_norm"])
+        where = f"{a['task']} item {a['item']}"
+        np.testing.assert_allclose(a["loglik"], b["loglik"], rtol=0, atol=LOGLIK_TOLERANCE, err_msg=where)
+        assert a[DECISIONS].tolist() == b[DECISIONS].tolist(), where
+        assert a["acc_norm"] == b["acc_norm"] or np.isnan(a["acc_norm"]) and np.isnan(b["acc_norm"]), where
 
 
 # --- lm-eval itself ------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma2"])  # gemma2: sliding window and logit soft-capping
-def test_tiny_models_score_like_lm_eval(real_data, smollm_tokenizer, tmp_path, family):
+def test_both_engines_give_the_same_items_on_tiny_models(real_data, smollm_tokenizer, family):
+    """Every task kind: multiple choice with and without acc_norm, WinoGrande's two contexts, LAMBADA's last word."""
     model = tiny_model(family, len(smollm_tokenizer))
     items = {task: item_ids(len(load_task(task)), 3, seed=1) for task in TASK_NAMES}
     ours = evaluate_zero_shot(model, smollm_tokenizer, items=items, batch_tokens=256, progress=False)
-    assert_same_as_lm_eval(ours, lm_eval_reference(model, smollm_tokenizer, items, tmp_path, batch_size=4))
+    torch.manual_seed(5)
+    expected_draw = torch.rand(3)
+    torch.manual_seed(5)
+    lm_eval = evaluate_zero_shot(model, smollm_tokenizer, items=items, engine="lm-eval", batch_size=4, progress=False)
+    assert torch.equal(torch.rand(3), expected_draw)  # lm-eval left the caller's random generator alone
+    assert_same_as_lm_eval(ours, lm_eval)
 
 
 @pytest.mark.slow
-def test_smollm2_scores_like_lm_eval_also_with_skipped_blocks(real_data, tmp_path):
+def test_smollm2_scores_like_lm_eval_also_with_skipped_blocks(real_data):
     model, tokenizer = load_model()
     items = {task: item_ids(len(load_task(task)), 2, seed=2) for task in TASK_NAMES}
     with skip_blocks(model, [5, 20]):
         ours = evaluate_zero_shot(model, tokenizer, items=items, progress=False)
-        assert_same_as_lm_eval(ours, lm_eval_reference(model, tokenizer, items, tmp_path, batch_size=8))
+        lm_eval = evaluate_zero_shot(model, tokenizer, items=items, engine="lm-eval", batch_size=8, progress=False)
+    assert_same_as_lm_eval(ours, lm_eval)
+
+
+def test_the_lm_eval_engine_leaves_the_tokenizer_and_the_training_mode_alone(real_data, smollm_tokenizer):
+    tokenizer = copy.deepcopy(smollm_tokenizer)
+    tokenizer.pad_token = None  # HFLM sets a missing pad token on the tokenizer it is given
+    model = tiny_model("llama", len(tokenizer)).train()  # and calls model.eval()
+    evaluate_zero_shot(model, tokenizer, ["piqa"], items={"piqa": [0]}, engine="lm-eval", progress=False)
+    assert tokenizer.pad_token is None and len(tokenizer) == len(smollm_tokenizer)
+    assert all(module.training for module in model.modules())
+
+
+def test_the_lm_eval_engine_says_how_to_install_lm_eval(real_data, monkeypatch):
+    monkeypatch.setitem(sys.modules, "lm_eval", None)  # as if lm-eval were not installed
+    with pytest.raises(ImportError, match="pip install lm-eval"):
+        evaluate_zero_shot(object(), object(), ["piqa"], items={"piqa": [0]}, engine="lm-eval")
 
 
 @pytest.mark.parametrize("add_bos", [False, True])
@@ -327,6 +353,8 @@ def test_bad_input_is_rejected(real_data):
     model, tokenizer = object(), object()  # never reached: the checks come first
     with pytest.raises(ValueError, match="hellaswag, arc_easy.*got \\['mmlu'\\]"):
         evaluate_zero_shot(model, tokenizer, ["mmlu"])
+    with pytest.raises(ValueError, match="engine must be one of 'course', 'lm-eval'; got 'vllm'"):
+        evaluate_zero_shot(model, tokenizer, ["piqa"], engine="vllm")
     with pytest.raises(ValueError, match="either limit"):
         evaluate_zero_shot(model, tokenizer, ["piqa"], limit=3, items={"piqa": [0]})
     with pytest.raises(ValueError, match="no row indices for tasks \\['boolq'\\]"):
