@@ -573,9 +573,11 @@ def check_decode_physics(
     fit = linregress(depths, table[metric].astype(float))
     per_block, fixed = float(fit.slope), float(fit.intercept)
     fixed_se = float(fit.intercept_stderr) if depths.nunique() > 2 else float("nan")
-    line = f"Straight-line fit of the decode step: {fmt(per_block)} ms per block + {fmt(fixed)} ms per token"
-    line += f" whatever the depth (standard error {fmt(fixed_se)} ms). " if fixed_se == fixed_se else ". "
-    if fixed + FIT_STANDARD_ERRORS * fixed_se < 0:  # False when the error is NaN
+    margin = FIT_STANDARD_ERRORS * fixed_se if fixed_se == fixed_se else 0.0  # NaN: a line through two points
+    error = f" (± {fmt(margin)} ms, {FIT_STANDARD_ERRORS:g} standard errors)" if margin else ""
+    line = f"Straight-line fit of the decode step: {fmt(per_block)} ms per block + {fmt(fixed)} ms per token "
+    line += f"whatever the depth{error}. "
+    if fixed + margin < 0:
         problems.append(
             f"the fitted fixed cost is {fmt(fixed)} ms per token, more than {FIT_STANDARD_ERRORS:g} standard "
             "errors below 0, which no machine can do"
@@ -588,20 +590,25 @@ def check_decode_physics(
         return DecodePhysics(variants, per_block, fixed, fixed_se, tuple(problems), reading)
     step = float(table.loc[baseline, metric])
     reading = line + (
-        f"That fixed part is {fmt_pct(fixed / step, decimals=0)} of the full model's {fmt(step)} ms step; the LM head "
-        f"does {fmt_pct(head_share, decimals=0)} of the per-token multiply-accumulates, the part the MAC ideal "
-        "assumes no block removal touches. "
+        f"The LM head does {fmt_pct(head_share, decimals=0)} of the per-token multiply-accumulates: the MAC ideal "
+        f"expects that share of the full model's {fmt(step)} ms step, {fmt(head_share * step)} ms, whatever the "
+        f"depth; the fit finds {fmt(fixed)} ms ({fmt_pct(fixed / step, decimals=0)}). "
     )
-    if fixed / step < head_share:
+    if fixed + margin < head_share * step:
         reading += (
-            "The fixed part is the smaller share: each block costs more time than its multiply-accumulates "
-            "suggest (per-block overheads: norms, kernel launches, cache updates), so speedups above the MAC ideal, "
-            "up to the hard bound, are physics."
+            "The fixed part is the smaller: each block costs more time than its multiply-accumulates suggest "
+            "(per-block overheads: norms, kernel launches, cache updates), so speedups above the MAC ideal, up to "
+            "the hard bound, are physics."
+        )
+    elif fixed - margin > head_share * step:
+        reading += (
+            "The fixed part is the larger: every token pays more outside the blocks than the head's "
+            "multiply-accumulates account for (the embedding lookup, picking the token, Python and launches per "
+            "forward call), so speedups below the MAC ideal are physics."
         )
     else:
         reading += (
-            "The fixed part is the larger share: every token pays more outside the blocks than the head's "
-            "multiply-accumulates account for (the embedding lookup, picking the token, Python and launches per "
-            "forward call), so speedups below the MAC ideal are physics."
+            f"Within {FIT_STANDARD_ERRORS:g} standard errors the fixed part may be smaller or larger than that: "
+            "these timings cannot tell per-block from per-token overheads (more REPETITIONS, a quieter machine)."
         )
     return DecodePhysics(variants, per_block, fixed, fixed_se, (), reading)

@@ -213,12 +213,22 @@ def test_check_decode_physics_passes_a_clean_line_and_reads_it_against_the_macs(
     assert physics.variants["hard_bound"].tolist() == [pytest.approx(1.25), pytest.approx(30 / 18)]
     assert physics.variants["reading"].tolist() == ["above the MAC ideal: per-block overheads", "at the MAC ideal"]
     assert (physics.per_block_ms, physics.fixed_ms) == (pytest.approx(2.0), pytest.approx(20.0))
-    # Fixed 20 of 80 ms = 25%, below the head's 40% of the MACs: per-block overheads.
-    assert "2.00 ms per block + 20.0 ms per token" in physics.reading
-    assert "25% of the full model's 80.0 ms step" in physics.reading and "the smaller share" in physics.reading
+    # Fixed 20 of 80 ms = 25%, below the head's 40% of the MACs (32 ms): per-block overheads. An exact line: no error.
+    assert "2.00 ms per block + 20.0 ms per token whatever the depth" in physics.reading
+    assert "full model's 80.0 ms step, 32.0 ms, whatever the depth; the fit finds 20.0 ms (25%)" in physics.reading
+    assert "The fixed part is the smaller" in physics.reading
     below = check_decode_physics(physics_table([80.0, 68.0, 56.0], ideals=[1.3, 1.6]), head_share=0.1)
     assert below.consistent and below.variants["reading"].tolist() == ["below the MAC ideal"] * 2
-    assert "the larger share" in below.reading  # 25% fixed against the head's 10%
+    assert "The fixed part is the larger" in below.reading  # 20 ms fixed against the head's 8 ms
+
+
+def test_check_decode_physics_reads_a_noisy_fit_as_undecided():
+    # Medians 80, 70, 56: slope 2, fixed 20.67, residuals -2/3, 4/3, -2/3; standard error
+    # sqrt((4/9 + 16/9 + 4/9) / 1 * (1/3 + 24**2 / 72)) = 4.71, so 20.67 ± 9.43 holds the head's 30% of 80 = 24 ms.
+    physics = check_decode_physics(physics_table([80.0, 70.0, 56.0], ideals=[1.1, 1.3], spread=0.10), head_share=0.3)
+    assert physics.consistent and physics.fixed_ms_se == pytest.approx(4.714, abs=1e-3)
+    assert "(± 9.43 ms, 2 standard errors)" in physics.reading
+    assert "may be smaller or larger than that" in physics.reading
 
 
 def test_check_decode_physics_fails_a_speedup_above_n_over_n_minus_k_beyond_its_range():
