@@ -474,8 +474,8 @@ class DecodePhysics:
     Attributes:
         variants: per variant (the baseline left out) ``speedup``, ``speedup_low``, ``speedup_high`` and
             ``vs_baseline`` (``speedup_spread``), ``ideal_speedup`` (the MAC ideal), ``hard_bound`` (N / (N - k))
-            and ``reading``: "below the MAC ideal", "at the MAC ideal", "above the MAC ideal: per-block overheads",
-            or "bad: ..." when it breaks a bound.
+            and ``reading``: "below the MAC ideal", "MAC ideal within the spread", "above the MAC ideal: per-block
+            overheads", or "bad: ..." when it breaks a bound.
         per_block_ms: the fitted time of one block per decode step (NaN with fewer than two depths).
         fixed_ms: the fitted time per decode step that no block removal touches (NaN likewise).
         fixed_ms_se: the standard error of ``fixed_ms`` (NaN with fewer than three depths: a line through two points
@@ -561,7 +561,7 @@ def check_decode_physics(
                     row["speedup_low"],
                     row["speedup_high"],
                     row["ideal_speedup"],
-                    ("above the MAC ideal: per-block overheads", "below the MAC ideal", "at the MAC ideal"),
+                    ("above the MAC ideal: per-block overheads", "below the MAC ideal", "MAC ideal within the spread"),
                 )
             )
     variants["reading"] = readings
