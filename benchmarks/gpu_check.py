@@ -13,7 +13,7 @@ taylor_scores, magnitude_scores, generation with skip_blocks and prune_blocks) a
 4. skip_blocks and prune_blocks generate the same greedy tokens;
 
 and prints the time of the analysis (block_similarity), the PPL criterion (ppl_scores) and decoding
-(measure_latency) in bf16 on the device. Exits with status 1 if a check fails.
+(time_variants) in bf16 on the device. Exits with status 1 if a check fails.
 
     DEPTH_PRUNING_DATA=/path/to/data HF_DATASETS_OFFLINE=1 python benchmarks/gpu_check.py           # on a GPU
     DEPTH_PRUNING_DATA=/path/to/data HF_DATASETS_OFFLINE=1 python benchmarks/gpu_check.py --quick   # CPU smoke run
@@ -41,7 +41,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import AutoModelForCausalLM, LlamaConfig, PretrainedConfig, PreTrainedTokenizerFast, Qwen3Config
 
-from helpers.benefits import measure_latency
+from helpers.benefits import time_variants
 from helpers.blocks import get_blocks, num_blocks
 from helpers.classification import sms_accuracy
 from helpers.data import calibration_batches, load_sms, load_wikitext
@@ -336,9 +336,15 @@ def check_shape(name: str, quick: bool, settings: Settings, data_source: dict, f
     _, similarity_s = synchronized_seconds(
         device, lambda: block_similarity(bf16_model, data["calibration"], progress=False)
     )
-    latency = measure_latency(
-        bf16_model, tokenizer, prompt_tokens=settings.seq_len, new_tokens=settings.new_tokens, repetitions=3
-    )
+    latency = time_variants(
+        bf16_model,
+        tokenizer,
+        {"full": []},
+        prompt_tokens=settings.seq_len,
+        new_tokens=settings.new_tokens,
+        repetitions=3,
+        progress=False,
+    ).loc["full"]
     print(
         f"    bf16 on {device}: block_similarity {similarity_s * 1000:.0f} ms (first call "
         f"{seconds['block_similarity'] * 1000:.0f} ms), ppl_scores {seconds['ppl_scores'] * 1000:.0f} ms, "

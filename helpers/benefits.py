@@ -1,29 +1,33 @@
 """What depth pruning buys: fewer parameters and bytes, and faster prefill and decoding.
 
 Three views of the gain. Counts (``parameter_count``, ``model_bytes``) are exact. ``ideal_speedup`` is what the
-removed share of per-token compute promises. ``measure_latency`` is what a machine delivers, with the spread of its
-repetitions; at batch size 1 decoding is bound by per-block overheads and weight reads, so it can beat or miss the
-ideal figure. ``speedup_spread`` reads measured speedups against that spread, and ``describe_decode_cost`` splits
-the decode step into a per-block and a fixed per-token part.
+removed share of per-token multiply-accumulates promises. ``time_variants`` is what a machine delivers, timing all
+variants interleaved, with the spread of the repetitions; at batch size 1 decoding is bound by weight reads and
+per-call overheads, so it can beat or miss that ideal. ``speedup_spread`` reads measured speedups against the spread,
+and ``check_decode_physics`` checks them against what physics allows (between 1 and N / (N - k) for k of N blocks
+removed) before reading them against the ideal.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
+from scipy.stats import linregress
 from torch.ao.nn.quantized.modules.linear import LinearPackedParams
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .blocks import check_block_indices, check_decoder, get_blocks
-from .checks import check_int
-from .display import fmt, fmt_pct
+from .checks import check_int, check_mapping
+from .display import fmt, fmt_interval, fmt_pct
 from .generation import cache_argument_name
 from .hooks import check_positions, eval_mode, input_device
-from .pruning import decoder_config
+from .pruning import decoder_config, skip_blocks
+from .settings import progress_bar
 
 LATENCY_TEXT = (
     "Depth pruning removes whole transformer blocks from a language model. Each block holds an attention layer and "
@@ -31,7 +35,7 @@ LATENCY_TEXT = (
 )
 """Repeated and cut to ``prompt_tokens`` tokens: the same prompt on every run and every machine."""
 QUARTILES = (25, 75)
-"""Percentiles of the repetitions that ``measure_latency`` reports as the spread (the interquartile range)."""
+"""Percentiles of the repetitions that ``time_variants`` reports as the spread (the interquartile range)."""
 
 
 def _unique(tensors: Iterable[torch.Tensor]) -> list[torch.Tensor]:
@@ -303,43 +307,67 @@ def _median_and_quartiles(name: str, values: Sequence[float]) -> dict[str, float
     }
 
 
-def measure_latency(
+def _round_robin(names: Sequence[str], passes: int) -> list[list[str]]:
+    """The order ``time_variants`` runs ``names`` in: pass ``p`` starts at name ``p`` (mod their number) and wraps
+    round, so each variant is timed once per pass, as often first as last, and never always right after the same
+    one. Drifting machine load (another process, a CPU warming up) then slows every variant alike.
+
+    Args:
+        names: the variants, in their given order.
+        passes: how many passes over all of them.
+
+    Returns:
+        One list of names per pass.
+    """
+    return [[*names[p % len(names) :], *names[: p % len(names)]] for p in range(passes)]
+
+
+def time_variants(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
+    variants: Mapping[str, Iterable[int]],
     *,
     prompt_tokens: int = 128,
     new_tokens: int = 32,
     repetitions: int = 5,
     warmup: int = 1,
     batch_size: int = 1,
-) -> pd.Series:
-    """Prefill latency and decoding speed of ``model`` on a fixed prompt (``latency_prompt``): medians and spread.
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Prefill latency and decoding speed of every variant, timed interleaved (round-robin): medians and spread.
 
-    Each repetition runs ``greedy_decode``: ``prefill_ms`` = time to first token; ``decode_ms_per_token`` = the
-    one-token steps after it, per step; ``decode_tokens_per_s`` = generated tokens per second over all ``batch_size``
-    sequences. ``warmup`` untimed runs come first (they pay for allocations and kernel selection). Medians resist a
-    stray slow run; the 25th and 75th percentiles of the repetitions (``_q25``, ``_q75``: the interquartile range)
-    show how much the runs spread, so that a difference between two models can be read against it.
+    Timing one variant after another lets the machine's load drift between them (a process starting, the CPU
+    throttling), and the drift then passes for a difference between the variants. Here every pass over the
+    variants (``_round_robin``: a rotated order each pass) times each variant once on the fixed prompt
+    (``latency_prompt``) with ``greedy_decode``, on the one model inside ``skip_blocks`` (no copies). ``warmup``
+    untimed passes come first (they pay for allocations and kernel selection). ``prefill_ms`` = time to first
+    token; ``decode_ms_per_token`` = the one-token steps after it, per step; ``decode_tokens_per_s`` = generated
+    tokens per second over all ``batch_size`` sequences. Medians resist a stray slow run; the 25th and 75th
+    percentiles of the repetitions (``_q25``, ``_q75``: the interquartile range) show how much the runs spread.
 
     Args:
-        model: the causal LM to time.
+        model: the full causal LM; restored after each run.
         tokenizer: its tokenizer.
+        variants: ``{name: blocks to remove}``, e.g. ``{"full": [], "-10%": [24, 25, 26]}``.
         prompt_tokens: the prompt's length in tokens.
         new_tokens: tokens generated per run, at least 2 (the first one comes from the prefill).
-        repetitions: timed runs.
-        warmup: untimed runs before them.
+        repetitions: timed runs per variant.
+        warmup: untimed passes over all variants before them.
         batch_size: sequences decoded together.
+        progress: show a progress bar over the runs.
 
     Returns:
-        A Series named "latency" with ``prefill_ms``, ``prefill_ms_q25``, ``prefill_ms_q75``,
+        A frame indexed by ``variant`` with ``prefill_ms``, ``prefill_ms_q25``, ``prefill_ms_q75``,
         ``decode_ms_per_token``, ``decode_ms_per_token_q25``, ``decode_ms_per_token_q75`` and
         ``decode_tokens_per_s`` (from the median decode time).
 
     Raises:
-        TypeError: if an option is not an integer.
-        ValueError: if an option is below its minimum (``new_tokens`` 2, ``warmup`` 0, the others 1), the tokenizer
-            turns the benchmark text into no tokens, or ``prompt_tokens + new_tokens`` exceeds the model's positions
-            (``greedy_decode``).
+        TypeError: if an option is not an integer, ``variants`` is not a mapping, or its block indices are not
+            integers (``check_block_indices``).
+        ValueError: if an option is below its minimum (``new_tokens`` 2, ``warmup`` 0, the others 1), ``variants``
+            is empty or holds invalid block indices, the model gives no next-token logits (``check_decoder``), the
+            tokenizer turns the benchmark text into no tokens, or ``prompt_tokens + new_tokens`` exceeds the model's
+            positions (``greedy_decode``).
     """
     for name, value, least in (
         ("prompt_tokens", prompt_tokens, 1),
@@ -349,22 +377,32 @@ def measure_latency(
         ("batch_size", batch_size, 1),
     ):
         check_int(name, value, minimum=least)
+    check_mapping("variants", variants, "{name: blocks to remove}")
+    if not variants:
+        raise ValueError("variants is empty: give at least one, e.g. {'full': []}")
+    check_decoder(model, "logits")
+    n_blocks = len(get_blocks(model))
+    plan = {name: check_block_indices(removed, n_blocks, allow_empty=True) for name, removed in variants.items()}
     prompt = latency_prompt(tokenizer, prompt_tokens, batch_size)
-    prefill_ms, decode_ms = [], []
-    for run in range(warmup + repetitions):
-        _, prefill_s, decode_s = greedy_decode(model, prompt, new_tokens)
-        if run >= warmup:
-            prefill_ms.append(1000 * prefill_s)
-            decode_ms.append(1000 * decode_s / (new_tokens - 1))
-    decode = _median_and_quartiles("decode_ms_per_token", decode_ms)
-    return pd.Series(
-        {
-            **_median_and_quartiles("prefill_ms", prefill_ms),
+    runs = [(p, name) for p, order in enumerate(_round_robin(list(plan), warmup + repetitions)) for name in order]
+    label = f"timing {len(plan)} models x {repetitions} runs, round-robin (after {warmup} warm-up pass)"
+    prefill_ms: dict[str, list[float]] = {name: [] for name in plan}
+    decode_ms: dict[str, list[float]] = {name: [] for name in plan}
+    for p, name in progress_bar(runs, label, progress):
+        with skip_blocks(model, plan[name]) as variant:
+            _, prefill_s, decode_s = greedy_decode(variant, prompt, new_tokens)
+        if p >= warmup:
+            prefill_ms[name].append(1000 * prefill_s)
+            decode_ms[name].append(1000 * decode_s / (new_tokens - 1))
+    rows = {}
+    for name in plan:
+        decode = _median_and_quartiles("decode_ms_per_token", decode_ms[name])
+        rows[name] = {
+            **_median_and_quartiles("prefill_ms", prefill_ms[name]),
             **decode,
             "decode_tokens_per_s": 1000 * batch_size / decode["decode_ms_per_token"],
-        },
-        name="latency",
-    )
+        }
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("variant")
 
 
 def speedup_spread(
@@ -372,27 +410,24 @@ def speedup_spread(
     *,
     metric: str = "decode_ms_per_token",
     baseline: str = "full",
-    ideal: str | None = "ideal_speedup",
 ) -> pd.DataFrame:
-    """Each variant's speedup over ``baseline`` on a timed ``metric``, the range its repetitions allow, and verdicts.
+    """Each variant's speedup over ``baseline`` on a timed ``metric``, the range its repetitions allow, and a verdict.
 
     A speedup is the baseline's time over the variant's (medians). Its range pairs opposite quartiles of the
     repetitions: from the baseline's 25th percentile over the variant's 75th (the variant's slow runs against the
     baseline's fast ones) to the baseline's 75th over the variant's 25th. The variant is "faster" when the whole
     range lies above 1 (its interquartile range lies below the baseline's), "slower" when it lies below 1, and
-    "within the spread" when the two interquartile ranges overlap, even only at an end. Likewise against the ideal
-    speedup: "above the ideal", "below the ideal" or "ideal within the spread".
+    "within the spread" when the two interquartile ranges overlap, even only at an end.
 
     Args:
-        table: one row per variant, with ``metric`` and its ``_q25`` / ``_q75`` columns (``measure_latency``'s keys,
-            as ``benefits_table`` lays them out), and the ``ideal`` column when one is named.
+        table: one row per variant, with ``metric`` and its ``_q25`` / ``_q75`` columns (``time_variants``' columns,
+            as ``benefits_table`` lays them out).
         metric: the timed column, in time units (lower = faster).
         baseline: the row the others are compared with.
-        ideal: the column of ideal speedups to read the measured ones against; None: no such comparison.
 
     Returns:
         A frame indexed like ``table`` without the baseline row: ``speedup``, ``speedup_low``, ``speedup_high`` and
-        ``vs_baseline``, and with ``ideal`` also ``ideal_speedup`` and ``vs_ideal``.
+        ``vs_baseline``.
 
     Raises:
         KeyError: if ``baseline`` is not a row, or a needed column is missing.
@@ -415,12 +450,6 @@ def speedup_spread(
         _read_range(low, high, 1.0, ("faster", "slower", "within the spread"))
         for low, high in zip(spread["speedup_low"], spread["speedup_high"])
     ]
-    if ideal is not None:
-        spread["ideal_speedup"] = table.loc[spread.index, ideal].astype(float)
-        spread["vs_ideal"] = [
-            _read_range(low, high, level, ("above the ideal", "below the ideal", "ideal within the spread"))
-            for low, high, level in zip(spread["speedup_low"], spread["speedup_high"], spread["ideal_speedup"])
-        ]
     return spread
 
 
@@ -433,71 +462,153 @@ def _read_range(low: float, high: float, level: float, words: tuple[str, str, st
     return words[2]
 
 
-def describe_decode_cost(
+FIT_STANDARD_ERRORS = 2.0
+"""How many standard errors below zero the fitted fixed cost of a decode step may lie before ``check_decode_physics``
+calls the timings bad (two: about 95% confidence for a straight-line fit)."""
+
+
+@dataclass(frozen=True)
+class DecodePhysics:
+    """What ``check_decode_physics`` found: per variant its speedup and bounds, the straight-line fit, the problems.
+
+    Attributes:
+        variants: per variant (the baseline left out) ``speedup``, ``speedup_low``, ``speedup_high`` and
+            ``vs_baseline`` (``speedup_spread``), ``ideal_speedup`` (the MAC ideal), ``hard_bound`` (N / (N - k))
+            and ``reading``: "below the MAC ideal", "MAC ideal within the spread", "above the MAC ideal: per-block
+            overheads", or "bad: ..." when it breaks a bound.
+        per_block_ms: the fitted time of one block per decode step (NaN with fewer than two depths).
+        fixed_ms: the fitted time per decode step that no block removal touches (NaN likewise).
+        fixed_ms_se: the standard error of ``fixed_ms`` (NaN with fewer than three depths: a line through two points
+            has none).
+        problems: why the timings are bad, one sentence each; empty when they are consistent.
+        reading: the fit, and what it says about where the time goes, in sentences.
+    """
+
+    variants: pd.DataFrame
+    per_block_ms: float
+    fixed_ms: float
+    fixed_ms_se: float
+    problems: tuple[str, ...]
+    reading: str
+
+    @property
+    def consistent(self) -> bool:
+        """True when no speedup breaks a bound and the fixed cost is not below zero beyond its uncertainty."""
+        return not self.problems
+
+    @property
+    def verdict(self) -> str:
+        """The overall verdict: 'consistent', or 'bad measurement: ' and the problems."""
+        return "consistent" if self.consistent else "bad measurement: " + "; ".join(self.problems)
+
+
+def check_decode_physics(
     table: pd.DataFrame,
     head_share: float,
     *,
     baseline: str = "full",
     metric: str = "decode_ms_per_token",
     blocks: str = "blocks_left",
-) -> str:
-    """Fit ``time per decode step = fixed + per_block x blocks`` and read the fixed part against the LM head's share.
+    ideal: str = "ideal_speedup",
+) -> DecodePhysics:
+    """Check timed decode steps against what physics allows, and read them against the MAC ideal.
 
-    The ideal speedup counts multiply-accumulates only, so it assumes that the part of a step no block removal
-    touches is the LM head's share of the compute. The fitted fixed part (a least-squares line through the
-    variants' median step times) is that part as measured. If it is the larger share, every token pays more outside
-    the blocks than the head's multiply-accumulates account for (embedding lookup, picking the token, Python and
-    kernel launches per forward call, a head matmul slower per multiply-accumulate than the blocks'), and the
-    measured speedups should trail the ideal ones; if it is the smaller share, each block costs more time than its
-    multiply-accumulates suggest (per-block overheads: norms, kernel launches, cache updates), and removing blocks
-    can beat the ideal speedup.
+    A decode step costs ``fixed + per_block x blocks``: ``fixed`` (LM head, embedding, Python and launches per
+    call) is at least 0, and every block of one model costs the same. Removing k of N blocks therefore speeds a step
+    up by at most N / (N - k) (reached only when ``fixed`` is 0), and by at least 1. The MAC ideal
+    (``ideal_speedup``) assumes time proportional to multiply-accumulates, i.e. a fixed part equal to the LM head's
+    share; a measured speedup above it but under N / (N - k) is physics: each block costs more than its MACs
+    (per-block overheads: norms, kernel launches, cache updates). Bad measurements (drift, warm-up, another
+    process) are what physics forbids: a variant whose speedup range (``speedup_spread``: opposite quartiles) lies
+    wholly above N / (N - k) or below 1, or a least-squares line through the median steps whose fixed part lies
+    more than ``FIT_STANDARD_ERRORS`` standard errors below 0.
 
     Args:
-        table: one row per variant with ``metric`` (ms per decode step) and ``blocks`` (blocks left).
+        table: one row per variant with ``metric`` and its ``_q25`` / ``_q75`` columns, ``blocks`` and ``ideal``
+            (``benefits_table`` with a tokenizer).
         head_share: the LM head's share of the full model's per-token multiply-accumulates, in (0, 1).
-        baseline: the full model's row, whose step the fixed part is a share of.
+        baseline: the full model's row.
         metric: the column of median step times in ms.
-        blocks: the column of block counts.
+        blocks: the column of blocks left.
+        ideal: the column of MAC-ideal speedups.
 
     Returns:
-        The reading, in sentences; a warning instead when the fit is not a line with a positive slope and a
-        non-negative intercept (too noisy to read), or when fewer than two depths were timed.
+        A ``DecodePhysics``.
 
     Raises:
         KeyError: if ``baseline`` or a column is missing.
-        ValueError: if ``head_share`` is not in (0, 1).
+        ValueError: if ``head_share`` is not in (0, 1), or a time or quartile is not positive (``speedup_spread``).
     """
     if not 0 < head_share < 1:
         raise ValueError(f"head_share must be a share in (0, 1), got {head_share}")
-    step = float(table.loc[baseline, metric])
+    variants = speedup_spread(table, metric=metric, baseline=baseline)
+    n_blocks = int(table.loc[baseline, blocks])
+    left = table.loc[variants.index, blocks].astype(int)
+    variants["ideal_speedup"] = table.loc[variants.index, ideal].astype(float)
+    variants["hard_bound"] = n_blocks / left
+    problems, readings = [], []
+    for name, row in variants.iterrows():
+        speed = f"{name} decodes {fmt(row['speedup'])}x {fmt_interval(row['speedup_low'], row['speedup_high'])}"
+        if row["speedup_low"] > row["hard_bound"]:
+            readings.append("bad: above the hard bound")
+            problems.append(f"{speed}, above its hard bound {n_blocks}/{left[name]} = {fmt(row['hard_bound'])}x")
+        elif row["speedup_high"] < 1:
+            readings.append("bad: slower than the full model")
+            problems.append(f"{speed}: slower than the full model, though it does less work")
+        else:
+            readings.append(
+                _read_range(
+                    row["speedup_low"],
+                    row["speedup_high"],
+                    row["ideal_speedup"],
+                    ("above the MAC ideal: per-block overheads", "below the MAC ideal", "MAC ideal within the spread"),
+                )
+            )
+    variants["reading"] = readings
+
     depths = table[blocks].astype(float)
     if depths.nunique() < 2:
-        return "Only one depth was timed: no line can be fitted through the decode times."
-    per_block, fixed = np.polyfit(depths, table[metric].astype(float), 1)
-    if per_block <= 0 or fixed < 0:
-        return (
-            f"The straight-line fit gives {fmt(per_block)} ms per block and {fmt(fixed)} ms per token: the timings "
-            "are too noisy for a fit (is the machine busy?); raise REPETITIONS and re-run."
+        reading = "Only one depth was timed: no line can be fitted through the decode steps."
+        return DecodePhysics(variants, float("nan"), float("nan"), float("nan"), tuple(problems), reading)
+    fit = linregress(depths, table[metric].astype(float))
+    per_block, fixed = float(fit.slope), float(fit.intercept)
+    fixed_se = float(fit.intercept_stderr) if depths.nunique() > 2 else float("nan")
+    margin = FIT_STANDARD_ERRORS * fixed_se if fixed_se == fixed_se else 0.0  # NaN: a line through two points
+    error = f" (± {fmt(margin)} ms, {FIT_STANDARD_ERRORS:g} standard errors)" if margin else ""
+    line = f"Straight-line fit of the decode step: {fmt(per_block)} ms per block + {fmt(fixed)} ms per token "
+    line += f"whatever the depth{error}. "
+    if fixed + margin < 0:
+        problems.append(
+            f"the fitted fixed cost is {fmt(fixed)} ms per token, more than {FIT_STANDARD_ERRORS:g} standard "
+            "errors below 0, which no machine can do"
         )
-    fixed_share = fixed / step
-    fit = (
-        f"Straight-line fit of the decode step: {fmt(per_block)} ms per block + {fmt(fixed)} ms per token whatever "
-        f"the depth. That fixed part is {fmt_pct(fixed_share, decimals=0)} of the full model's {fmt(step)} ms step; "
-        f"the LM head does {fmt_pct(head_share, decimals=0)} of the per-token multiply-accumulates, the share the "
-        "ideal speedup assumes no block removal touches. "
+    if problems:
+        reading = line + (
+            "These timings break physics, so they say nothing about the model: re-measure on a quiet machine "
+            "(close other programs, raise REPETITIONS)."
+        )
+        return DecodePhysics(variants, per_block, fixed, fixed_se, tuple(problems), reading)
+    step = float(table.loc[baseline, metric])
+    reading = line + (
+        f"The LM head does {fmt_pct(head_share, decimals=0)} of the per-token multiply-accumulates: the MAC ideal "
+        f"expects that share of the full model's {fmt(step)} ms step, {fmt(head_share * step)} ms, whatever the "
+        f"depth; the fit finds {fmt(fixed)} ms ({fmt_pct(fixed / step, decimals=0)}). "
     )
-    if fixed_share > head_share:
-        reading = (
-            "The fixed part is the larger share: every token pays more outside the blocks than the head's "
-            "multiply-accumulates account for (the embedding lookup, picking the token, Python and kernel launches "
-            "per forward call, a head matmul slower per multiply-accumulate than the blocks'), so the fit predicts "
-            "measured speedups below the ideal ones."
+    if fixed + margin < head_share * step:
+        reading += (
+            "The fixed part is the smaller: each block costs more time than its multiply-accumulates suggest "
+            "(per-block overheads: norms, kernel launches, cache updates), so speedups above the MAC ideal, up to "
+            "the hard bound, are physics."
+        )
+    elif fixed - margin > head_share * step:
+        reading += (
+            "The fixed part is the larger: every token pays more outside the blocks than the head's "
+            "multiply-accumulates account for (the embedding lookup, picking the token, Python and launches per "
+            "forward call), so speedups below the MAC ideal are physics."
         )
     else:
-        reading = (
-            "The fixed part is no larger than the head's share: each block costs at least as much time as its "
-            "multiply-accumulates suggest (per-block overheads: norms, kernel launches, cache updates), so the fit "
-            "predicts measured speedups at or above the ideal ones."
+        reading += (
+            f"Within {FIT_STANDARD_ERRORS:g} standard errors the fixed part may be smaller or larger than that: "
+            "these timings cannot tell per-block from per-token overheads (more REPETITIONS, a quieter machine)."
         )
-    caveat = " The fit runs through medians: the verdicts against the ideal say where the repetitions bear it out."
-    return fit + reading + caveat
+    return DecodePhysics(variants, per_block, fixed, fixed_se, (), reading)

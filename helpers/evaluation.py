@@ -24,7 +24,7 @@ import pandas as pd
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .benchmark_results import ZeroShotResult, zero_shot_ci, zero_shot_result_difference
-from .benefits import ideal_speedup, measure_latency, model_bytes, parameter_count
+from .benefits import ideal_speedup, model_bytes, parameter_count, time_variants
 from .blocks import check_block_indices, get_blocks
 from .checks import check_mapping
 from .classification import ClassificationResult, accuracy_ci, accuracy_difference, sms_accuracy
@@ -749,23 +749,20 @@ def benefits_table(
     Args:
         model: the full model.
         variants: ``{name: blocks to remove}``; a first row ``FULL`` is added.
-        tokenizer: with one, each variant's latency is measured (``measure_latency``) and ``measured_speedup`` (its
-            decoding speed over the full model's) added; without, nothing is timed.
+        tokenizer: with one, all variants are timed interleaved (``time_variants``) and ``measured_speedup`` (each
+            one's decoding speed over the full model's) added; without, nothing is timed.
         seq_len: context length for the ideal speedup's attention term.
-        **latency: options of ``measure_latency`` (``prompt_tokens``, ``new_tokens``, ``repetitions``...).
+        **latency: options of ``time_variants`` (``prompt_tokens``, ``new_tokens``, ``repetitions``, ``progress``...).
 
     Returns:
-        ``VariantResults.wide()``: one row per variant with ``INFO_COLUMNS`` and the latency columns.
+        ``VariantResults.wide()``: one row per variant with ``INFO_COLUMNS`` and ``time_variants``' columns.
 
     Raises:
-        ValueError: as ``evaluate_variants`` or ``measure_latency``.
-        TypeError: as ``evaluate_variants`` or ``measure_latency`` (an option that is not an integer, or unknown).
+        ValueError: as ``evaluate_variants`` or ``time_variants``.
+        TypeError: as ``evaluate_variants`` or ``time_variants`` (an option that is not an integer, or unknown).
     """
-    measures: dict[str, Measure] = {}
+    table = evaluate_variants(model, variants, {}, seq_len=seq_len, progress=False).wide()
     if tokenizer is not None:
-        measures["latency"] = lambda m: measure_latency(m, tokenizer, **latency)
-    # Only timing is slow enough to need a bar: one step per variant.
-    table = evaluate_variants(model, variants, measures, seq_len=seq_len, progress=tokenizer is not None).wide()
-    if tokenizer is not None:
+        table = table.join(time_variants(model, tokenizer, dict(table["removed"]), **latency))
         table["measured_speedup"] = table["decode_tokens_per_s"] / table.loc[FULL, "decode_tokens_per_s"]
     return table

@@ -11,17 +11,18 @@ from transformers import AutoModelForCausalLM
 
 from helpers import benefits
 from helpers.benefits import (
-    describe_decode_cost,
+    check_decode_physics,
     greedy_decode,
     ideal_speedup,
     kv_cache_bytes,
     latency_prompt,
-    measure_latency,
     model_bytes,
     parameter_count,
     size_summary,
     speedup_spread,
+    time_variants,
 )
+from helpers.blocks import num_blocks
 
 # Tiny llama: hidden 32, MLP 64, 4 heads of 8, 2 key-value heads (16 wide), RMSNorm weights only, no biases.
 D, MLP, HEADS, HEAD_DIM, KV = 32, 64, 4, 8, 16
@@ -101,29 +102,66 @@ def test_cached_greedy_decoding_matches_uncached_argmax_and_ignores_eos(family):
     assert prefill_s > 0 and decode_s > 0
 
 
-def test_measure_latency_reports_medians_and_rejects_bad_arguments():
+LATENCY_COLUMNS = [
+    "prefill_ms",
+    "prefill_ms_q25",
+    "prefill_ms_q75",
+    "decode_ms_per_token",
+    "decode_ms_per_token_q25",
+    "decode_ms_per_token_q75",
+    "decode_tokens_per_s",
+]
+
+
+def test_time_variants_reports_medians_and_rejects_bad_arguments():
     model, tok = tiny_model("llama"), tiny_tokenizer()
-    latency = measure_latency(model, tok, prompt_tokens=8, new_tokens=5, repetitions=2)
-    assert list(latency.index) == [
-        "prefill_ms",
-        "prefill_ms_q25",
-        "prefill_ms_q75",
-        "decode_ms_per_token",
-        "decode_ms_per_token_q25",
-        "decode_ms_per_token_q75",
-        "decode_tokens_per_s",
-    ]
-    assert latency["decode_tokens_per_s"] == pytest.approx(1000 / latency["decode_ms_per_token"])
-    assert latency["decode_ms_per_token_q25"] <= latency["decode_ms_per_token"] <= latency["decode_ms_per_token_q75"]
+    timed = time_variants(model, tok, {"full": [], "-2": [1, 4]}, prompt_tokens=8, new_tokens=5, repetitions=2)
+    assert list(timed.index) == ["full", "-2"] and list(timed.columns) == LATENCY_COLUMNS
+    assert num_blocks(model) == N_LAYERS  # restored after the runs
+    assert (timed["decode_tokens_per_s"] == 1000 / timed["decode_ms_per_token"]).all()
+    assert (timed["decode_ms_per_token_q25"] <= timed["decode_ms_per_token"]).all()
+    assert (timed["decode_ms_per_token"] <= timed["decode_ms_per_token_q75"]).all()
     with pytest.raises(ValueError, match="new_tokens must be at least 2"):
-        measure_latency(model, tok, new_tokens=1)
+        time_variants(model, tok, {"full": []}, new_tokens=1)
+    with pytest.raises(ValueError, match="variants is empty"):
+        time_variants(model, tok, {})
+    with pytest.raises(TypeError, match="variants must be a mapping"):
+        time_variants(model, tok, [[1]])
+    with pytest.raises(ValueError, match="out of range"):
+        time_variants(model, tok, {"bad": [N_LAYERS]})
 
 
-def test_measure_latency_spread_by_hand(monkeypatch):
+def test_time_variants_runs_round_robin_in_a_rotating_order(monkeypatch):
+    """Every variant is timed `repetitions` times after one warm-up pass, and each pass starts one variant later."""
+    model, names = tiny_model("llama"), {N_LAYERS: "a", N_LAYERS - 1: "b", N_LAYERS - 3: "c"}  # named by depth
+    order = []
+
+    def fake_decode(variant, prompt, new_tokens):
+        order.append(names[num_blocks(variant)])
+        run = len(order)  # 1, 2, 3...: prefill `run` s, decode 10 x `run` s over the 10 steps
+        return None, float(run), 10.0 * run
+
+    monkeypatch.setattr(benefits, "greedy_decode", fake_decode)
+    timed = time_variants(model, tiny_tokenizer(), {"a": [], "b": [2], "c": [0, 1, 5]}, new_tokens=11, repetitions=4)
+    # Written out by hand: the warm-up pass, then passes starting at b, c, a, b.
+    assert order == [*"abc", *"bca", *"cab", *"abc", *"bca"]
+    # Timed runs (numbered from 1 in `order`): a at 6, 8, 10, 15; b at 4, 9, 11, 13; c at 5, 7, 12, 14.
+    runs = {"a": [6, 8, 10, 15], "b": [4, 9, 11, 13], "c": [5, 7, 12, 14]}
+    for name, numbers in runs.items():
+        ms = [1000.0 * n for n in numbers]  # both the prefill and the per-step decode time of run n are n s
+        # Median of four = mean of the middle two; linear quartiles at positions 0.75 and 2.25.
+        assert timed.loc[name, "prefill_ms"] == pytest.approx((ms[1] + ms[2]) / 2)
+        assert timed.loc[name, "decode_ms_per_token_q25"] == pytest.approx(ms[0] + 0.75 * (ms[1] - ms[0]))
+        assert timed.loc[name, "decode_ms_per_token_q75"] == pytest.approx(ms[2] + 0.25 * (ms[3] - ms[2]))
+    assert num_blocks(model) == N_LAYERS
+
+
+def test_time_variants_spread_by_hand(monkeypatch):
     # Fixed timings (prefill s, decode s) per run; the first is the warm-up and must not count.
     runs = iter([(9.0, 9.0), (0.4, 1.0), (0.1, 3.0), (0.3, 2.0), (0.2, 5.0), (0.5, 4.0)])
     monkeypatch.setattr(benefits, "greedy_decode", lambda model, prompt, new_tokens: (None, *next(runs)))
-    latency = measure_latency(None, tiny_tokenizer(), new_tokens=11, repetitions=5, warmup=1, batch_size=2)
+    model, tok = tiny_model("llama"), tiny_tokenizer()
+    latency = time_variants(model, tok, {"full": []}, new_tokens=11, repetitions=5, batch_size=2).loc["full"]
     # Timed prefills 0.1..0.5 s sorted: median 0.3; linear quartiles at positions 1 and 3 -> 0.2 and 0.4.
     assert latency["prefill_ms"] == pytest.approx(300)
     assert (latency["prefill_ms_q25"], latency["prefill_ms_q75"]) == (pytest.approx(200), pytest.approx(400))
@@ -132,12 +170,6 @@ def test_measure_latency_spread_by_hand(monkeypatch):
     assert latency["decode_ms_per_token_q25"] == pytest.approx(200)
     assert latency["decode_ms_per_token_q75"] == pytest.approx(400)
     assert latency["decode_tokens_per_s"] == pytest.approx(2 * 10 / 3.0)  # two sequences, 10 steps in 3 s
-    # Four runs: quartile positions 0.75 and 2.25 fall between runs and are interpolated.
-    runs = iter([(0.1, 1.0), (0.1, 2.0), (0.1, 4.0), (0.1, 8.0)])
-    latency = measure_latency(None, tiny_tokenizer(), new_tokens=2, repetitions=4, warmup=0)
-    assert latency["decode_ms_per_token"] == pytest.approx(3000)
-    assert latency["decode_ms_per_token_q25"] == pytest.approx(1000 + 0.75 * 1000)
-    assert latency["decode_ms_per_token_q75"] == pytest.approx(4000 + 0.25 * 4000)
 
 
 def latency_table(rows):
@@ -162,35 +194,81 @@ def test_speedup_spread_by_hand():
     assert spread.loc["faster", "speedup_low"] == pytest.approx(90 / 60)
     assert spread.loc["faster", "speedup_high"] == pytest.approx(110 / 45)
     assert spread["vs_baseline"].tolist() == ["within the spread", "within the spread", "faster", "slower"]
-    # Against the ideal: overlap 0.9..1.29 holds 1.2; faster 1.5..2.44 sits above 1.5 only at its end (holds it);
-    # slower 0.56..0.92 is below 1.1.
-    assert spread["vs_ideal"].tolist() == [
-        "ideal within the spread",
-        "ideal within the spread",
-        "ideal within the spread",
-        "below the ideal",
-    ]
-    table.loc["faster", "ideal_speedup"] = 1.4
-    assert speedup_spread(table).loc["faster", "vs_ideal"] == "above the ideal"
-    assert "vs_ideal" not in speedup_spread(table, ideal=None).columns
     with pytest.raises(ValueError, match="positive"):
         speedup_spread(table.assign(decode_ms_per_token_q25=0.0))
 
 
-def test_describe_decode_cost_reads_the_fit_against_the_head_share():
-    # Exactly linear: 2 ms per block + 20 ms fixed; full model (30 blocks) 80 ms, so the fixed part is 25%.
-    rows = [(name, blocks, 20 + 2.0 * blocks, 0, 0, 1.0) for name, blocks in [("full", 30), ("a", 24), ("b", 18)]]
-    table = latency_table(rows)
-    text = describe_decode_cost(table, head_share=0.1)
-    assert "2.00 ms per block + 20.0 ms per token" in text and "25% of the full model's 80.0 ms step" in text
-    assert "the larger share" in text and "below the ideal" in text
-    text = describe_decode_cost(table, head_share=0.4)
-    assert "no larger than the head's share" in text and "at or above the ideal" in text
-    noisy = table.assign(decode_ms_per_token=[80.0, 90.0, 100.0])  # fewer blocks, slower: negative slope
-    assert "too noisy" in describe_decode_cost(noisy, head_share=0.2)
-    assert "one depth" in describe_decode_cost(table.assign(blocks_left=30), head_share=0.2)
+def physics_table(steps, ideals, spread=0.01):
+    """Full model of 30 blocks and variants of 24 and 18: median steps in ms, quartiles `spread` either side."""
+    rows = [("full", 30, steps[0], 1.0)] + [(f"-{30 - b}", b, t, i) for b, t, i in zip((24, 18), steps[1:], ideals)]
+    return latency_table([(n, b, t, t * (1 - spread), t * (1 + spread), i) for n, b, t, i in rows])
+
+
+def test_check_decode_physics_passes_a_clean_line_and_reads_it_against_the_macs():
+    # 2 ms per block + 20 ms fixed: 80, 68, 56 ms. Speedups 80/68 = 1.18 and 80/56 = 1.43, under the hard bounds
+    # 30/24 = 1.25 and 30/18 = 1.67; the quartile ranges (1% either side) span about 1.15..1.20 and 1.40..1.46.
+    table = physics_table([80.0, 68.0, 56.0], ideals=[1.10, 1.43])
+    physics = check_decode_physics(table, head_share=0.4)
+    assert physics.consistent and physics.verdict == "consistent" and physics.problems == ()
+    assert physics.variants["hard_bound"].tolist() == [pytest.approx(1.25), pytest.approx(30 / 18)]
+    readings = ["above the MAC ideal: per-block overheads", "MAC ideal within the spread"]
+    assert physics.variants["reading"].tolist() == readings
+    assert (physics.per_block_ms, physics.fixed_ms) == (pytest.approx(2.0), pytest.approx(20.0))
+    # Fixed 20 of 80 ms = 25%, below the head's 40% of the MACs (32 ms): per-block overheads. An exact line: no error.
+    assert "2.00 ms per block + 20.0 ms per token whatever the depth" in physics.reading
+    assert "full model's 80.0 ms step, 32.0 ms, whatever the depth; the fit finds 20.0 ms (25%)" in physics.reading
+    assert "The fixed part is the smaller" in physics.reading
+    below = check_decode_physics(physics_table([80.0, 68.0, 56.0], ideals=[1.3, 1.6]), head_share=0.1)
+    assert below.consistent and below.variants["reading"].tolist() == ["below the MAC ideal"] * 2
+    assert "The fixed part is the larger" in below.reading  # 20 ms fixed against the head's 8 ms
+
+
+def test_check_decode_physics_reads_a_noisy_fit_as_undecided():
+    # Medians 80, 70, 56: slope 2, fixed 20.67, residuals -2/3, 4/3, -2/3; standard error
+    # sqrt((4/9 + 16/9 + 4/9) / 1 * (1/3 + 24**2 / 72)) = 4.71, so 20.67 ± 9.43 holds the head's 30% of 80 = 24 ms.
+    physics = check_decode_physics(physics_table([80.0, 70.0, 56.0], ideals=[1.1, 1.3], spread=0.10), head_share=0.3)
+    assert physics.consistent and physics.fixed_ms_se == pytest.approx(4.714, abs=1e-3)
+    assert "(± 9.43 ms, 2 standard errors)" in physics.reading
+    assert "may be smaller or larger than that" in physics.reading
+
+
+def test_check_decode_physics_fails_a_speedup_above_n_over_n_minus_k_beyond_its_range():
+    # -6 decodes 80/62 = 1.29x; its range 79.2/62.62 = 1.265 .. 80.8/61.38 = 1.316 lies above 30/24 = 1.25.
+    physics = check_decode_physics(physics_table([80.0, 62.0, 56.0], ideals=[1.1, 1.3]), head_share=0.2)
+    assert not physics.consistent
+    readings = ["bad: above the hard bound", "above the MAC ideal: per-block overheads"]
+    assert physics.variants["reading"].tolist() == readings
+    assert physics.verdict.startswith("bad measurement: -6 decodes 1.29x [1.26, 1.32], above its hard bound 30/24")
+    assert "re-measure" in physics.reading
+    # With 5% quartiles the range 76/65.1 = 1.17 .. 84/58.9 = 1.43 reaches below 1.25: not evidence of a bad run.
+    assert check_decode_physics(physics_table([80.0, 62.0, 56.0], [1.1, 1.3], spread=0.05), 0.2).consistent
+
+
+def test_check_decode_physics_fails_a_negative_fixed_cost_and_a_slower_variant():
+    # Medians near -4 + 3 ms per block: 86, 68.5, 50. With 10% quartiles no single speedup range leaves [1, N/(N-k)].
+    table = physics_table([86.0, 68.5, 50.0], ideals=[1.1, 1.3], spread=0.10)
+    physics = check_decode_physics(table, head_share=0.2)
+    x, y = table["blocks_left"].to_numpy(float), table["decode_ms_per_token"].to_numpy()
+    slope = ((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum()
+    fixed = y.mean() - slope * x.mean()
+    residual = y - (fixed + slope * x)
+    se = ((residual**2).sum() / (len(x) - 2) * (1 / len(x) + x.mean() ** 2 / ((x - x.mean()) ** 2).sum())) ** 0.5
+    assert (physics.fixed_ms, physics.fixed_ms_se) == (pytest.approx(fixed), pytest.approx(se))
+    assert fixed + 2 * se < 0  # by hand: slope 3, fixed -3.83, standard error 1.18
+    assert not any(r.startswith("bad") for r in physics.variants["reading"])
+    assert physics.problems == (
+        "the fitted fixed cost is -3.83 ms per token, more than 2 standard errors below 0, which no machine can do",
+    )
+    slower = check_decode_physics(physics_table([80.0, 90.0, 56.0], ideals=[1.1, 1.3]), head_share=0.2)
+    assert slower.variants.loc["-6", "reading"] == "bad: slower than the full model"
+    assert "-6 decodes 0.889x [0.871, 0.907]: slower than the full model" in slower.verdict
+
+
+def test_check_decode_physics_needs_two_depths_and_a_share():
+    one_depth = physics_table([80.0, 68.0, 56.0], ideals=[1.1, 1.3]).assign(blocks_left=30)
+    assert "one depth" in check_decode_physics(one_depth, head_share=0.2).reading
     with pytest.raises(ValueError, match="head_share"):
-        describe_decode_cost(table, head_share=1.0)
+        check_decode_physics(physics_table([80.0, 68.0, 56.0], ideals=[1.1, 1.3]), head_share=1.0)
 
 
 @pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "gemma2", "gemma3_text", "gpt2"])

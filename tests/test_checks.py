@@ -13,7 +13,7 @@ from tiny_models import tiny_model
 from tiny_tokenizer import tiny_tokenizer
 
 from helpers import plots
-from helpers.benefits import ideal_speedup, measure_latency
+from helpers.benefits import ideal_speedup, time_variants
 from helpers.blocks import check_block_indices
 from helpers.checks import check_choice, check_int, check_texts
 from helpers.classification import draw_shots, sms_accuracy
@@ -102,7 +102,7 @@ WRONG_TYPES = {
     "normalise": (lambda: plots.normalise(SCORES.to_frame(), 3), "normalise must be one of 'rank', 'minmax', or None"),
     "select_blocks protect_first": (lambda: select_blocks(SCORES, 2, protect_first=1.0), "protect_first must be an"),
     "ideal_speedup seq_len": (lambda: ideal_speedup(MODEL, [1], seq_len=2.5), "seq_len must be an integer, or None"),
-    "measure_latency repetitions": (lambda: measure_latency(MODEL, TOKENIZER, repetitions="2"), "repetitions must be"),
+    "time_variants repetitions": (lambda: time_variants(MODEL, TOKENIZER, {}, repetitions="2"), "repetitions must be"),
     "bootstrap_ci n_boot": (lambda: bootstrap_ci(np.ones(5), n_boot=10.0), r"n_boot must be an integer; got 10.0"),
     "item_ids limit": (lambda: item_ids(10, 2.5, 0), r"limit must be an integer, or None for every item; got 2.5"),
     "heal_with_lora steps": (lambda: heal_with_lora(MODEL, TOKENIZER, [ONE_STRING], steps=2.0), "steps must be an"),
@@ -133,7 +133,7 @@ WRONG_VALUES = {
         "protect_last must be at least 0",
     ),
     "ideal_speedup seq_len": (lambda: ideal_speedup(MODEL, [1], seq_len=0), "seq_len must be at least 1, or None"),
-    "measure_latency warmup": (lambda: measure_latency(MODEL, TOKENIZER, warmup=-1), "warmup must be at least 0"),
+    "time_variants warmup": (lambda: time_variants(MODEL, TOKENIZER, {}, warmup=-1), "warmup must be at least 0"),
     "bootstrap_ci n_boot": (lambda: bootstrap_ci(np.ones(5), n_boot=0), "n_boot must be at least 1000; got 0"),
     "item_ids limit": (lambda: item_ids(10, 0, 0), "limit must be at least 1, or None for every item; got 0"),
     "heal_with_lora rank": (lambda: heal_with_lora(MODEL, TOKENIZER, [ONE_STRING], rank=0), "rank must be at least 1"),

@@ -12,7 +12,7 @@ import torch
 from tiny_models import VOCAB, tiny_inputs, tiny_model
 from tiny_tokenizer import tiny_tokenizer
 
-from helpers.benefits import greedy_decode, measure_latency
+from helpers.benefits import greedy_decode, time_variants
 from helpers.classification import sms_accuracy
 from helpers.data import SMS_FILE, load_sms
 from helpers.data_criteria import ppl_by_sample, ppl_scores, sleb_removal, taylor_scores
@@ -103,9 +103,9 @@ def test_train_mode_model_is_evaluated_in_eval_mode_and_left_in_train_mode(dropo
     np.testing.assert_array_equal(result, expected)
 
 
-def test_measure_latency_leaves_a_train_mode_model_in_train_mode(dropout_model):
-    """Case 7: measure_latency times the model in eval mode and restores its train mode."""
-    measure_latency(dropout_model, tiny_tokenizer(), prompt_tokens=4, new_tokens=2, repetitions=1, warmup=0)
+def test_time_variants_leaves_a_train_mode_model_in_train_mode(dropout_model):
+    """Case 7: time_variants times the model in eval mode and restores its train mode."""
+    time_variants(dropout_model, tiny_tokenizer(), {"full": []}, prompt_tokens=4, new_tokens=2, repetitions=1, warmup=0)
     assert dropout_model.training
 
 
@@ -186,13 +186,13 @@ def test_taylor_refuses_weights_scaled_beyond_float32():
 @pytest.mark.parametrize(
     "call",
     [
-        lambda model: measure_latency(model, tiny_tokenizer(), prompt_tokens=120, new_tokens=9, repetitions=1),
+        lambda model: time_variants(model, tiny_tokenizer(), {"full": []}, prompt_tokens=120, new_tokens=9),
         lambda model: greedy_decode(model, torch.randint(3, VOCAB, (1, 128)), 2),
     ],
-    ids=["measure_latency", "greedy_decode"],
+    ids=["time_variants", "greedy_decode"],
 )
 def test_latency_refuses_more_tokens_than_the_model_has_positions(call):
-    """Case 14: measure_latency refuses prompt + new tokens beyond max_position_embeddings (128 here)."""
+    """Case 14: time_variants refuses prompt + new tokens beyond max_position_embeddings (128 here)."""
     with pytest.raises(ValueError, match=r"longer than the 128 positions the model was built for.*at most 128"):
         call(tiny_model("llama"))
 

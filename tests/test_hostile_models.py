@@ -22,7 +22,7 @@ from transformers import (
 )
 
 import helpers.model as hm
-from helpers.benefits import ideal_speedup, measure_latency, model_bytes, parameter_count, size_summary
+from helpers.benefits import ideal_speedup, model_bytes, parameter_count, size_summary, time_variants
 from helpers.classification import sms_accuracy
 from helpers.data_criteria import block_influence_by_sample, ppl_scores, sleb_removal, taylor_scores
 from helpers.fast.zero_shot_scorer import score_requests
@@ -45,7 +45,7 @@ LOGIT_CALLS = {
     "taylor_scores": lambda m: taylor_scores(m, [BATCH], progress=False),
     "sleb_removal": lambda m: sleb_removal(m, [BATCH], 1, progress=False),
     "score_requests": lambda m: score_requests(m, [([5, 6, 7], [8, 9])], max_length=32, progress=False),
-    "measure_latency": lambda m: measure_latency(m, TOKENIZER, prompt_tokens=4, new_tokens=2, repetitions=1, warmup=0),
+    "time_variants": lambda m: time_variants(m, TOKENIZER, {"all": []}, prompt_tokens=4, new_tokens=2, warmup=0),
     "greedy_continuation": lambda m: greedy_continuation(m, TOKENIZER, "free cash", max_new_tokens=2),
 }
 """Entry points that read next-token logits: they need a causal LM with its head."""
