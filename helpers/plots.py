@@ -698,7 +698,9 @@ def plot_speedup(
     ax.axhline(1.0, color=_HIGHLIGHT_COLOUR, lw=1)
     ideal_series = ideal_frame.iloc[:, 0].sort_index()
     measured_series = measured_frame.iloc[:, 0].sort_index()
-    ax.plot(ideal_series.index, ideal_series, ls="--", marker="o", markersize=4, color=PALETTE[0], label="ideal (MAC count)")
+    ax.plot(
+        ideal_series.index, ideal_series, ls="--", marker="o", markersize=4, color=PALETTE[0], label="ideal (MAC count)"
+    )
     ax.plot(measured_series.index, measured_series, marker="s", markersize=4, color=PALETTE[1], label="measured")
     if spread is not None:
         low, high = (_numeric_frame(end, name).iloc[:, 0].sort_index() for end, name in zip(spread, ("low", "high")))
