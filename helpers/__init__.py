@@ -73,15 +73,7 @@ from .evaluation import (
 from .fast.stored_results import StoredZeroShot, load_stored_zero_shot, stored_agreement
 from .generation import greedy_continuation
 from .hooks import BlockIO, block_hooks, input_device, record_block_io, run_model
-from .lab import (
-    blocks_for_speedup,
-    criterion_costs,
-    level_results,
-    parameters_without,
-    prediction_gate,
-    relative_update_scores,
-    score_mismatch,
-)
+from .lab import Lab, criterion_costs
 from .model import load_model, save_pruned
 from .paper import (
     HealingOutcome,
@@ -235,13 +227,8 @@ __all__ = [
     "size_summary",
     "speedup_spread",
     # the lab's checks
-    "blocks_for_speedup",
+    "Lab",
     "criterion_costs",
-    "level_results",
-    "parameters_without",
-    "prediction_gate",
-    "relative_update_scores",
-    "score_mismatch",
     # display
     "configure_display",
     "fmt",
