@@ -11,11 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from run_notebooks import course_notebooks
 
 import helpers
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = course_notebooks(ROOT / "notebooks")
 
 # `from helpers import a` / `from helpers.plots import (a,\n b)` / `import helpers`, whole statements.
 IMPORT = re.compile(
