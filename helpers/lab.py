@@ -526,12 +526,11 @@ class Lab:
         and after an exception inside the ``with`` (any left are removed here, so the notebook goes on clean).
         """
         before = _hook_ids(self.model)
-        expected = record_block_io(self.model, batch)
         problem, swallowed = None, False
         try:
             with recorder(self.model) as records:
                 run_model(self.model, batch)
-            problem = _records_mismatch(records, expected)
+            problem = _records_mismatch(records, record_block_io(self.model, batch))
         except NotImplementedError as error:
             return _not_attempted(error)
         except Exception as error:  # the learner's code: report what it raised, then check the hooks all the same
@@ -646,12 +645,14 @@ class Lab:
         self.check_selection(blocks, "your criterion's selection")
         return True
 
-    def check_save_reload(self, function: Callable[[list[int], str], Any], blocks: object) -> bool | None:
+    def check_save_reload(
+        self, function: Callable[[list[int], str], Any], blocks: object, variable: str = "the blocks"
+    ) -> bool | None:
         """Exercise "prune, save, reload": what ``function(blocks, folder)`` loads back against independent numbers:
         its block and parameter counts, and its perplexity window by window against ``skip_blocks``'."""
         if blocks is None:
-            return print("not attempted yet: set EXERCISE_BLOCKS (k block indices), then run this cell again.")
-        checked = self.valid_selection(blocks, "EXERCISE_BLOCKS")
+            return print(f"not attempted yet: set {variable} (k block indices), then run this cell again.")
+        checked = self.valid_selection(blocks, variable)
         if checked is None:
             return None
         with tempfile.TemporaryDirectory() as folder:  # about as large as the model; removed at the end
