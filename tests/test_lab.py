@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 from contextlib import contextmanager
+from pathlib import Path
 
+import nbformat
 import numpy as np
 import pandas as pd
 import pytest
@@ -281,3 +283,26 @@ def test_check_heatmap_reads_the_answer_from_the_heatmap(capsys):
     assert lab.check_heatmap(depth, 1, 3) is False
     assert "the brightest is block 2's" in capsys.readouterr().out
     assert lab.check_heatmap(depth, None, 3) is None
+
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+LAB_NOTEBOOK, SOLUTIONS = "07_hands_on_lab.ipynb", "solutions/07_hands_on_lab_solutions.ipynb"
+
+
+def test_the_solutions_set_up_exactly_what_the_lab_sets_up():
+    cells = [nbformat.read(NOTEBOOKS / name, as_version=4).cells for name in (LAB_NOTEBOOK, SOLUTIONS)]
+    setup = [[cell.source for cell in notebook if "lab-setup" in cell.metadata.get("tags", [])] for notebook in cells]
+    assert len(setup[0]) == 4 and setup[0] == setup[1]
+
+
+def test_the_learners_notebook_stores_no_answer():
+    cells = nbformat.read(NOTEBOOKS / LAB_NOTEBOOK, as_version=4).cells
+    code = "\n".join(cell.source for cell in cells if cell.cell_type == "code")
+    assert code.count('raise NotImplementedError("Exercise') == 5
+    outputs = "\n".join(
+        output.get("text", "") + str(output.get("data", {}).get("text/plain", ""))
+        for cell in cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+    )
+    assert outputs.count("not attempted yet") == 8 and "✓" not in outputs and "✗" not in outputs
