@@ -37,7 +37,7 @@ from .benefits import (
     size_summary,
     speedup_spread,
 )
-from .blocks import BLOCK_PATHS, check_block_indices, get_blocks, num_blocks
+from .blocks import BLOCK_PATHS, get_blocks, num_blocks
 from .classification import (
     ClassificationResult,
     accuracy_ci,
@@ -118,7 +118,6 @@ __all__ = [
     # model, blocks, pruning
     "BLOCK_PATHS",
     "DEFAULT_MODEL",
-    "check_block_indices",
     "get_blocks",
     "load_model",
     "num_blocks",

@@ -109,5 +109,5 @@ def test_the_notebooks_use_names_from_every_kind_of_import():
         "fmt_interval",
         "heal_with_lora",
         "plot_angular_distance",
-        "check_block_indices",
+        "Lab",
     } <= used
