@@ -402,7 +402,7 @@ class Lab:
         results = self._measured[key]
         return results, level_results(results, "yours", self.levels, self.metric)
 
-    def valid_selection(self, blocks: object, variable: str) -> list[int] | None:
+    def _valid_selection(self, blocks: object, variable: str) -> list[int] | None:
         """``blocks`` as a sorted list of k valid indices, or None after saying what is wrong with them."""
         try:
             checked = check_block_indices(blocks, self.n_blocks)
@@ -423,7 +423,7 @@ class Lab:
         """
         if blocks is None:
             return print(f"not attempted yet: set {variable} (k = {self.k} block indices), then run this cell again.")
-        checked = self.valid_selection(blocks, variable)
+        checked = self._valid_selection(blocks, variable)
         if checked is None:
             return None
         same = [name for name, chosen in self.baselines.items() if chosen == checked]
@@ -652,7 +652,7 @@ class Lab:
         its block and parameter counts, and its perplexity window by window against ``skip_blocks``'."""
         if blocks is None:
             return print(f"not attempted yet: set {variable} (k block indices), then run this cell again.")
-        checked = self.valid_selection(blocks, variable)
+        checked = self._valid_selection(blocks, variable)
         if checked is None:
             return None
         with tempfile.TemporaryDirectory() as folder:  # about as large as the model; removed at the end

@@ -306,3 +306,32 @@ def test_the_learners_notebook_stores_no_answer():
         for output in cell.outputs
     )
     assert outputs.count("not attempted yet") == 8 and "✓" not in outputs and "✗" not in outputs
+
+
+def test_check_criterion_tells_the_right_scores_from_near_misses(capsys):
+    lab = tiny_lab()
+    batches = [tiny_inputs(seed=0), tiny_inputs(seed=1, batch=3, length=9)]
+    assert lab.check_criterion(naive_relative_update, batches) is True
+    assert "✓ your code" in capsys.readouterr().out
+
+    def with_padding(model, batches):  # averages over padding tokens too
+        padded = [{**batch, "attention_mask": torch.ones_like(batch["attention_mask"])} for batch in batches]
+        return naive_relative_update(model, padded)
+
+    assert lab.check_criterion(with_padding, batches) is False
+    assert "scores differ from the reference" in capsys.readouterr().out
+
+
+def test_check_speedup_compares_every_column_with_the_shortest_selection(capsys):
+    lab = tiny_lab()
+
+    def grow(scores, target):  # the naive route: one more block until the ideal speedup reaches the target
+        return next(
+            blocks
+            for n in range(1, N_LAYERS - 1)
+            if ideal_speedup(lab.model, blocks := select_blocks(scores, n, **lab.protect)) >= target
+        )
+
+    assert lab.check_speedup(grow, 1.2) is True
+    assert lab.check_speedup(lambda scores, target: grow(scores, target)[:-1], 1.2) is False
+    assert "✗ a: yours" in capsys.readouterr().out
