@@ -26,7 +26,7 @@ import nbformat
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 sys.path.insert(0, str(NOTEBOOKS))
-from run_notebooks import KERNEL_ENV, OFFLINE_ENV, run  # noqa: E402
+from run_notebooks import KERNEL_ENV, OFFLINE_ENV, course_notebooks, run  # noqa: E402
 
 PROGRESS_MARKERS = ("it/s", "s/it", "%|")
 """Text that a tqdm bar writes (in its text form or its widget's description)."""
@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--run", action="store_true", help="execute copies now instead of reading stored timings")
     parser.add_argument("--over", type=float, default=10.0, help="list the cells slower than this (seconds)")
     args = parser.parse_args()
-    paths = [NOTEBOOKS / name for name in args.notebooks] or sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    paths = [NOTEBOOKS / name for name in args.notebooks] or course_notebooks(NOTEBOOKS)
     missing = [str(path) for path in paths if not path.is_file()]
     if missing:
         raise SystemExit(f"no such notebook: {', '.join(missing)}")

@@ -17,6 +17,8 @@ import re
 import sys
 from pathlib import Path
 
+from run_notebooks import course_notebooks
+
 COURSE_REPO = "depth-pruning-course/depth-pruning"
 """GitHub "owner/name" of the course repository (its default branch holds the notebooks)."""
 
@@ -65,6 +67,6 @@ def set_course_repo(path: Path, repo: str = COURSE_REPO) -> bool:
 
 if __name__ == "__main__":
     target = _check_repo(sys.argv[1] if len(sys.argv) > 1 else COURSE_REPO)
-    for notebook_path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+    for notebook_path in course_notebooks(NOTEBOOKS):
         changed = set_course_repo(notebook_path, target)
         print(f"{notebook_path.name}: {'now installs from' if changed else 'already names'} {target}")

@@ -1,7 +1,8 @@
 """Re-execute course notebooks and save them with their outputs (what strict nbval then compares against).
 
-    python notebooks/run_notebooks.py                  # all chapters
+    python notebooks/run_notebooks.py                  # all chapters and the lab's solutions
     python notebooks/run_notebooks.py 03_hooks.ipynb   # one chapter
+    python notebooks/run_notebooks.py solutions/07_hands_on_lab_solutions.ipynb
 
 The kernel gets KERNEL_ENV, the same environment nbval's kernels get (notebooks/conftest.py), so the stored outputs
 are what CI reproduces: no progress bars, no hub look-ups, two CPU threads.
@@ -29,6 +30,13 @@ KERNEL_ENV = {
 }
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 """What keeps a kernel off the hub: the tests that start kernels of their own add it to KERNEL_ENV."""
+
+
+def course_notebooks(folder: Path | None = None) -> list[Path]:
+    """Every notebook of the course, in order: the chapters (``NN_*.ipynb``), then the lab's solutions
+    (``solutions/NN_*.ipynb``, kept out of the learner's notebook); ``folder`` defaults to this one."""
+    folder = Path(__file__).parent if folder is None else folder
+    return sorted(folder.glob("[0-9][0-9]_*.ipynb")) + sorted(folder.glob("solutions/[0-9][0-9]_*.ipynb"))
 
 
 def apply_kernel_env() -> None:
@@ -139,7 +147,7 @@ def execute(path: Path, timeout: int = 1800) -> float:
 def main(names: list[str]) -> None:
     apply_kernel_env()
     here = Path(__file__).parent
-    paths = [here / name for name in names] if names else sorted(here.glob("[0-9][0-9]_*.ipynb"))
+    paths = [here / name for name in names] if names else course_notebooks(here)
     for path in paths:
         print(f"{path.name}: {execute(path):.0f} s", flush=True)
 

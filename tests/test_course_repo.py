@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 from course_repo import COURSE_REPO, named_repos, set_course_repo
+from run_notebooks import course_notebooks
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = course_notebooks(Path(__file__).resolve().parents[1] / "notebooks")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)

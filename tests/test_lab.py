@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import copy
+from contextlib import contextmanager
+from pathlib import Path
+
+import nbformat
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from tiny_models import N_LAYERS, tiny_inputs, tiny_model
+from tiny_tokenizer import tiny_tokenizer
 
 from helpers.benefits import ideal_speedup, parameter_count
+from helpers.blocks import get_blocks
 from helpers.evaluation import VariantResults
 from helpers.hooks import record_block_io
 from helpers.lab import (
+    Lab,
+    _parameters_without,
     blocks_for_speedup,
     criterion_costs,
     level_results,
-    parameters_without,
-    prediction_gate,
     relative_update_scores,
     score_mismatch,
 )
@@ -84,15 +91,7 @@ def test_blocks_for_speedup_is_the_shortest_selection_that_reaches_the_target():
 
 def test_parameters_without_equals_the_pruned_copy():
     model = tiny_model("llama")
-    assert parameters_without(model, [1, 3]) == parameter_count(prune_blocks(model, [1, 3]))
-    with pytest.raises(ValueError):
-        parameters_without(model, [N_LAYERS])
-
-
-def test_prediction_gate():
-    assert prediction_gate("B", ["A", "B"], "P") is None
-    assert prediction_gate(None, ["A", "B"], "P").startswith("Set P first")
-    assert "not one of" in prediction_gate("b", ["A", "B"], "P")
+    assert _parameters_without(model, [1, 3]) == parameter_count(prune_blocks(model, [1, 3]))
 
 
 def fake_ppl(window_nll):
@@ -140,3 +139,199 @@ def test_criterion_costs_count_by_hand():
     assert tuple(costs.loc["Taylor", ["forward passes", "backward passes"]]) == (10, 10)
     assert costs.loc["PPL", "forward passes"] == 300
     assert costs.loc["SLEB", "forward passes"] == 10 * (24 + 23 + 22 + 21 + 20 + 19)
+
+
+# The Lab's checks, each fed a right and a wrong piece of learner code: the right one passes, the wrong one fails and
+# the message says what is wrong.
+
+
+def tiny_lab(family="llama"):
+    """A Lab on a tiny model whose one measure is a fake perplexity: 30 windows of per-row NLL."""
+    model = tiny_model(family)
+
+    def measure(m):
+        batch = tiny_inputs(seed=3, batch=30, length=8)
+        logits = m(input_ids=batch["input_ids"]).logits[:, :-1].float()
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch["input_ids"][:, 1:], reduction="none")
+        return fake_ppl(nll.sum(1).detach().numpy() / 7 * 10)
+
+    scores = pd.DataFrame({"a": np.arange(N_LAYERS, dtype=float), "b": np.arange(N_LAYERS, 0, -1, dtype=float)})
+    baselines = {"first": [1, 2], "middle": [2, 3]}
+    return Lab(
+        model,
+        tiny_tokenizer(),
+        scores,
+        k=2,
+        protect={"protect_first": 1, "protect_last": 1},
+        measures={"ppl": measure},
+        baselines=baselines,
+        levels={"1": ("first", "beat"), "2": ("middle", "match")},
+    )
+
+
+def hook_count(model):
+    return sum(len(m._forward_hooks) for m in model.modules())
+
+
+@contextmanager
+def good_recorder(model):
+    records, handles = {}, []
+
+    def hook_for(index):
+        def hook(module, args, kwargs, output):
+            state = args[0] if args else kwargs["hidden_states"]
+            records[index] = (state.detach(), (output[0] if isinstance(output, tuple) else output).detach())
+
+        return hook
+
+    try:
+        for index, block in enumerate(get_blocks(model)):
+            handles.append(block.register_forward_hook(hook_for(index), with_kwargs=True))
+        yield records
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def leaky_recorder(model):
+    """Removes its hooks only on a normal exit (no try/finally), and records outputs as inputs."""
+    records = {}
+    handles = [
+        block.register_forward_hook(lambda m, a, o, i=i: records.__setitem__(i, (o, o)))
+        for i, block in enumerate(get_blocks(model))
+    ]
+    yield records
+    for handle in handles:
+        handle.remove()
+
+
+@contextmanager
+def not_written(model):
+    raise NotImplementedError("Exercise 4: write the recorder")
+    yield
+
+
+def test_check_recorder_tells_right_from_leaky(capsys):
+    lab = tiny_lab()
+    assert lab.check_recorder(good_recorder, tiny_inputs()) is True
+    assert lab.check_recorder(leaky_recorder, tiny_inputs()) is False
+    out = capsys.readouterr().out
+    assert f"✗ hooks left after an error inside the with: {N_LAYERS}" in out and "block 0's input differs" in out
+    assert hook_count(lab.model) == 0  # the check removed what the leaky recorder left
+    assert lab.check_recorder(not_written, tiny_inputs()) is None
+    assert "not attempted yet: Exercise 4" in capsys.readouterr().out
+
+
+def renumbered_prune(model, blocks):
+    small = copy.deepcopy(model)
+    block_list = get_blocks(small)
+    for index in sorted(blocks, reverse=True):
+        del block_list[index]
+    for position, block in enumerate(block_list):
+        for module in block.modules():
+            if isinstance(getattr(module, "layer_idx", None), int):
+                module.layer_idx = position
+    small.config.num_hidden_layers = len(block_list)
+    if getattr(small.config, "layer_types", None):
+        small.config.layer_types = [t for i, t in enumerate(small.config.layer_types) if i not in blocks]
+    return small
+
+
+def unrenumbered_prune(model, blocks):
+    small = renumbered_prune(model, blocks)
+    for position, block in enumerate(get_blocks(small)):
+        for module in block.modules():
+            if isinstance(getattr(module, "layer_idx", None), int):
+                module.layer_idx = position + (position >= 1)  # block 1 onwards keeps its old index after removing 1
+    return small
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3_text"])
+def test_check_prune_tells_a_right_surgery_from_a_wrong_renumbering(family, capsys):
+    lab = tiny_lab(family)
+    layer_types = list(getattr(lab.model.config, "layer_types", None) or [])
+    assert lab.check_prune(renumbered_prune, [1], "a b c") is True
+    assert "logits equal prune_blocks'" in capsys.readouterr().out
+    assert lab.check_prune(unrenumbered_prune, [1], "a b c") is False
+    assert "block 1 (block 2 of the full model) has layer_idx 2, expected 1" in capsys.readouterr().out
+    assert lab.check_prune(lambda m, b: m, [1], "a b c") is False  # the original itself, unpruned
+    assert len(get_blocks(lab.model)) == N_LAYERS
+    assert list(getattr(lab.model.config, "layer_types", None) or []) == layer_types
+
+
+def test_check_selection_refuses_a_baseline_and_grades_the_rest(capsys):
+    lab = tiny_lab()
+    assert lab.check_selection([2, 3]) is None
+    assert "is the baseline 'middle' itself: it passes no level" in capsys.readouterr().out
+    levels = lab.check_selection([3, 4])
+    naive = lab.judge([3, 4])[0].difference("middle", "yours", "ppl").verdict(better="lower")
+    assert levels.loc["2", "verdict"] == naive
+    assert lab.check_selection([3]) is None and "exactly k = 2" in capsys.readouterr().out
+    assert lab.check_prediction(None, {"wikitext": [1, 2], "sms": [3, 4]}, {}) is None  # nothing measured
+    assert "not attempted yet: set PREDICTION_3" in capsys.readouterr().out
+
+
+def test_check_heatmap_reads_the_answer_from_the_heatmap(capsys):
+    lab = tiny_lab()
+    cos = [0.5, 0.9, 0.95, 0.2, 0.94, 0.6]  # cell (d, d+1) for block d
+    depth = pd.DataFrame(np.eye(N_LAYERS + 1))
+    for d, value in enumerate(cos):
+        depth.iloc[d, d + 1] = value
+    assert lab.check_heatmap(depth, 2, 3) is True
+    assert lab.check_heatmap(depth, 4, 3) is True  # 0.94 looks as bright as 0.95
+    assert lab.check_heatmap(depth, 1, 3) is False
+    assert "the brightest is block 2's" in capsys.readouterr().out
+    assert lab.check_heatmap(depth, None, 3) is None
+
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+LAB_NOTEBOOK, SOLUTIONS = "07_hands_on_lab.ipynb", "solutions/07_hands_on_lab_solutions.ipynb"
+
+
+def test_the_solutions_set_up_exactly_what_the_lab_sets_up():
+    cells = [nbformat.read(NOTEBOOKS / name, as_version=4).cells for name in (LAB_NOTEBOOK, SOLUTIONS)]
+    setup = [[cell.source for cell in notebook if "lab-setup" in cell.metadata.get("tags", [])] for notebook in cells]
+    assert len(setup[0]) == 4 and setup[0] == setup[1]
+
+
+def test_the_learners_notebook_stores_no_answer():
+    cells = nbformat.read(NOTEBOOKS / LAB_NOTEBOOK, as_version=4).cells
+    code = "\n".join(cell.source for cell in cells if cell.cell_type == "code")
+    assert code.count('raise NotImplementedError("Exercise') == 5
+    outputs = "\n".join(
+        output.get("text", "") + str(output.get("data", {}).get("text/plain", ""))
+        for cell in cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+    )
+    assert outputs.count("not attempted yet") == 8 and "✓" not in outputs and "✗" not in outputs
+
+
+def test_check_criterion_tells_the_right_scores_from_near_misses(capsys):
+    lab = tiny_lab()
+    batches = [tiny_inputs(seed=0), tiny_inputs(seed=1, batch=3, length=9)]
+    assert lab.check_criterion(naive_relative_update, batches) is True
+    assert "✓ your code" in capsys.readouterr().out
+
+    def with_padding(model, batches):  # averages over padding tokens too
+        padded = [{**batch, "attention_mask": torch.ones_like(batch["attention_mask"])} for batch in batches]
+        return naive_relative_update(model, padded)
+
+    assert lab.check_criterion(with_padding, batches) is False
+    assert "scores differ from the reference" in capsys.readouterr().out
+
+
+def test_check_speedup_compares_every_column_with_the_shortest_selection(capsys):
+    lab = tiny_lab()
+
+    def grow(scores, target):  # the naive route: one more block until the ideal speedup reaches the target
+        return next(
+            blocks
+            for n in range(1, N_LAYERS - 1)
+            if ideal_speedup(lab.model, blocks := select_blocks(scores, n, **lab.protect)) >= target
+        )
+
+    assert lab.check_speedup(grow, 1.2) is True
+    assert lab.check_speedup(lambda scores, target: grow(scores, target)[:-1], 1.2) is False
+    assert "✗ a: yours" in capsys.readouterr().out

@@ -12,11 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from run_notebooks import course_notebooks
 
 import helpers
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = course_notebooks(ROOT / "notebooks")
 
 # `from helpers import a` / `from helpers.plots import (a,\n b)` / `import helpers`, whole statements.
 IMPORT = re.compile(
@@ -129,4 +130,4 @@ def test_the_front_door_is_short_and_every_name_in_it_is_used_by_a_notebook():
 def test_the_notebooks_use_names_from_every_kind_of_import():
     used = set().union(*(used_names(notebook_code(path)) for path in NOTEBOOKS))
     # One of each, by hand: a front-door name, names through a submodule (plain and lazy), a lazy front-door name.
-    assert {"load_model", "fmt", "plot_angular_distance", "heal_with_lora"} <= used
+    assert {"load_model", "fmt", "plot_angular_distance", "heal_with_lora", "Lab"} <= used

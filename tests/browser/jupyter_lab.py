@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from run_notebooks import KERNEL_ENV, OFFLINE_ENV
+from run_notebooks import KERNEL_ENV, OFFLINE_ENV, course_notebooks
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,8 +52,10 @@ def serve_copies(root_dir: Path) -> Path:
     nothing a test runs or types in a notebook can reach the repository's files."""
     target = Path(root_dir) / "notebooks"
     target.mkdir(parents=True, exist_ok=True)
-    for path in sorted((REPO / "notebooks").glob("0*.ipynb")):
-        shutil.copy2(path, target / path.name)
+    for path in course_notebooks(REPO / "notebooks"):
+        copy = target / path.relative_to(REPO / "notebooks")
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, copy)
     return Path(root_dir)
 
 

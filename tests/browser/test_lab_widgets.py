@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING
 import pytest
 from jupyter_lab import REPO, JupyterLab
 from lab_page import LabPage
-from run_notebooks import with_parameters
+from run_notebooks import course_notebooks, with_parameters
 
 if TYPE_CHECKING:
     from playwright.sync_api import Locator
 
 pytestmark = pytest.mark.browser
 
-NOTEBOOKS = sorted(path.name for path in (REPO / "notebooks").glob("0*.ipynb"))
+NOTEBOOKS = [path.relative_to(REPO / "notebooks").as_posix() for path in course_notebooks(REPO / "notebooks")]
 SMALL = dict(
     SEQ_LEN=32, WIKI_SAMPLES=1, SMS_SAMPLES=4, EVAL_WINDOWS=2, EVAL_SMS=8, SHOTS=2, PANEL_WINDOWS=2, PANEL_SMS=8
 )
