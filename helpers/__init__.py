@@ -83,18 +83,10 @@ from .lab import (
     score_mismatch,
 )
 from .model import load_model, save_pruned
-from .paper import (
-    HealingOutcome,
-    count_runs,
-    describe_blocks,
-    paired_verdict,
-    paper_pattern,
-    shortened_llama_findings,
-)
 from .perplexity import PerplexityResult, perplexity, perplexity_ci, perplexity_difference
 from .pruning import prune_blocks, skip_blocks
-from .selection import PLUS_HEURISTIC, removable_blocks, resolve_k, select_blocks
-from .settings import DEFAULT_MODEL, set_determinism
+from .selection import PLUS_HEURISTIC, count_runs, removable_blocks, resolve_k, select_blocks
+from .settings import DEFAULT_MODEL, progress_bar, set_determinism
 from .similarity import SimilarityReport, block_similarity
 from .static_criteria import POSITION_STRATEGIES, magnitude_scores, position_blocks
 from .statistics import MIN_UNITS, ConfidenceInterval, bootstrap_ci, paired_difference, rank_correlation
@@ -133,6 +125,7 @@ __all__ = [
     "prune_blocks",
     "save_pruned",
     "set_determinism",
+    "progress_bar",
     "skip_blocks",
     # data
     "calibration_batches",
@@ -174,12 +167,6 @@ __all__ = [
     "tied_order",
     "tied_ranks",
     "count_runs",
-    "describe_blocks",
-    # a paper's findings checked on the miniature (chapter 6)
-    "HealingOutcome",
-    "paired_verdict",
-    "shortened_llama_findings",
-    "paper_pattern",
     # evaluation and statistics
     "FULL",
     "VariantResults",
