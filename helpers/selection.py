@@ -9,7 +9,7 @@ criteria are compared on their scores and nothing else.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from itertools import groupby
 from numbers import Integral, Real
 from types import MappingProxyType
@@ -193,3 +193,21 @@ def select_blocks(
             )
         return sorted(_no_adjacent(order, count))
     return sorted(order[:count])
+
+
+def count_runs(blocks: Sequence[int]) -> int:
+    """How many runs of consecutive indices ``blocks`` holds (1 = one contiguous span), to describe a selection.
+
+    Args:
+        blocks: block indices, in any order, without repeats.
+
+    Returns:
+        The number of maximal runs of consecutive indices; 0 for no blocks.
+
+    Raises:
+        ValueError: if an index repeats.
+    """
+    ordered = sorted(blocks)
+    if len(set(ordered)) != len(ordered):
+        raise ValueError(f"blocks must not repeat; got {list(blocks)}")
+    return sum(1 for i, block in enumerate(ordered) if i == 0 or block != ordered[i - 1] + 1)

@@ -70,17 +70,18 @@ def set_determinism(seed: int = 0, threads: int | None = 2) -> None:
         torch.set_num_threads(threads)
 
 
-def progress_bar(iterable: Iterable[T], desc: str, enabled: bool) -> Iterable[T]:
+def progress_bar(iterable: Iterable[T], desc: str, enabled: bool = True) -> Iterable[T]:
     """``tqdm.auto`` over ``iterable`` when ``enabled`` and ``$TQDM_DISABLE`` is unset (or 0/false), else the bare
     iterable.
 
     The variable is checked here because tqdm's notebook bar ignores it (it sets ``disable`` itself), and the
-    course's nbval kernels rely on it to keep progress widgets out of the compared outputs.
+    course's nbval kernels rely on it to keep progress widgets out of the compared outputs: a notebook's own loop uses
+    ``helpers.progress_bar`` rather than ``tqdm.auto.tqdm`` for that reason.
 
     Args:
         iterable: what to iterate over.
         desc: the bar's label.
-        enabled: False returns ``iterable`` unchanged.
+        enabled: False returns ``iterable`` unchanged (a function's ``progress`` flag).
 
     Returns:
         A tqdm bar wrapping ``iterable``, or ``iterable`` itself.

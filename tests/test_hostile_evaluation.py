@@ -22,7 +22,6 @@ from helpers.blocks import num_blocks
 from helpers.classification import accuracy_difference, sms_accuracy
 from helpers.evaluation import FULL, VariantResults, compare_variants, evaluate_variants, unique_variants
 from helpers.lab import level_results
-from helpers.paper import HOLDS, paired_verdict
 from helpers.perplexity import perplexity, perplexity_ci, perplexity_difference
 from helpers.statistics import bootstrap_ci, paired_difference
 from helpers.widgets import LivePanel
@@ -81,12 +80,6 @@ def lab_passes(n: int) -> str:
     return str(level_results(lower_by_five(n), "b", {"1": ("a", "match")}, "ppl").loc["1", "passed"])
 
 
-def paper_verdict(n: int) -> str:
-    """A comparison of the paper read from ``n`` paired units on which "b" wins by 5 every time."""
-    gap = paired_difference(np.arange(n) + 5.0, np.arange(n))
-    return paired_verdict(gap, a="a", b="b", better="lower", paper_winner="b")
-
-
 VERDICT_SITES = {
     "paired interval": lambda n: paired_difference(np.arange(n) + 5.0, np.arange(n)).verdict(better="lower"),
     "VariantResults.verdict": lambda n: lower_by_five(n).verdict("a", "b", "ppl"),
@@ -98,7 +91,6 @@ VERDICT_SITES = {
     "lab level": lambda n: level_results(lower_by_five(n), "b", {"1": ("a", "match")}, "ppl").loc["1", "verdict"],
     "lab passes": lab_passes,
     "signal table": lambda n: helpers.signal_table(all_correct(n)).loc["acc", "signal"],
-    "paper": paper_verdict,
 }
 EXPECTED = {"signal table": ("above chance and majority", TOO_FEW), "lab passes": ("True", "False")}
 """Per site, what it shows at the stated minimum and one unit below; by default "better" and "too few to decide"."""
@@ -107,7 +99,7 @@ EXPECTED = {"signal table": ("above chance and majority", TOO_FEW), "lab passes"
 @pytest.mark.parametrize("site", VERDICT_SITES)
 def test_too_few_units_give_no_verdict_anywhere(site):
     """Case 1: below the stated minimum of units every verdict is "too few to decide", at it the usual verdict."""
-    decided, too_few = EXPECTED.get(site, (HOLDS if site == "paper" else "better", TOO_FEW))
+    decided, too_few = EXPECTED.get(site, ("better", TOO_FEW))
     assert VERDICT_SITES[site](STATED_MINIMUM).endswith(decided)
     assert VERDICT_SITES[site](STATED_MINIMUM - 1).endswith(too_few)
 
@@ -136,9 +128,7 @@ def test_one_window_and_one_message_decide_nothing(model):
     assert all(
         table[column].endswith(TOO_FEW) for column in ("ppl_wiki vs full", "sms_acc vs full", "sms_acc vs majority")
     )
-    # the paper's comparisons and the lab's "match" level read the same rule
-    gap = results.difference(FULL, "drop", "ppl_wiki")
-    assert paired_verdict(gap, a=FULL, b="drop", better="lower", paper_winner="drop") == TOO_FEW
+    # the lab's "match" level reads the same rule
     assert not level_results(results, "drop", {"1": (FULL, "match")}, "ppl_wiki").loc["1", "passed"]
 
 

@@ -52,6 +52,7 @@ SMALL: dict[str, dict[str, object]] = {
         SEQ_LEN=32,
         EVAL_WINDOWS=2,
         EVAL_SMS=8,
+        CHECK_SAMPLES=1,
         SLEB_SAMPLES=1,
         SHOTS=2,
         HEAL_STEPS=2,

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.selection import PLUS_HEURISTIC, select_blocks
+from helpers.selection import PLUS_HEURISTIC, count_runs, select_blocks
 from helpers.ties import TIE_RTOL, first_minimum, tie_groups, tied_order, tied_ranks
 
 
@@ -213,3 +213,21 @@ def test_tied_ranks_share_a_rank_within_a_near_tie_group():
     assert tied_ranks(pd.Series([1.0, 1.01, 0.5])).tolist() == [2.0, 3.0, 1.0]
     with pytest.raises(ValueError, match="method must be one of 'average', 'min'; got 'dense'"):
         tied_ranks(values, method="dense")
+
+
+def naive_runs(blocks):
+    """Runs counted by walking every index from the smallest to the largest."""
+    present = set(blocks)
+    return sum(
+        1 for i in range(min(blocks, default=0), max(blocks, default=-1) + 1) if i in present and i - 1 not in present
+    )
+
+
+@pytest.mark.parametrize("blocks", [[], [5], [3, 4, 5], [10, 13, 24, 25, 26, 27], [7, 1, 2, 9], [0, 2, 4, 6]])
+def test_count_runs_matches_a_walk(blocks):
+    assert count_runs(blocks) == naive_runs(blocks)
+
+
+def test_count_runs_refuses_repeats():
+    with pytest.raises(ValueError, match="repeat"):
+        count_runs([3, 3, 4])
