@@ -275,20 +275,20 @@ class VariantResults:
         ``differences``, its paired difference to the reference with the verdict (and for an accuracy, its verdict
         against the majority-class baseline).
 
-        Numbers are formatted by ``helpers.fmt`` (3 significant digits); accuracies get 3 decimals (they are
+        Numbers are formatted by ``helpers.display.fmt`` (3 significant digits); accuracies get 3 decimals (they are
         fractions of a count).
 
         Args:
             info: the ``INFO_COLUMNS`` to show first, in this order.
             differences: add a column "<metric> vs <reference>" after each metric.
-            styles: ``{metric: helpers.fmt options}``, overriding either default for that metric.
+            styles: ``{metric: helpers.display.fmt options}``, overriding either default for that metric.
 
         Returns:
             A frame of strings indexed by ``variant``: the ``info`` columns, then each metric (and its difference).
 
         Raises:
-            ValueError: for ``info`` columns that are not ``INFO_COLUMNS``; as ``helpers.fmt``, for ``styles``.
-            TypeError: as ``helpers.fmt``, for ``styles`` (an unknown option included).
+            ValueError: for ``info`` columns that are not ``INFO_COLUMNS``; as ``helpers.display.fmt``, for ``styles``.
+            TypeError: as ``helpers.display.fmt``, for ``styles`` (an unknown option included).
         """
         unknown = [column for column in info if column not in INFO_COLUMNS]
         if unknown:
@@ -324,7 +324,7 @@ class VariantResults:
         Args:
             variant: a variant name.
             metric: a metric name.
-            style: ``helpers.fmt`` options; None: 3 decimals for accuracies, 3 significant digits otherwise.
+            style: ``helpers.display.fmt`` options; None: 3 decimals for accuracies, 3 significant digits otherwise.
 
         Returns:
             The text, e.g. "31.2 [30.1, 32.4]" (an accuracy: "0.875 [0.820, 0.930]"; on 3 windows
@@ -332,7 +332,7 @@ class VariantResults:
 
         Raises:
             KeyError: for an unknown variant or metric.
-            TypeError, ValueError: as ``helpers.fmt``, for ``style``.
+            TypeError, ValueError: as ``helpers.display.fmt``, for ``style``.
         """
         ci = self.interval(variant, metric)
         style = self._style(metric, style)
@@ -348,15 +348,15 @@ class VariantResults:
             a: the variant subtracted.
             b: the other variant.
             metric: a metric name.
-            style: ``helpers.fmt`` options, as for ``formatted``; a sign is always shown.
+            style: ``helpers.display.fmt`` options, as for ``formatted``; a sign is always shown.
 
         Returns:
             The text, e.g. "+12.1 [+5.3, +19] worse"; no interval and no verdict for a plain number.
 
         Raises:
             KeyError: for an unknown variant or metric.
-            ValueError: as ``difference``; as ``helpers.fmt``, for ``style``.
-            TypeError: as ``helpers.fmt``, for ``style``.
+            ValueError: as ``difference``; as ``helpers.display.fmt``, for ``style``.
+            TypeError: as ``helpers.display.fmt``, for ``style``.
         """
         ci = self.difference(a, b, metric)
         style = {**self._style(metric, style), "sign": True}
@@ -394,7 +394,7 @@ class VariantResults:
         Args:
             pairs: ``(a, b)`` variant names; each row reads b against a.
             metric: a metric with an interval (a perplexity or an accuracy).
-            style: ``helpers.fmt`` options for ``shown``; None as in ``formatted``.
+            style: ``helpers.display.fmt`` options for ``shown``; None as in ``formatted``.
 
         Returns:
             A frame with columns ``a``, ``b``, ``b - a``, ``low``, ``high``, ``shown``, ``verdict for b``.

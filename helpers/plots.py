@@ -728,7 +728,8 @@ def plot_retained(
     generation does) are drawn solid and the others dashed.
 
     Args:
-        shares: ``helpers.retained_share``'s frame (columns ``variant``, ``metric``, ``share``, ``low``, ``high``).
+        shares: ``helpers.variant_benchmarks.retained_share``'s frame (columns ``variant``, ``metric``, ``share``,
+            ``low``, ``high``).
         title: the figure's title.
         highlight: metrics drawn solid and thick.
         ax: the Axes to draw on; None makes a new figure of ``figsize``.
@@ -742,7 +743,9 @@ def plot_retained(
     """
     needed = ["variant", "metric", "share", "low", "high"]
     if not isinstance(shares, pd.DataFrame) or shares.empty or not set(needed) <= set(shares.columns):
-        raise ValueError(f"shares must be a non-empty frame with columns {needed} (helpers.retained_share)")
+        raise ValueError(
+            f"shares must be a non-empty frame with columns {needed} (helpers.variant_benchmarks.retained_share)"
+        )
     fig, ax = _figure_and_axes(ax, figsize)
     variants = list(dict.fromkeys(shares["variant"]))
     metrics = list(dict.fromkeys(shares["metric"]))

@@ -76,7 +76,7 @@ def progress_bar(iterable: Iterable[T], desc: str, enabled: bool = True) -> Iter
 
     The variable is checked here because tqdm's notebook bar ignores it (it sets ``disable`` itself), and the
     course's nbval kernels rely on it to keep progress widgets out of the compared outputs: a notebook's own loop uses
-    ``helpers.progress_bar`` rather than ``tqdm.auto.tqdm`` for that reason.
+    ``helpers.settings.progress_bar`` rather than ``tqdm.auto.tqdm`` for that reason.
 
     Args:
         iterable: what to iterate over.
