@@ -1,0 +1,271 @@
+"""Heal without training (ReplaceMe, Shopkhoev et al. 2025): replace each removed span of blocks by one linear map.
+
+When the blocks ``[i, i + n)`` are removed, block ``i - 1``'s output ``Y + M`` (``Y``: the residual stream after its
+attention, ``M``: its MLP's output) goes straight to block ``i + n``, where the full model delivered ``L``, the output
+of block ``i + n - 1``. A d x d map ``T`` with ``M T + Y ≈ L``, fitted by least squares on calibration tokens, gives
+back part of what the span did. ``M`` is the MLP's down projection applied to its hidden activations ``a``
+(``M = a W_down^T``), so ``M T = a (T^T W_down)^T``: the map folds into that one weight and the repaired model is a
+plain, smaller model of its family (``save_pretrained`` -> ``from_pretrained`` works, nothing extra to carry).
+
+Which tokens the squares are summed over matters: padding is masked (the published code counts it), and by default
+each sequence's first position is left out too: there the hidden state is an attention sink whose norm is many times
+the others', and a handful of such rows can dominate the fit. Memory grows with d², not with the number of tokens:
+``M^T M`` and ``M^T (L - Y)`` accumulate batch by batch (float64) and one solve gives ``T``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .blocks import check_block_indices, get_blocks
+from .checks import check_bool
+from .hooks import block_hooks, run_model
+from .perplexity import PerplexityResult, perplexity, perplexity_difference
+from .pruning import prune_blocks, skip_blocks
+from .settings import progress_bar
+from .statistics import ConfidenceInterval
+
+
+@dataclass(frozen=True)
+class SpanMap:
+    """The map that replaces one removed span: ``T`` (d x d), fitted on ``tokens`` calibration tokens.
+
+    Attributes:
+        start: the span's first removed block (original numbering); the map folds into block ``start - 1``.
+        length: how many consecutive blocks it replaces.
+        map: ``T``, float32, shape (d, d): the MLP output ``M`` of block ``start - 1`` becomes ``M @ T``.
+        tokens: the calibration positions the squares were summed over.
+    """
+
+    start: int
+    length: int
+    map: torch.Tensor
+    tokens: int
+
+
+def spans(blocks: Iterable[int]) -> list[tuple[int, int]]:
+    """The maximal runs of consecutive indices in ``blocks`` as ``(start, length)``, in block order."""
+    runs: list[tuple[int, int]] = []
+    for block in sorted(blocks):
+        if runs and block == runs[-1][0] + runs[-1][1]:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((block, 1))
+    return runs
+
+
+def down_projection(block: torch.nn.Module) -> torch.nn.Linear:
+    """The linear map a block's MLP ends in (``mlp.down_proj``), where a span's map folds.
+
+    Raises:
+        ValueError: naming what is missing: an MLP without one final linear map (a mixture of experts, another
+            layout), or a family that normalises the MLP's output before adding it to the residual stream
+            (``post_feedforward_layernorm``: Gemma 2/3, OLMo 2), where a map cannot fold into a weight.
+    """
+    down = getattr(getattr(block, "mlp", None), "down_proj", None)
+    if not isinstance(down, torch.nn.Linear):
+        mlp = getattr(block, "mlp", None)
+        raise ValueError(
+            f"a linear map folds into the MLP's final linear layer `mlp.down_proj`, but this block's MLP "
+            f"({type(mlp).__name__}) has none (a mixture of experts or another layout): supported are families whose "
+            "MLP ends in one `down_proj` Linear, e.g. LLaMA, Mistral, Qwen 2/3, Gemma (1), Phi-3"
+        )
+    if getattr(block, "post_feedforward_layernorm", None) is not None:
+        raise ValueError(
+            f"{type(block).__name__} normalises its MLP output (`post_feedforward_layernorm`) before adding it to the "
+            "residual stream, so `M @ T` cannot be folded into `down_proj` exactly (the norm is not linear); "
+            "supported are families whose MLP output is added as it is, e.g. LLaMA, Mistral, Qwen 2/3, Gemma (1)"
+        )
+    return down
+
+
+def _fit_mask(attention_mask: torch.Tensor, skip_first: bool) -> torch.Tensor:
+    """The positions whose squares count: real tokens, without each row's first real token when ``skip_first``."""
+    mask = attention_mask.bool()
+    if skip_first:
+        mask = mask & (mask.long().cumsum(dim=1) > 1)
+    return mask
+
+
+class _SpanDone(Exception):
+    """Raised by the last hook of a fit: nothing after the span is needed, so the forward pass stops there."""
+
+
+def fit_span_map(
+    model: PreTrainedModel,
+    batches: Sequence[Mapping[str, torch.Tensor]],
+    start: int,
+    length: int,
+    *,
+    ridge: float = 1e-4,
+    skip_first: bool = True,
+    progress: bool = True,
+) -> SpanMap:
+    """Fit ``T`` minimising ``sum ||M T + Y - L||^2 + ridge * trace(M^T M) / d * ||T||^2`` for the span ``[start, start +
+    length)`` of ``model`` (as it is now: earlier spans may be skipped or repaired already).
+
+    Args:
+        model: the model whose blocks ``start - 1`` .. ``start + length - 1`` are run (stopped after the span).
+        batches: calibration batches with ``input_ids`` and ``attention_mask`` (e.g. ``calibration_batches``).
+        start: the span's first block, at least 1 (the map folds into block ``start - 1``).
+        length: the span's number of blocks.
+        ridge: the ridge term relative to the mean eigenvalue of ``M^T M`` (0: plain least squares).
+        skip_first: leave each sequence's first real token (the attention sink) out of the squares.
+        progress: show a bar over the batches.
+
+    Returns:
+        The ``SpanMap``.
+
+    Raises:
+        ValueError: for a span outside the model or starting at block 0, a negative ridge, no token to fit on, or a
+            block the map cannot fold into (``down_projection``).
+    """
+    blocks = get_blocks(model)
+    check_bool("skip_first", skip_first)
+    if not isinstance(length, int) or length < 1:
+        raise ValueError(f"length must be a positive number of blocks; got {length!r}")
+    check_block_indices(range(start, start + length), len(blocks))
+    if start == 0:
+        raise ValueError("a span starting at block 0 has no block before it whose MLP could carry the map; start >= 1")
+    if ridge < 0:
+        raise ValueError(f"ridge must be >= 0 (0: plain least squares); got {ridge}")
+    before, last = blocks[start - 1], start + length - 1
+    down = down_projection(before)
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep_mlp(module, args, output):
+        seen["M"] = output
+
+    def record(index: int, block_input: torch.Tensor, block_output: torch.Tensor) -> None:
+        seen[index] = block_output
+        if index == last:
+            raise _SpanDone
+
+    d = down.out_features
+    mtm = torch.zeros(d, d, dtype=torch.float64)
+    mtr = torch.zeros(d, d, dtype=torch.float64)
+    tokens = 0
+    handle = before.mlp.register_forward_hook(keep_mlp)
+    try:
+        for batch in progress_bar(batches, f"fitting the map for blocks {start}-{last}", progress):
+            with block_hooks(model, record, [start - 1, last]):
+                try:
+                    run_model(model, batch)
+                except _SpanDone:
+                    pass
+            rows = _fit_mask(batch["attention_mask"], skip_first).to(seen["M"].device)
+            m = seen["M"][rows].double().cpu()
+            y = (seen[start - 1][rows] - seen["M"][rows]).double().cpu()  # block output = Y + M
+            target = seen[last][rows].double().cpu() - y
+            mtm += m.T @ m
+            mtr += m.T @ target
+            tokens += int(rows.sum())
+    finally:
+        handle.remove()
+    if tokens == 0:
+        raise ValueError("no token to fit on: the batches hold no real token after each row's first (skip_first)")
+    damping = ridge * torch.trace(mtm) / d
+    solved = torch.linalg.solve(mtm + damping * torch.eye(d, dtype=torch.float64), mtr)
+    return SpanMap(start=start, length=length, map=solved.float(), tokens=tokens)
+
+
+@torch.no_grad()
+def fold_map(block: torch.nn.Module, span_map: torch.Tensor) -> None:
+    """Fold ``T`` into ``block``'s MLP down projection, in place: the block's MLP output ``M`` becomes ``M @ T``."""
+    down = down_projection(block)
+    if span_map.shape != (down.out_features, down.out_features):
+        raise ValueError(f"the map must be {down.out_features} x {down.out_features}; got {tuple(span_map.shape)}")
+    t = span_map.to(down.weight.device, torch.float64)
+    down.weight.copy_((t.T @ down.weight.double()).to(down.weight.dtype))
+    if down.bias is not None:
+        down.bias.copy_((down.bias.double() @ t).to(down.bias.dtype))
+
+
+@dataclass(frozen=True)
+class LinearRepair:
+    """A pruned model repaired by linear maps, with what held-out data says of the maps.
+
+    Attributes:
+        model: the pruned model with each span's map folded in (a plain model of its family).
+        maps: one ``SpanMap`` per removed span, in block order.
+        pruned: held-out perplexity of the pruned model without the maps.
+        repaired: held-out perplexity of ``model``, on the same windows.
+        difference: repaired - pruned perplexity, paired over the windows (lower is better).
+    """
+
+    model: PreTrainedModel
+    maps: list[SpanMap]
+    pruned: PerplexityResult
+    repaired: PerplexityResult
+    difference: ConfidenceInterval
+
+    @property
+    def verdict(self) -> str:
+        """The maps on held-out data: "better", "worse", "within noise" or "too few to decide"."""
+        return self.difference.verdict(better="lower")
+
+
+def linear_repair(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    blocks: Iterable[int],
+    calibration: Sequence[Mapping[str, torch.Tensor]],
+    held_out: Sequence[str],
+    *,
+    ridge: float = 1e-4,
+    skip_first: bool = True,
+    seq_len: int = 128,
+    max_windows: int | None = 20,
+    progress: bool = True,
+) -> LinearRepair:
+    """Remove ``blocks`` and replace each span of them by a fitted linear map, then measure the maps on held-out text.
+
+    Spans are fitted in block order, each on the model with the earlier spans already removed and repaired, as the
+    repaired model will run. ``model`` is not changed. The held-out perplexity with and without the maps comes back
+    with the model, so a map that hurts is never handed over silently: keep it only where ``verdict`` is "better".
+
+    Args:
+        model: the full model.
+        tokenizer: its tokenizer.
+        blocks: the blocks to remove (no span may start at block 0).
+        calibration: the batches the maps are fitted on (``calibration_batches``).
+        held_out: texts the fit never saw (e.g. ``load_wikitext("evaluation")``).
+        ridge: as for ``fit_span_map``.
+        skip_first: as for ``fit_span_map``.
+        seq_len: tokens per held-out perplexity window.
+        max_windows: held-out windows (None: all).
+        progress: show progress bars.
+
+    Returns:
+        A ``LinearRepair``.
+
+    Raises:
+        ValueError: as ``check_block_indices``, ``fit_span_map`` and ``perplexity``.
+    """
+    removed = check_block_indices(blocks, len(get_blocks(model)))
+    for start, _ in spans(removed):
+        if start == 0:
+            raise ValueError("a span starting at block 0 has no block before it to carry its map; keep block 0")
+        down_projection(get_blocks(model)[start - 1])
+    repaired = copy.deepcopy(model)
+    originals = get_blocks(repaired)
+    maps, done = [], []
+    for start, length in spans(removed):
+        shift = len(done)  # earlier spans are skipped, so this span's blocks sit that many places lower
+        with skip_blocks(repaired, done) as current:
+            span_map = fit_span_map(current, calibration, start - shift, length, ridge=ridge, skip_first=skip_first,
+                                    progress=progress)
+        fold_map(originals[start - 1], span_map.map)
+        maps.append(SpanMap(start, length, span_map.map, span_map.tokens))
+        done += range(start, start + length)
+    repaired = prune_blocks(repaired, removed, inplace=True)
+    window_args = dict(seq_len=seq_len, max_windows=max_windows, progress=progress)
+    with skip_blocks(model, removed) as pruned_model:
+        pruned = perplexity(pruned_model, tokenizer, held_out, **window_args)
+    after = perplexity(repaired, tokenizer, held_out, **window_args)
+    return LinearRepair(repaired, maps, pruned, after, perplexity_difference(pruned, after))
