@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 
 import torch
@@ -106,8 +107,8 @@ def fit_span_map(
     skip_first: bool = True,
     progress: bool = True,
 ) -> SpanMap:
-    """Fit ``T`` minimising ``sum ||M T + Y - L||^2 + ridge * trace(M^T M) / d * ||T||^2`` for the span ``[start, start +
-    length)`` of ``model`` (as it is now: earlier spans may be skipped or repaired already).
+    """Fit ``T`` minimising ``sum ||M T + Y - L||^2 + ridge * trace(M^T M) / d * ||T||^2`` for the span
+    ``[start, start + length)`` of ``model`` as it is now (earlier spans may be skipped or repaired already).
 
     Args:
         model: the model whose blocks ``start - 1`` .. ``start + length - 1`` are run (stopped after the span).
@@ -153,11 +154,9 @@ def fit_span_map(
     handle = before.mlp.register_forward_hook(keep_mlp)
     try:
         for batch in progress_bar(batches, f"fitting the map for blocks {start}-{last}", progress):
-            with block_hooks(model, record, [start - 1, last]):
-                try:
-                    run_model(model, batch)
-                except _SpanDone:
-                    pass
+            # The last hook raises _SpanDone: the pass stops after the span's last block.
+            with block_hooks(model, record, [start - 1, last]), suppress(_SpanDone):
+                run_model(model, batch)
             rows = _fit_mask(batch["attention_mask"], skip_first).to(seen["M"].device)
             m = seen["M"][rows].double().cpu()
             y = (seen[start - 1][rows] - seen["M"][rows]).double().cpu()  # block output = Y + M
@@ -258,8 +257,9 @@ def linear_repair(
     for start, length in spans(removed):
         shift = len(done)  # earlier spans are skipped, so this span's blocks sit that many places lower
         with skip_blocks(repaired, done) as current:
-            span_map = fit_span_map(current, calibration, start - shift, length, ridge=ridge, skip_first=skip_first,
-                                    progress=progress)
+            span_map = fit_span_map(
+                current, calibration, start - shift, length, ridge=ridge, skip_first=skip_first, progress=progress
+            )
         fold_map(originals[start - 1], span_map.map)
         maps.append(SpanMap(start, length, span_map.map, span_map.tokens))
         done += range(start, start + length)

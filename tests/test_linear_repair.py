@@ -159,8 +159,9 @@ def test_linear_repair_fits_spans_in_order_and_reports_held_out_perplexity(tmp_p
     # Held-out perplexities, each recomputed on its own, and the paired difference of the two.
     pruned = perplexity(prune_blocks(model, [1, 2, 4]), tok, held_out, seq_len=16, max_windows=12, progress=False)
     assert repair.pruned.ppl == pytest.approx(pruned.ppl, rel=1e-5)
-    assert repair.repaired.ppl == pytest.approx(perplexity(by_hand, tok, held_out, seq_len=16, max_windows=12,
-                                                           progress=False).ppl, rel=1e-5)
+    assert repair.repaired.ppl == pytest.approx(
+        perplexity(by_hand, tok, held_out, seq_len=16, max_windows=12, progress=False).ppl, rel=1e-5
+    )
     assert repair.difference.estimate == pytest.approx(repair.repaired.ppl - repair.pruned.ppl, rel=1e-6)
     assert repair.verdict in {"better", "worse", "within noise"}
     # A plain model of its family: saved and reloaded, it computes the same logits.
@@ -178,8 +179,12 @@ def test_spans_are_the_runs_of_consecutive_blocks():
 
 @pytest.mark.parametrize(
     ("family", "message"),
-    [("mixtral", "down_proj"), ("qwen3_moe", "down_proj"), ("gemma2", "post_feedforward_layernorm"),
-     ("gemma3_text", "post_feedforward_layernorm")],
+    [
+        ("mixtral", "down_proj"),
+        ("qwen3_moe", "down_proj"),
+        ("gemma2", "post_feedforward_layernorm"),
+        ("gemma3_text", "post_feedforward_layernorm"),
+    ],
 )
 def test_blocks_a_map_cannot_fold_into_are_named(family, message):
     model = tiny_model(family)
