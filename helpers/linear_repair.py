@@ -7,10 +7,14 @@ back part of what the span did. ``M`` is the MLP's down projection applied to it
 (``M = a W_down^T``), so ``M T = a (T^T W_down)^T``: the map folds into that one weight and the repaired model is a
 plain, smaller model of its family (``save_pretrained`` -> ``from_pretrained`` works, nothing extra to carry).
 
-Which tokens the squares are summed over matters: padding is masked (the published code counts it), and by default
-each sequence's first position is left out too: there the hidden state is an attention sink whose norm is many times
-the others', and a handful of such rows can dominate the fit. Memory grows with d², not with the number of tokens:
-``M^T M`` and ``M^T (L - Y)`` accumulate batch by batch (float64) and one solve gives ``T``.
+Which tokens the squares are summed over matters. Padding is always masked (the published code counts it). Each
+sequence's first position is an attention sink whose residual stream has a norm about 100 times the others' on the
+course model, but the fit regresses the span's change ``L - Y`` on the MLP output ``M``, which is small there, so
+those rows do not dominate it: on the course model (blocks 20-25 removed, 64 WikiText samples) leaving them out moved
+held-out perplexity by -0.2 [-0.6, +0.1], within noise. So by default every real token counts (``skip_first=False``);
+the option stays to show it. The map has d² parameters and wants thousands of tokens: there, 2k tokens gave held-out
+perplexity 330, 7k gave 190 and 28k gave 176 (paired: better than 7k). Memory grows with d², not with the number of
+tokens: ``M^T M`` and ``M^T (L - Y)`` accumulate batch by batch (float64) and one solve gives ``T``.
 """
 
 from __future__ import annotations
@@ -104,7 +108,7 @@ def fit_span_map(
     length: int,
     *,
     ridge: float = 1e-4,
-    skip_first: bool = True,
+    skip_first: bool = False,
     progress: bool = True,
 ) -> SpanMap:
     """Fit ``T`` minimising ``sum ||M T + Y - L||^2 + ridge * trace(M^T M) / d * ||T||^2`` for the span
@@ -116,7 +120,8 @@ def fit_span_map(
         start: the span's first block, at least 1 (the map folds into block ``start - 1``).
         length: the span's number of blocks.
         ridge: the ridge term relative to the mean eigenvalue of ``M^T M`` (0: plain least squares).
-        skip_first: leave each sequence's first real token (the attention sink) out of the squares.
+        skip_first: leave each sequence's first real token (the attention sink) out of the squares (see the module
+            docstring: on the course model it changes nothing beyond noise).
         progress: show a bar over the batches.
 
     Returns:
@@ -167,7 +172,7 @@ def fit_span_map(
     finally:
         handle.remove()
     if tokens == 0:
-        raise ValueError("no token to fit on: the batches hold no real token after each row's first (skip_first)")
+        raise ValueError("no token to fit on: the batches hold no real token (skip_first: none after a row's first)")
     damping = ridge * torch.trace(mtm) / d
     solved = torch.linalg.solve(mtm + damping * torch.eye(d, dtype=torch.float64), mtr)
     return SpanMap(start=start, length=length, map=solved.float(), tokens=tokens)
@@ -217,7 +222,7 @@ def linear_repair(
     held_out: Sequence[str],
     *,
     ridge: float = 1e-4,
-    skip_first: bool = True,
+    skip_first: bool = False,
     seq_len: int = 128,
     max_windows: int | None = 20,
     progress: bool = True,

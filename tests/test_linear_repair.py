@@ -44,10 +44,8 @@ def hand_recorded(model, batch, start, length):
 
 
 def fit_rows(batch):
-    """Real tokens after each row's first (right padding: column 0 is every row's first token)."""
-    rows = batch["attention_mask"].bool().clone()
-    rows[:, 0] = False
-    return rows
+    """The real tokens (the fit's default counts every one of them, padding never)."""
+    return batch["attention_mask"].bool()
 
 
 @pytest.mark.parametrize("family", FOLDABLE)
@@ -85,8 +83,8 @@ def test_the_ridge_term_shrinks_the_map_as_written():
 
 
 def test_padding_and_the_first_position_are_left_out():
-    """A padded batch fits the same map as its rows run one by one without padding; keeping the first position
-    changes the fit (it is counted when asked)."""
+    """A padded batch fits the same map as its rows run one by one without padding; leaving out each row's first
+    position (asked for) counts two rows fewer per batch and changes the fit."""
     model = tiny_model("llama")
     padded = [tiny_inputs(seed=s, batch=2, length=16) for s in range(4)]  # row 1 ends in 3 pads
     one_by_one = [
@@ -96,12 +94,12 @@ def test_padding_and_the_first_position_are_left_out():
     ]
     a = fit_span_map(model, padded, START, LENGTH, ridge=0.0, progress=False)
     b = fit_span_map(model, one_by_one, START, LENGTH, ridge=0.0, progress=False)
-    with_first = fit_span_map(model, padded, START, LENGTH, ridge=0.0, skip_first=False, progress=False)
+    without_first = fit_span_map(model, padded, START, LENGTH, ridge=0.0, skip_first=True, progress=False)
 
-    assert a.tokens == b.tokens == sum(int(x["attention_mask"].sum()) - 2 for x in padded)
+    assert a.tokens == b.tokens == sum(int(x["attention_mask"].sum()) for x in padded)
     torch.testing.assert_close(a.map, b.map, rtol=1e-3, atol=1e-4)
-    assert with_first.tokens == a.tokens + 2 * len(padded)
-    assert not torch.allclose(with_first.map, a.map, atol=1e-3)
+    assert without_first.tokens == a.tokens - 2 * len(padded)
+    assert not torch.allclose(without_first.map, a.map, atol=1e-3)
 
 
 def test_the_folded_map_turns_the_mlp_output_into_m_times_t():
