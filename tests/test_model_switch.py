@@ -41,7 +41,7 @@ EXPLORER = dict(
 )
 SMALL: dict[str, dict[str, object]] = {
     "01_fundamentals_and_benefits.ipynb": dict(NEW_TOKENS_TEXT=4, PROMPT_TOKENS=16, NEW_TOKENS=4, REPETITIONS=1),
-    "02_static_block_selection.ipynb": dict(SEQ_LEN=32, MAX_WINDOWS=2, SHOTS=2, MAX_SMS=8, MAX_NEW_TOKENS=4),
+    "02_static_block_selection.ipynb": dict(SEQ_LEN=32, EVAL_WINDOWS=2, EVAL_SMS=8, SHOTS=2, MAX_NEW_TOKENS=4),
     "03_pytorch_hooks.ipynb": dict(N_CALIBRATION=2, SEQ_LEN=32),
     "04_cosine_similarity.ipynb": dict(N_CALIBRATION=2, SEQ_LEN=32, EVAL_WINDOWS=2, EVAL_SMS=8, SHOTS=2),
     "05_wikitext_vs_sms.ipynb": dict(
