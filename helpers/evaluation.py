@@ -25,8 +25,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .benchmark_results import ZeroShotResult, zero_shot_ci, zero_shot_result_difference
 from .benefits import ideal_speedup, model_bytes, parameter_count, time_variants
+from .block_inputs import BlockInputs, MissingRecording
 from .blocks import check_block_indices, get_blocks
-from .checks import check_mapping
+from .checks import check_bool, check_mapping
 from .classification import ClassificationResult, accuracy_ci, accuracy_difference, sms_accuracy
 from .display import fmt, fmt_ci
 from .perplexity import PerplexityResult, perplexity, perplexity_ci, perplexity_difference
@@ -99,6 +100,8 @@ class VariantResults:
         reference: the variant that differences and verdicts are read against by default.
         model_state: the measured model and the state of its weights (``evaluate_variants`` reuses these results only
             for the same); None for results built by hand.
+        recordings: per measure, the full model's block inputs that ``evaluate_variants(..., resume=True)`` recorded,
+            so that a later call with ``reuse`` these results resumes its variants from them too.
     """
 
     variants: dict[str, list[int]]
@@ -106,6 +109,7 @@ class VariantResults:
     info: pd.DataFrame
     reference: str = FULL
     model_state: tuple | None = field(default=None, repr=False, compare=False)
+    recordings: dict[str, BlockInputs] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def metrics(self) -> list[str]:
@@ -543,6 +547,7 @@ def evaluate_variants(
     reference: str = FULL,
     seq_len: int | None = None,
     reuse: VariantResults | None = None,
+    resume: bool = False,
     progress: bool = True,
 ) -> VariantResults:
     """Run every measure on the full model and on each variant (``skip_blocks``: what ``prune_blocks`` would return).
@@ -558,6 +563,10 @@ def evaluate_variants(
         reuse: earlier results with the same measures: variants found there (same blocks) are not measured again
             (the live panel keeps the full model's this way), unless the model is another one or its weights have
             changed since (in place included; see ``VariantResults.model_state``).
+        resume: record the full model's block inputs while it is measured, and run each variant from the last
+            recorded block before its first removed one (``helpers.block_inputs``): the same numbers, and for blocks
+            removed deep in the model about half the work. Only for measures that read nothing but the model's
+            outputs (perplexity, accuracy), never for sizes or timings: the blocks before are missing inside.
         progress: show a progress bar over the variants.
 
     Returns:
@@ -572,6 +581,7 @@ def evaluate_variants(
     """
     check_mapping("variants", variants, "{name: blocks to remove}")
     check_mapping("measures", measures, "{name: f(model) -> result}")
+    check_bool("resume", resume)
     blocks = get_blocks(model)
     if FULL in variants and check_block_indices(variants[FULL], len(blocks), allow_empty=True):
         raise ValueError(
@@ -588,16 +598,19 @@ def evaluate_variants(
 
     total, state = parameter_count(model), _model_state(model)
     measured: dict[tuple[int, ...], tuple[dict[str, Any], dict[str, Any]]] = {}  # removed blocks -> results, info
+    recordings: dict[str, BlockInputs] = {}
     if reuse is not None and reuse.model_state == state:
         measured = {
             tuple(removed): (reuse.results[n], reuse.info.loc[n].to_dict()) for n, removed in reuse.variants.items()
         }
-    for name, removed in progress_bar(plan.items(), "variants", progress):
+        recordings = dict(reuse.recordings)
+    for name, removed in progress_bar(plan.items(), f"evaluating {len(plan)} variants", progress):
         if tuple(removed) not in measured:
             with skip_blocks(model, removed) as variant:
                 found: dict[str, Any] = {}
                 for measure_name, measure in measures.items():
-                    found |= _flatten(name, measure_name, measure(variant))
+                    result = _run_measure(variant, measure, removed, recordings, measure_name, resume)
+                    found |= _flatten(name, measure_name, result)
                 left, left_bytes = parameter_count(variant), model_bytes(variant)
             measured[tuple(removed)] = (
                 found,
@@ -623,7 +636,32 @@ def evaluate_variants(
         {"n_removed": int, "blocks_left": int, "parameters": int}
     )
     frame.index.name = "variant"
-    return VariantResults(variants=plan, results=results, info=frame, reference=reference, model_state=state)
+    return VariantResults(
+        variants=plan, results=results, info=frame, reference=reference, model_state=state, recordings=recordings
+    )
+
+
+def _run_measure(
+    variant: PreTrainedModel,
+    measure: Measure,
+    removed: list[int],
+    recordings: dict[str, BlockInputs],
+    name: str,
+    resume: bool,
+) -> Any:
+    """One measure on one variant; with ``resume``, the full model (nothing ``removed``) records its block inputs
+    in ``recordings[name]`` and a variant runs from them (every block again if the measure's forward calls differ)."""
+    if resume and not removed:
+        recordings[name] = BlockInputs(variant)
+        with recordings[name].record(variant):
+            return measure(variant)
+    if resume and name in recordings:
+        try:
+            with recordings[name].resume(variant, min(removed)) as shallow:
+                return measure(shallow)
+        except MissingRecording:
+            pass
+    return measure(variant)
 
 
 def compare_variants(

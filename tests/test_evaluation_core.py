@@ -18,7 +18,7 @@ from helpers.benefits import ideal_speedup, model_bytes, parameter_count
 from helpers.blocks import num_blocks
 from helpers.classification import accuracy_difference, sms_accuracy
 from helpers.display import fmt_ci
-from helpers.evaluation import FULL, benefits_table, compare_variants, evaluate_variants
+from helpers.evaluation import FULL, benefits_table, compare_variants, evaluate_variants, quality_measures
 from helpers.perplexity import perplexity, perplexity_ci, perplexity_difference
 from helpers.pruning import prune_blocks
 
@@ -258,3 +258,36 @@ def test_plot_labels_rename_panels_and_their_options(setup):
     )
     assert [axis.get_ylabel() for axis in fig.axes] == ["WikiText perplexity", "SMS accuracy"]
     assert fig.axes[0].get_yscale() == "log" and fig.axes[1].get_legend() is not None  # the majority line's legend
+
+
+def test_resumed_variants_equal_pruned_copies_without_running_the_blocks_before(setup):
+    model, tokenizer, texts, frame, examples, _ = setup
+    measures = quality_measures(
+        tokenizer,
+        texts={"wiki": texts},
+        sms=frame,
+        sms_examples=examples,
+        shots=2,
+        seq_len=16,
+        max_windows=None,
+        max_sms=None,
+    )
+    first = evaluate_variants(model, {}, measures, resume=True, progress=False)  # the full model, recorded
+    runs = [0] * N_LAYERS
+    handles = [
+        block.register_forward_pre_hook(lambda *_, i=i: runs.__setitem__(i, runs[i] + 1))
+        for i, block in enumerate(model.model.layers)
+    ]
+    try:  # a later call (another cell) resumes from the recording that `reuse` carries
+        results = evaluate_variants(model, VARIANTS, measures, reuse=first, resume=True, progress=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    for name, blocks in VARIANTS.items():
+        ppl, acc = direct(model, tokenizer, texts, frame, examples, blocks)
+        assert results.interval(name, "ppl_wiki").estimate == pytest.approx(ppl.ppl, rel=1e-5)
+        assert (results.results[name]["sms_acc"].predictions == acc.predictions).all()
+    # Both variants keep block 0, and each runs from its first removed block: block 0 never runs again, block 3 does.
+    assert runs[0] == 0 and runs[3] > 0
+    with pytest.raises(TypeError, match="resume"):
+        evaluate_variants(model, {}, measures, resume="yes", progress=False)

@@ -45,7 +45,7 @@ SMALL: dict[str, dict[str, object]] = {
     "03_pytorch_hooks.ipynb": dict(N_CALIBRATION=2, SEQ_LEN=32),
     "04_cosine_similarity.ipynb": dict(N_CALIBRATION=2, SEQ_LEN=32, EVAL_WINDOWS=2, EVAL_SMS=8, SHOTS=2),
     "05_wikitext_vs_sms.ipynb": dict(
-        **EXPLORER, TASK_SAMPLES=4, NOISE_SPLITS=2, ZERO_SHOT_SMS=4, K_SWEEP=(1, 2), SWEEP_WINDOWS=2, BENCHMARK_LIVE=2
+        **EXPLORER, TASK_SAMPLES=4, NOISE_SPLITS=2, ZERO_SHOT_SMS=4, K_SWEEP=(1, 2), BENCHMARK_LIVE=2
     ),
     "06_shortened_llama_in_practice.ipynb": dict(
         CALIBRATION_SAMPLES=2,
