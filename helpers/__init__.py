@@ -15,7 +15,7 @@ from .benefits import ideal_speedup, parameter_count, size_summary
 from .blocks import get_blocks, num_blocks
 from .classification import sms_accuracy
 from .data import calibration_batches, load_sms, load_wikitext
-from .data_criteria import ppl_scores, taylor_scores
+from .data_criteria import taylor_scores
 from .evaluation import compare_variants, evaluate_variants, quality_measures
 from .hooks import block_hooks, record_block_io
 from .model import load_model, save_pruned
@@ -61,7 +61,6 @@ __all__ = [
     # criteria and selection
     "position_blocks",
     "magnitude_scores",
-    "ppl_scores",
     "taylor_scores",
     "removable_blocks",
     "resolve_k",
