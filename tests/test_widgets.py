@@ -383,7 +383,6 @@ def test_block_explorer_wires_chooser_to_panel(model):
     assert panel.error is None and panel.results["removed"] == [1] and panel.results["blocks_left"] == N_LAYERS - 1
 
 
-
 def test_prepare_measures_the_full_model_once_so_a_click_measures_only_its_choice(model):
     calls, generated = [], []
 
