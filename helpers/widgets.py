@@ -28,6 +28,7 @@ from .display import fmt
 from .evaluation import FULL, INFO_COLUMNS, Measure, VariantResults, _model_state, evaluate_variants
 from .generation import greedy_continuation
 from .pruning import skip_blocks
+from .settings import progress_bar
 from .statistics import MIN_UNITS
 from .ties import tied_ranks
 
@@ -377,11 +378,6 @@ class LivePanel(widgets.VBox):
             raise ValueError(f"measure names {sorted(set(measures) & reserved)} are reserved; rename them")
         if debounce_s < 0:
             raise ValueError(f"debounce_s must be >= 0 seconds, got {debounce_s}")
-        if chooser is not None and chooser.n_blocks != num_blocks(model):
-            raise ValueError(
-                f"the chooser covers {chooser.n_blocks} blocks but the model has {num_blocks(model)}: its block "
-                "numbers would name other blocks. Build it from scores of this model, one per block."
-            )
         self.model = model
         self.measures = dict(measures)
         self.first_look = None if first_look is None else dict(first_look)
@@ -395,7 +391,6 @@ class LivePanel(widgets.VBox):
         self._state: tuple = ()
         self._removed: list[int] = []
         self._generate = generate
-        self.chooser = chooser
         self.debounce_s = debounce_s
         self.evaluation: VariantResults | None = None
         self.results: dict[str, Any] = {}
@@ -413,8 +408,23 @@ class LivePanel(widgets.VBox):
             [widgets.HBox([self.evaluate_button, self.auto_update]), self.status, self.table, self.generation]
         )
         self.evaluate_button.on_click(lambda _: self._evaluate_and_show())
+        self.chooser: BlockChooser | None = None
         if chooser is not None:
-            chooser.observe(self._on_selection, names="selected")
+            self.attach(chooser)
+
+    def attach(self, chooser: BlockChooser) -> None:
+        """Evaluate ``chooser``'s selection from now on (the Evaluate button; ``auto_update`` on its changes).
+
+        Raises:
+            ValueError: if ``chooser`` covers another number of blocks than the model has.
+        """
+        if chooser.n_blocks != self._n_blocks:
+            raise ValueError(
+                f"the chooser covers {chooser.n_blocks} blocks but the model has {self._n_blocks}: its block "
+                "numbers would name other blocks. Build it from scores of this model, one per block."
+            )
+        self.chooser = chooser
+        chooser.observe(self._on_selection, names="selected")
 
     @classmethod
     def for_course(
@@ -532,31 +542,55 @@ class LivePanel(widgets.VBox):
             blocks = self.chooser.selected if self.chooser is not None else []
         removed = check_block_indices(blocks, num_blocks(self.model), allow_empty=True)
         first_look = first_look and self.first_look is not None
-        measures = self.first_look if first_look else self.measures
-        state = _model_state(self.model)
-        kept = {(), tuple(removed)} if state == self._state else set()
-        self._measured = {key: result for key, result in self._measured.items() if key[1] in kept}
-        self._state, self._removed = state, removed
-        self.evaluation = evaluate_variants(
-            self.model,
-            {self.CHOSEN: removed},
-            {name: self._resumable(measure) for name, measure in measures.items()},
-            reuse=self._evaluations[first_look],
-            progress=False,
-        )
-        self._evaluations[first_look] = self.evaluation
+        self.evaluation = self._measure({self.CHOSEN: removed}, first_look)
         self.baseline, self.results = self._numbers(FULL), self._numbers(self.CHOSEN)
         if first_look:
             self.generation.value = ""  # the last continuation is another choice's
         elif self._generate is not None:
-            state = self.evaluation.model_state
-            if self._full_generation is None or self._full_generation[0] != state:
-                self._full_generation = state, self._generate(self.model)
-            self.baseline["generation"] = self._full_generation[1]
+            self.baseline["generation"] = self._full_continuation()
             with skip_blocks(self.model, removed) as model:
                 self.results["generation"] = self._generate(model)
         self._show(first_look)
         return self.results
+
+    def prepare(self) -> None:
+        """Measure the full model now (its numbers, block inputs and continuation, for the first look and the full
+        settings), with a progress bar, so that a click then measures only its choice.
+
+        Call it in the cell that shows the panel (``block_explorer`` does): the wait is then the cell's, not the
+        first click's. Nothing is measured again while the model's weights stay the same.
+        """
+        stages = [True, False] if self.first_look is not None else [False]
+        for first_look in progress_bar(stages, "measuring the full model (first look, then full settings)"):
+            self._measure({}, first_look)
+        if self._generate is not None:
+            self._full_continuation()
+        self.status.value = "<small>Full model measured. Choose blocks, then press Evaluate.</small>"
+
+    def _measure(self, variants: Mapping[str, list[int]], first_look: bool) -> VariantResults:
+        """``variants`` (at most one: the choice) beside the full model, on the first look or the full settings;
+        what was measured for the full model and for the current choice is reused while the weights stay."""
+        removed = next(iter(variants.values()), [])
+        state = _model_state(self.model)
+        kept = {(), tuple(removed)} if state == self._state else set()
+        self._measured = {key: result for key, result in self._measured.items() if key[1] in kept}
+        self._state, self._removed = state, removed
+        measures = self.first_look if first_look else self.measures
+        self._evaluations[first_look] = evaluate_variants(
+            self.model,
+            variants,
+            {name: self._resumable(measure) for name, measure in measures.items()},
+            reuse=self._evaluations[first_look],
+            progress=False,
+        )
+        return self._evaluations[first_look]
+
+    def _full_continuation(self) -> str:
+        """The full model's continuation, generated again only when its weights changed."""
+        state = _model_state(self.model)
+        if self._full_generation is None or self._full_generation[0] != state:
+            self._full_generation = state, self._generate(self.model)
+        return self._full_generation[1]
 
     def _resumable(self, measure: Measure) -> Measure:
         """``measure`` as the panel runs it: on the full model it records the block inputs (``BlockInputs``), on a
@@ -694,9 +728,10 @@ def block_explorer(
     model: PreTrainedModel,
     tokenizer: Any,
     scores: Scores,
-    eval_texts: list[str],
-    sms_frame: pd.DataFrame,
+    eval_texts: list[str] | None = None,
+    sms_frame: pd.DataFrame | None = None,
     *,
+    panel: LivePanel | None = None,
     higher_is_important: bool | Mapping[str, bool] = True,
     protect_first: int = 0,
     protect_last: int = 0,
@@ -704,34 +739,54 @@ def block_explorer(
     auto_update: bool = False,
     **panel_kwargs: Any,
 ) -> widgets.VBox:
-    """A ``BlockChooser`` over ``scores`` wired to a ``LivePanel.for_course``: ``VBox([chooser, panel])``.
+    """A ``BlockChooser`` over ``scores`` wired to a live panel: ``VBox([chooser, panel])``.
+
+    The panel measures the full model here, with a progress bar (``LivePanel.prepare``), so that the first click
+    measures only its choice.
 
     Args:
         model: the full model.
         tokenizer: its tokenizer.
         scores: the chooser's scores (see ``BlockChooser``).
-        eval_texts: the texts of the perplexity.
-        sms_frame: the labelled messages of the SMS accuracy.
+        eval_texts: the texts of the perplexity (``LivePanel.for_course``); not with ``panel``.
+        sms_frame: the labelled messages of the SMS accuracy; not with ``panel``.
+        panel: a panel built before (``LivePanel.for_course``) without a chooser: what it measured is reused; None
+            builds one from ``eval_texts``, ``sms_frame`` and ``panel_kwargs``.
         higher_is_important: as for ``BlockChooser``.
         protect_first: the chooser's initial "keep first".
         protect_last: the chooser's initial "keep last".
         k: the chooser's initial k.
         auto_update: re-evaluate whenever the selection changes.
         **panel_kwargs: options of ``LivePanel.for_course``, e.g. the SMS options ``shots``, ``examples``,
-            ``decision``.
+            ``decision``; not with ``panel``.
 
     Returns:
         ``VBox([chooser, panel])``.
 
     Raises:
         ValueError: as ``BlockChooser`` (malformed ``scores``) or ``LivePanel`` (a negative ``debounce_s``, or
-            ``scores`` of another number of blocks than ``model`` has).
+            ``scores`` of another number of blocks than ``model`` has); if ``panel`` comes with texts or options,
+            belongs to another model or has a chooser already, or neither ``panel`` nor both texts are given.
         TypeError: as ``BlockChooser`` (``higher_is_important`` not a bool).
     """
     chooser = BlockChooser(
         scores, higher_is_important=higher_is_important, protect_first=protect_first, protect_last=protect_last, k=k
     )
-    panel = LivePanel.for_course(
-        model, tokenizer, eval_texts, sms_frame, chooser=chooser, auto_update=auto_update, **panel_kwargs
-    )
+    if panel is None:
+        if eval_texts is None or sms_frame is None:
+            raise ValueError("give the perplexity's texts and the SMS frame (eval_texts, sms_frame), or a panel")
+        panel = LivePanel.for_course(
+            model, tokenizer, eval_texts, sms_frame, chooser=chooser, auto_update=auto_update, **panel_kwargs
+        )
+    else:
+        if eval_texts is not None or sms_frame is not None or panel_kwargs:
+            raise ValueError(
+                "a panel comes with its own texts and options: give either panel or eval_texts, "
+                f"sms_frame and the panel's options, not both (got {sorted(panel_kwargs)} too)"
+            )
+        if panel.model is not model or panel.chooser is not None:
+            raise ValueError("the panel must be one built for this model without a chooser (LivePanel.for_course)")
+        panel.attach(chooser)
+        panel.auto_update.value = auto_update
+    panel.prepare()
     return widgets.VBox([chooser, panel])

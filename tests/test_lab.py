@@ -292,7 +292,7 @@ LAB_NOTEBOOK, SOLUTIONS = "07_hands_on_lab.ipynb", "solutions/07_hands_on_lab_so
 def test_the_solutions_set_up_exactly_what_the_lab_sets_up():
     cells = [nbformat.read(NOTEBOOKS / name, as_version=4).cells for name in (LAB_NOTEBOOK, SOLUTIONS)]
     setup = [[cell.source for cell in notebook if "lab-setup" in cell.metadata.get("tags", [])] for notebook in cells]
-    assert len(setup[0]) == 4 and setup[0] == setup[1]
+    assert len(setup[0]) == 5 and setup[0] == setup[1]
 
 
 def test_the_learners_notebook_stores_no_answer():

@@ -383,6 +383,56 @@ def test_block_explorer_wires_chooser_to_panel(model):
     assert panel.error is None and panel.results["removed"] == [1] and panel.results["blocks_left"] == N_LAYERS - 1
 
 
+def test_prepare_measures_the_full_model_once_so_a_click_measures_only_its_choice(model):
+    calls, generated = [], []
+
+    def depth(m):
+        calls.append(num_blocks(m))
+        return float(num_blocks(m))
+
+    def few(m):
+        calls.append(("few", num_blocks(m)))
+        return 0.5
+
+    chooser = BlockChooser(SCORES)
+    panel = LivePanel(
+        model,
+        {"depth": depth},
+        first_look={"depth": few},
+        generate=lambda m: generated.append(num_blocks(m)) or "text",
+        chooser=chooser,
+    )
+    panel.prepare()
+    assert calls == [("few", N_LAYERS), N_LAYERS] and generated == [N_LAYERS]
+    assert "Full model measured" in panel.status.value and panel.table.value == ""
+    panel.prepare()  # the weights did not change: nothing is measured again
+    assert len(calls) == 2 and len(generated) == 1
+    chooser.selected = [0, 2]
+    panel.evaluate_button.click()
+    assert calls[2:] == [("few", N_LAYERS - 2), N_LAYERS - 2] and generated[1:] == [N_LAYERS - 2]
+    assert panel.baseline["depth"] == N_LAYERS and panel.results["depth"] == N_LAYERS - 2
+
+
+def test_block_explorer_reuses_a_panel_built_before(model):
+    tokenizer, (texts, sms) = tiny_tokenizer(), course_data()
+    panel = LivePanel.for_course(model, tokenizer, texts, sms, seq_len=16, max_windows=2, max_new_tokens=2)
+    before = panel.evaluate([1])
+    full = panel.evaluation.results["full"]["perplexity"]
+    explorer = block_explorer(model, tokenizer, SCORES, panel=panel, k=2)
+    chooser, shown = explorer.children
+    assert shown is panel and panel.chooser is chooser
+    chooser.selected = [1]
+    panel.evaluate_button.click()
+    assert panel.error is None and panel.results["perplexity"] == before["perplexity"]
+    assert panel.evaluation.results["full"]["perplexity"] is full  # the full model was not measured again
+    with pytest.raises(ValueError, match="not both"):
+        block_explorer(model, tokenizer, SCORES, texts, sms, panel=LivePanel.for_course(model, tokenizer, texts, sms))
+    with pytest.raises(ValueError, match="without a chooser"):
+        block_explorer(model, tokenizer, SCORES, panel=panel)
+    with pytest.raises(ValueError, match="eval_texts, sms_frame"):
+        block_explorer(model, tokenizer, SCORES, texts)
+
+
 # --- a click's first look, refined, and the working state ----------------------------------------------------------
 
 
