@@ -16,7 +16,7 @@ from .blocks import get_blocks, num_blocks
 from .classification import sms_accuracy
 from .data import calibration_batches, load_sms, load_wikitext
 from .data_criteria import taylor_scores
-from .evaluation import compare_variants, evaluate_variants, quality_measures
+from .evaluation import evaluate_variants, quality_measures
 from .hooks import block_hooks, record_block_io
 from .model import load_model, save_pruned
 from .perplexity import perplexity, perplexity_ci, perplexity_difference
@@ -76,7 +76,6 @@ __all__ = [
     "perplexity_difference",
     "sms_accuracy",
     "evaluate_variants",
-    "compare_variants",
     "quality_measures",
     "benchmark_variants",
     "benchmark_table",

@@ -5,8 +5,8 @@ measured on the same texts, windows and messages with the same statistics. ``eva
 on the full model and on every variant inside ``skip_blocks`` (no copy, exact restore) and returns a
 ``VariantResults``: the raw results, their bootstrap intervals, paired differences between any two variants (the
 same windows or messages, resampled together), verdicts in the metric's direction, a long and a wide table, and a
-figure. ``compare_variants`` (perplexity and SMS accuracy), ``benefits_table`` (sizes and latency) and the live panel
-(``helpers.widgets.LivePanel``) are presets of it.
+figure. ``quality_measures`` (perplexity and SMS accuracy) gives it the course's measures; ``benefits_table`` (sizes
+and latency) and the live panel (``helpers.widgets.LivePanel``) are presets of it.
 """
 
 from __future__ import annotations
@@ -664,60 +664,6 @@ def _run_measure(
     return measure(variant)
 
 
-def compare_variants(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    variants: Mapping[str, Sequence[int]],
-    *,
-    texts: Mapping[str, Sequence[str]],
-    sms: pd.DataFrame | None = None,
-    sms_examples: pd.DataFrame | None = None,
-    shots: int = 4,
-    seq_len: int = 128,
-    max_windows: int | None = 32,
-    max_sms: int | None = 200,
-    reference: str = FULL,
-    progress: bool = True,
-) -> VariantResults:
-    """The course's quality comparison: perplexity on each text set and few-shot SMS accuracy, for every variant.
-
-    Args:
-        model: the full model.
-        tokenizer: its tokenizer.
-        variants: ``{name: blocks to remove}``.
-        texts: ``{label: texts}``; each gives a metric ``ppl_<label>`` (windows of ``seq_len``, at most
-            ``max_windows``).
-        sms: labelled messages; gives the metric ``sms_acc`` (at most ``max_sms`` messages, the "prior" rule).
-        sms_examples: the frame the ``shots`` solved examples are drawn from (never the evaluated messages).
-        shots: solved examples in each SMS prompt.
-        seq_len: perplexity window length.
-        max_windows: perplexity windows per text set (None: all).
-        max_sms: messages scored (None: all).
-        reference: the variant differences are read against.
-        progress: show a progress bar over the variants.
-
-    Returns:
-        A ``VariantResults`` with metrics ``ppl_<label>`` and ``sms_acc``.
-
-    Raises:
-        ValueError: when there is nothing to evaluate, few-shot SMS without ``sms_examples``, or as
-            ``evaluate_variants``, ``perplexity`` or ``sms_accuracy`` (e.g. a negative ``shots``).
-        TypeError: if ``texts`` is not a mapping; as ``evaluate_variants``, ``perplexity`` or ``sms_accuracy`` (e.g. a
-            ``seq_len`` that is not an integer).
-    """
-    measures = quality_measures(
-        tokenizer,
-        texts=texts,
-        sms=sms,
-        sms_examples=sms_examples,
-        shots=shots,
-        seq_len=seq_len,
-        max_windows=max_windows,
-        max_sms=max_sms,
-    )
-    return evaluate_variants(model, variants, measures, reference=reference, progress=progress)
-
-
 def quality_measures(
     tokenizer: PreTrainedTokenizerBase,
     *,
@@ -729,8 +675,8 @@ def quality_measures(
     max_windows: int | None = 32,
     max_sms: int | None = 200,
 ) -> dict[str, Measure]:
-    """The measures of ``compare_variants`` (arguments as there), for ``evaluate_variants`` and its ``reuse``: e.g. a
-    learner's own selection measured later on exactly the same windows and messages as the course's baselines.
+    """The course's quality measures for ``evaluate_variants``: perplexity on each text set and few-shot SMS accuracy,
+    the same windows and messages for every variant (so ``reuse`` can add a learner's own selection later).
 
     Args:
         tokenizer: the model's tokenizer.

@@ -18,7 +18,7 @@ from helpers.benefits import ideal_speedup, model_bytes, parameter_count
 from helpers.blocks import num_blocks
 from helpers.classification import accuracy_difference, sms_accuracy
 from helpers.display import fmt_ci
-from helpers.evaluation import FULL, benefits_table, compare_variants, evaluate_variants, quality_measures
+from helpers.evaluation import FULL, benefits_table, evaluate_variants, quality_measures
 from helpers.perplexity import perplexity, perplexity_ci, perplexity_difference
 from helpers.pruning import prune_blocks
 
@@ -42,10 +42,8 @@ def sms(n: int, seed: int) -> pd.DataFrame:
 def setup():
     model, tokenizer = tiny_model("llama"), tiny_tokenizer()
     texts, frame, examples = sentences(40, 1), sms(30, 2), sms(20, 3)
-    results = compare_variants(
-        model,
+    measures = quality_measures(
         tokenizer,
-        VARIANTS,
         texts={"wiki": texts},
         sms=frame,
         sms_examples=examples,
@@ -53,8 +51,8 @@ def setup():
         seq_len=16,
         max_windows=None,
         max_sms=None,
-        progress=False,
     )
+    results = evaluate_variants(model, VARIANTS, measures, progress=False)
     return model, tokenizer, texts, frame, examples, results
 
 
@@ -169,16 +167,17 @@ def test_custom_measures_numbers_mappings_and_reuse():
 
 def test_bad_arguments_raise(setup):
     model, tokenizer, texts, frame, _, results = setup
+    wiki = quality_measures(tokenizer, texts={"wiki": texts}, seq_len=16)
     with pytest.raises(ValueError, match="reference 'nope' is not a variant"):
-        compare_variants(model, tokenizer, VARIANTS, texts={"wiki": texts}, reference="nope", progress=False)
+        evaluate_variants(model, VARIANTS, wiki, reference="nope", progress=False)
     with pytest.raises(ValueError, match="few-shot SMS needs `sms_examples`"):
-        compare_variants(model, tokenizer, VARIANTS, texts={}, sms=frame, progress=False)
+        quality_measures(tokenizer, texts={}, sms=frame)
     with pytest.raises(ValueError, match="out of range"):
-        compare_variants(model, tokenizer, {"bad": [9]}, texts={"wiki": texts}, progress=False)
+        evaluate_variants(model, {"bad": [9]}, wiki, progress=False)
     with pytest.raises(
         ValueError, match=r"'full' is reserved .* given blocks \[1, 2\]; give that variant another name"
     ):
-        compare_variants(model, tokenizer, {"full": [1, 2]}, texts={"wiki": texts}, progress=False)
+        evaluate_variants(model, {"full": [1, 2]}, wiki, progress=False)
     with pytest.raises(TypeError, match="measure 'text' returned str"):
         evaluate_variants(model, {}, {"text": lambda m: "hello"}, progress=False)
     with pytest.raises(KeyError, match="no variant 'nope'"):

@@ -20,7 +20,7 @@ import helpers
 from helpers.benchmark_results import zero_shot_results
 from helpers.blocks import num_blocks
 from helpers.classification import accuracy_difference, sms_accuracy
-from helpers.evaluation import FULL, VariantResults, compare_variants, evaluate_variants, unique_variants
+from helpers.evaluation import FULL, VariantResults, evaluate_variants, quality_measures, unique_variants
 from helpers.lab import level_results
 from helpers.perplexity import perplexity, perplexity_ci, perplexity_difference
 from helpers.statistics import bootstrap_ci, paired_difference
@@ -105,11 +105,9 @@ def test_too_few_units_give_no_verdict_anywhere(site):
 
 
 def test_one_window_and_one_message_decide_nothing(model):
-    """Case 1: compare_variants on one window and one message flags its intervals and decides no verdict."""
-    results = compare_variants(
-        model,
+    """Case 1: the course's measures on one window and one message flag their intervals and decide no verdict."""
+    measures = quality_measures(
         tiny_tokenizer(),
-        {"drop": [1, 2]},
         texts={"wiki": sentences(40, 1)},
         sms=sms(12, 2),
         sms_examples=sms(20, 3),
@@ -117,8 +115,8 @@ def test_one_window_and_one_message_decide_nothing(model):
         seq_len=16,
         max_windows=1,
         max_sms=1,
-        progress=False,
     )
+    results = evaluate_variants(model, {"drop": [1, 2]}, measures, progress=False)
     assert helpers.MIN_UNITS == STATED_MINIMUM
     assert results.interval("drop", "ppl_wiki").too_few and results.difference(FULL, "drop", "ppl_wiki").too_few
     assert results.formatted("drop", "ppl_wiki").endswith("(n=1, too few)")
@@ -270,13 +268,13 @@ def test_live_panel_evaluates_no_blocks_as_the_full_model(model):
         (lambda m: evaluate_variants(m, [[1]], {}, progress=False), r"variants must be a mapping \{name: blocks"),
         (lambda m: evaluate_variants(m, {"a": [1]}, [len], progress=False), r"measures must be a mapping \{name: "),
         (
-            lambda m: compare_variants(m, tiny_tokenizer(), {"a": [1]}, texts=sentences(4, 1), progress=False),
+            lambda m: quality_measures(tiny_tokenizer(), texts=sentences(4, 1)),
             r"texts must be a mapping \{label: texts\}",
         ),
         (lambda m: LivePanel(m, [len]), r"measures must be a mapping \{name: "),
         (lambda m: unique_variants([[1], [2]]), r"selections must be a mapping \{name: "),
     ],
-    ids=["evaluate_variants variants", "evaluate_variants measures", "compare_variants texts", "LivePanel", "unique"],
+    ids=["evaluate_variants variants", "evaluate_variants measures", "quality_measures texts", "LivePanel", "unique"],
 )
 def test_a_list_instead_of_a_dict_is_a_clear_type_error(model, call, match):
     """Case 14: a list where a dict is expected is a TypeError naming the expected form, the model untouched."""
