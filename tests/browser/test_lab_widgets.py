@@ -38,7 +38,6 @@ EXPLORER_NOTEBOOKS = {
         NOISE_SPLITS=2,
         ZERO_SHOT_SMS=4,
         K_SWEEP=(2,),
-        SWEEP_WINDOWS=2,
         BENCHMARK_LIVE=2,
     ),
     "07_hands_on_lab.ipynb": SMALL,
