@@ -38,11 +38,9 @@ def sms(n: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame({"text": sentences(n, seed), "label": [rng.choice(["ham", "spam"]) for _ in range(n)]})
 
 
-@pytest.fixture(scope="module")
-def setup():
-    model, tokenizer = tiny_model("llama"), tiny_tokenizer()
-    texts, frame, examples = sentences(40, 1), sms(30, 2), sms(20, 3)
-    measures = quality_measures(
+def tiny_measures(tokenizer, texts, frame, examples):
+    """The course's measures on the tiny data: every window and message, 2 shots, 16-token windows."""
+    return quality_measures(
         tokenizer,
         texts={"wiki": texts},
         sms=frame,
@@ -52,6 +50,13 @@ def setup():
         max_windows=None,
         max_sms=None,
     )
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model, tokenizer = tiny_model("llama"), tiny_tokenizer()
+    texts, frame, examples = sentences(40, 1), sms(30, 2), sms(20, 3)
+    measures = tiny_measures(tokenizer, texts, frame, examples)
     results = evaluate_variants(model, VARIANTS, measures, progress=False)
     return model, tokenizer, texts, frame, examples, results
 
@@ -261,16 +266,7 @@ def test_plot_labels_rename_panels_and_their_options(setup):
 
 def test_resumed_variants_equal_pruned_copies_without_running_the_blocks_before(setup):
     model, tokenizer, texts, frame, examples, _ = setup
-    measures = quality_measures(
-        tokenizer,
-        texts={"wiki": texts},
-        sms=frame,
-        sms_examples=examples,
-        shots=2,
-        seq_len=16,
-        max_windows=None,
-        max_sms=None,
-    )
+    measures = tiny_measures(tokenizer, texts, frame, examples)
     first = evaluate_variants(model, {}, measures, resume=True, progress=False)  # the full model, recorded
     runs = [0] * N_LAYERS
     handles = [
