@@ -21,6 +21,7 @@ by batch (float64) and one solve gives ``T``.
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -201,6 +202,7 @@ class LinearRepair:
         pruned: held-out perplexity of the pruned model without the maps.
         repaired: held-out perplexity of ``model``, on the same windows.
         difference: repaired - pruned perplexity, paired over the windows (lower is better).
+        seconds: how long fitting and folding the maps took (the held-out measurements not included).
     """
 
     model: PreTrainedModel
@@ -208,6 +210,7 @@ class LinearRepair:
     pruned: PerplexityResult
     repaired: PerplexityResult
     difference: ConfidenceInterval
+    seconds: float
 
     @property
     def verdict(self) -> str:
@@ -226,6 +229,7 @@ def linear_repair(
     skip_first: bool = False,
     seq_len: int = 128,
     max_windows: int | None = 20,
+    pruned: PerplexityResult | None = None,
     progress: bool = True,
 ) -> LinearRepair:
     """Remove ``blocks`` and replace each span of them by a fitted linear map, then measure the maps on held-out text.
@@ -244,6 +248,8 @@ def linear_repair(
         skip_first: as for ``fit_span_map``.
         seq_len: tokens per held-out perplexity window.
         max_windows: held-out windows (None: all).
+        pruned: the pruned model's perplexity on these held-out windows when measured already (``evaluate_variants``
+            gives it); None measures it here. Results on other windows are refused, as by ``perplexity_difference``.
         progress: show progress bars.
 
     Returns:
@@ -253,10 +259,16 @@ def linear_repair(
         ValueError: as ``check_block_indices``, ``fit_span_map`` and ``perplexity``.
     """
     removed = check_block_indices(blocks, len(get_blocks(model)))
+    if pruned is not None and not isinstance(pruned, PerplexityResult):
+        raise TypeError(
+            "pruned must be a PerplexityResult (from perplexity or evaluate_variants) or None; "
+            f"got {type(pruned).__name__}"
+        )
     for start, _ in spans(removed):
         if start == 0:
             raise ValueError("a span starting at block 0 has no block before it to carry its map; keep block 0")
         down_projection(get_blocks(model)[start - 1])
+    began = time.perf_counter()
     repaired = copy.deepcopy(model)
     originals = get_blocks(repaired)
     maps, done = [], []
@@ -270,8 +282,10 @@ def linear_repair(
         maps.append(SpanMap(start, length, span_map.map, span_map.tokens))
         done += range(start, start + length)
     repaired = prune_blocks(repaired, removed, inplace=True)
+    seconds = time.perf_counter() - began
     window_args = dict(seq_len=seq_len, max_windows=max_windows, progress=progress)
-    with skip_blocks(model, removed) as pruned_model:
-        pruned = perplexity(pruned_model, tokenizer, held_out, **window_args)
+    if pruned is None:
+        with skip_blocks(model, removed) as pruned_model:
+            pruned = perplexity(pruned_model, tokenizer, held_out, **window_args)
     after = perplexity(repaired, tokenizer, held_out, **window_args)
-    return LinearRepair(repaired, maps, pruned, after, perplexity_difference(pruned, after))
+    return LinearRepair(repaired, maps, pruned, after, perplexity_difference(pruned, after), seconds)

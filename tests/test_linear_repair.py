@@ -162,6 +162,13 @@ def test_linear_repair_fits_spans_in_order_and_reports_held_out_perplexity(tmp_p
     )
     assert repair.difference.estimate == pytest.approx(repair.repaired.ppl - repair.pruned.ppl, rel=1e-6)
     assert repair.verdict in {"better", "worse", "within noise"}
+    assert repair.seconds > 0
+    # The pruned model's result measured elsewhere is reused as it is: same difference, no second measurement.
+    again = linear_repair(
+        model, tok, [1, 2, 4], calibration, held_out, seq_len=16, max_windows=12, pruned=pruned, progress=False
+    )
+    assert again.pruned is pruned
+    assert again.difference.estimate == pytest.approx(repair.difference.estimate, rel=1e-6)
     # A plain model of its family: saved and reloaded, it computes the same logits.
     repair.model.save_pretrained(tmp_path)
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
@@ -206,3 +213,15 @@ def test_bad_spans_and_settings_are_refused_and_nothing_changes():
     with pytest.raises(ValueError, match="32 x 32"):
         fold_map(get_blocks(model)[1], torch.eye(5))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_pruned_result_from_other_windows_or_of_another_type_is_refused():
+    model, tok = tiny_model("llama"), tiny_tokenizer()
+    held_out = texts(20, seed=1)
+    other = perplexity(prune_blocks(model, [1, 2]), tok, held_out, seq_len=16, max_windows=6, progress=False)
+    with pytest.raises(ValueError, match="same windows"):
+        linear_repair(
+            model, tok, [1, 2], batches(n=2), held_out, seq_len=16, max_windows=12, pruned=other, progress=False
+        )
+    with pytest.raises(TypeError, match="PerplexityResult"):
+        linear_repair(model, tok, [1, 2], batches(n=2), held_out, seq_len=16, pruned=other.ppl, progress=False)
