@@ -298,14 +298,14 @@ def test_the_solutions_set_up_exactly_what_the_lab_sets_up():
 def test_the_learners_notebook_stores_no_answer():
     cells = nbformat.read(NOTEBOOKS / LAB_NOTEBOOK, as_version=4).cells
     code = "\n".join(cell.source for cell in cells if cell.cell_type == "code")
-    assert code.count('raise NotImplementedError("Exercise') == 5
+    assert code.count('raise NotImplementedError("Exercise') == 6
     outputs = "\n".join(
         output.get("text", "") + str(output.get("data", {}).get("text/plain", ""))
         for cell in cells
         if cell.cell_type == "code"
         for output in cell.outputs
     )
-    assert outputs.count("not attempted yet") == 8 and "✓" not in outputs and "✗" not in outputs
+    assert outputs.count("not attempted yet") == 9 and "✓" not in outputs and "✗" not in outputs
 
 
 def test_check_criterion_tells_the_right_scores_from_near_misses(capsys):
