@@ -46,8 +46,9 @@ READABLE_COSINE = 0.02
 """Two cosines of a heatmap closer than this look the same to the eye: the heatmap exercise accepts either."""
 
 MAP_RTOL = 1e-3
-"""How far a learner's linear map may lie from ``fit_span_map``'s, relative to its size (Frobenius norms): a float32
-solve lands about 1e-5 away, forgetting the padding mask about 0.4 and a ridge ten times too large about 0.03."""
+"""How far a learner's linear map may lie from ``fit_span_map``'s, relative to its size (Frobenius norms). On the course
+model's SMS calibration messages (blocks 13-18), a float32 solve lands about 1e-5 away, forgetting the padding mask
+about 0.4 and a ridge ten times too large about 0.03."""
 
 
 def relative_update_scores(model: PreTrainedModel, batches: Sequence[Mapping[str, torch.Tensor]]) -> pd.Series:
@@ -213,7 +214,7 @@ def level_results(
     return pd.DataFrame(rows).set_index("level")
 
 
-def map_mismatch(candidate: object, reference: torch.Tensor, *, rtol: float = MAP_RTOL) -> str | None:
+def _map_mismatch(candidate: object, reference: torch.Tensor, *, rtol: float = MAP_RTOL) -> str | None:
     """What is wrong with a learner's linear map ``T``, compared with the reference map; None if nothing is.
 
     Args:
@@ -242,7 +243,7 @@ def map_mismatch(candidate: object, reference: torch.Tensor, *, rtol: float = MA
 
 
 @contextmanager
-def folded_map(model: PreTrainedModel, block: int, span_map: torch.Tensor) -> Iterator[PreTrainedModel]:
+def _folded_map(model: PreTrainedModel, block: int, span_map: torch.Tensor) -> Iterator[PreTrainedModel]:
     """Inside the ``with``, ``span_map`` is folded into block ``block``'s MLP (``fold_map``); its weights come back
     exactly on exit, also after an exception, so the map is measured without copying the model."""
     down = down_projection(get_blocks(model)[block])
@@ -778,7 +779,7 @@ class Lab:
             mine = fit(self.model, batches, start, length)
         except NotImplementedError as error:
             return _not_attempted(error)
-        problem = map_mismatch(mine, fit_span_map(self.model, batches, start, length, progress=False).map)
+        problem = _map_mismatch(mine, fit_span_map(self.model, batches, start, length, progress=False).map)
         text = f"your code: T equals fit_span_map's for blocks {start}-{start + length - 1} on the same batches"
         if not _report({text + (f" (✗ {problem})" if problem else ""): problem is None}):
             return False
@@ -786,7 +787,7 @@ class Lab:
         print(f"your repair: fitting your map on {tokens} calibration tokens, then measuring it on held-out windows")
         repair_map = fit(self.model, repair_batches, start, length)
         pruned = self.judge(removed)[0].results["yours"][self.metric]
-        with folded_map(self.model, start - 1, repair_map), skip_blocks(self.model, removed) as repaired_model:
+        with _folded_map(self.model, start - 1, repair_map), skip_blocks(self.model, removed) as repaired_model:
             repaired = self.measures[self.metric](repaired_model)
         difference = perplexity_difference(pruned, repaired)
         verdict = difference.verdict(better="lower")

@@ -376,6 +376,8 @@ def test_check_linear_map_tells_a_right_solve_from_an_unmasked_and_a_wrong_targe
     assert lab.check_linear_map(lambda *a: lstsq_map(*a, ridge=1e-2), batches, repair, [2, 3]) is False
     assert lab.check_linear_map(lambda *a: lstsq_map(*a)[:-1], batches, repair, [2, 3]) is False
     assert "has shape" in capsys.readouterr().out
+    assert lab.check_linear_map(lambda *a: lstsq_map(*a).numpy(), batches, repair, [2, 3]) is False
+    assert "expected a torch.Tensor" in capsys.readouterr().out
 
 
 def test_check_linear_map_before_the_exercise_and_on_a_family_without_a_map(capsys):
