@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from numbers import Real
 from typing import Any, Literal
 
@@ -28,8 +29,9 @@ from .display import fmt, fmt_ci
 from .evaluation import Measure, VariantResults, evaluate_variants
 from .generation import cache_argument_name
 from .hooks import block_hooks, eval_mode, input_device, record_block_io, run_model
-from .perplexity import perplexity_ci
-from .pruning import decoder_config, prune_blocks
+from .linear_repair import down_projection, fit_span_map, fold_map, spans
+from .perplexity import perplexity_ci, perplexity_difference
+from .pruning import decoder_config, prune_blocks, skip_blocks
 from .selection import removable_blocks, select_blocks
 from .ties import first_minimum, tied_order
 
@@ -42,6 +44,11 @@ REQUIREMENTS: dict[str, str] = {
 
 READABLE_COSINE = 0.02
 """Two cosines of a heatmap closer than this look the same to the eye: the heatmap exercise accepts either."""
+
+MAP_RTOL = 1e-3
+"""How far a learner's linear map may lie from ``fit_span_map``'s, relative to its size (Frobenius norms). On the course
+model's SMS calibration messages (blocks 13-18), a float32 solve lands about 1e-5 away, forgetting the padding mask
+about 0.4 and a ridge ten times too large about 0.03."""
 
 
 def relative_update_scores(model: PreTrainedModel, batches: Sequence[Mapping[str, torch.Tensor]]) -> pd.Series:
@@ -205,6 +212,50 @@ def level_results(
             }
         )
     return pd.DataFrame(rows).set_index("level")
+
+
+def _map_mismatch(candidate: object, reference: torch.Tensor, *, rtol: float = MAP_RTOL) -> str | None:
+    """What is wrong with a learner's linear map ``T``, compared with the reference map; None if nothing is.
+
+    Args:
+        candidate: the learner's result, expected to be a d x d tensor of finite numbers.
+        reference: ``fit_span_map``'s map on the same batches.
+        rtol: the largest ||candidate - reference|| / ||reference|| that counts as equal.
+
+    Returns:
+        None when ``candidate`` matches ``reference`` within ``rtol``, else a sentence saying what differs.
+    """
+    if not isinstance(candidate, torch.Tensor):
+        return f"expected a torch.Tensor T of shape {tuple(reference.shape)}, got {type(candidate).__name__}"
+    if tuple(candidate.shape) != tuple(reference.shape):
+        return f"T has shape {tuple(candidate.shape)}, expected {tuple(reference.shape)} (hidden size x hidden size)"
+    mine = candidate.detach().cpu().double()
+    if not torch.isfinite(mine).all():
+        return f"T holds {int((~torch.isfinite(mine)).sum())} NaN or infinite entries"
+    relative = float((mine - reference.double()).norm() / reference.double().norm())
+    if relative > rtol:
+        return (
+            f"T differs from the reference by {relative:.2g} of its size (at most {rtol:g} counts as equal): check "
+            "that only real tokens count (attention_mask), that the target is L - Y with Y = block output - M, and "
+            "the ridge term ridge * trace(M^T M) / d"
+        )
+    return None
+
+
+@contextmanager
+def _folded_map(model: PreTrainedModel, block: int, span_map: torch.Tensor) -> Iterator[PreTrainedModel]:
+    """Inside the ``with``, ``span_map`` is folded into block ``block``'s MLP (``fold_map``); its weights come back
+    exactly on exit, also after an exception, so the map is measured without copying the model."""
+    down = down_projection(get_blocks(model)[block])
+    saved = [None if p is None else p.detach().clone() for p in (down.weight, down.bias)]
+    try:
+        fold_map(get_blocks(model)[block], span_map)
+        yield model
+    finally:
+        with torch.no_grad():
+            for parameter, original in zip((down.weight, down.bias), saved):
+                if parameter is not None:
+                    parameter.copy_(original)
 
 
 def criterion_costs(
@@ -696,3 +747,58 @@ class Lab:
                 f"{fmt(ideal_speedup(self.model, expected))})"
             ] = ok
         return _report(checks)
+
+    def check_linear_map(
+        self,
+        fit: Callable[[PreTrainedModel, Sequence[Mapping[str, torch.Tensor]], int, int], torch.Tensor],
+        batches: Sequence[Mapping[str, torch.Tensor]],
+        repair_batches: Sequence[Mapping[str, torch.Tensor]],
+        span: Sequence[int],
+    ) -> bool | None:
+        """Exercise "heal without training": ``fit(model, batches, start, length)`` returns the span's map ``T``.
+
+        Your code: ``T`` against ``fit_span_map``'s on ``batches`` (padded: forgetting the mask shows), within
+        ``MAP_RTOL`` of its size. Your repair: ``T`` fitted on ``repair_batches``, folded into block ``start - 1`` of
+        the model without ``span``, and its held-out perplexity against the pruned model's, paired window by window
+        (the pruned model's is ``judge``'s, measured once). A right solve can still be "within noise" or "worse":
+        that is the repair's property, not the code's. A family whose blocks cannot carry a map gets one line.
+
+        Raises:
+            ValueError: if ``span`` is not one run of consecutive valid blocks.
+        """
+        removed = check_block_indices(span, self.n_blocks)
+        runs = spans(removed)
+        if len(runs) != 1 or runs[0][0] == 0:
+            raise ValueError(f"span must be one run of consecutive blocks after block 0; got {removed}")
+        start, length = runs[0]
+        try:
+            down_projection(get_blocks(self.model)[start - 1])
+        except ValueError as error:
+            return print(f"this model's family cannot carry a linear map, so this exercise measures nothing: {error}")
+        try:
+            mine = fit(self.model, batches, start, length)
+        except NotImplementedError as error:
+            return _not_attempted(error)
+        problem = _map_mismatch(mine, fit_span_map(self.model, batches, start, length, progress=False).map)
+        text = f"your code: T equals fit_span_map's for blocks {start}-{start + length - 1} on the same batches"
+        if not _report({text + (f" (✗ {problem})" if problem else ""): problem is None}):
+            return False
+        tokens = sum(int(batch["attention_mask"].sum()) for batch in repair_batches)
+        print(f"your repair: fitting your map on {tokens} calibration tokens, then measuring it on held-out windows")
+        repair_map = fit(self.model, repair_batches, start, length)
+        pruned = self.judge(removed)[0].results["yours"][self.metric]
+        with _folded_map(self.model, start - 1, repair_map), skip_blocks(self.model, removed) as repaired_model:
+            repaired = self.measures[self.metric](repaired_model)
+        difference = perplexity_difference(pruned, repaired)
+        verdict = difference.verdict(better="lower")
+        print(
+            f"without blocks {removed}: perplexity {fmt_ci(perplexity_ci(pruned))}; with your map "
+            f"{fmt_ci(perplexity_ci(repaired))}; repaired - pruned {fmt_ci(difference, sign=True)} (paired 95% "
+            f"interval, {len(pruned.window_nll)} windows): {verdict}. "
+            + {
+                "better": "The map gives back part of what the blocks did.",
+                "worse": "The map hurts on held-out text: a property of this repair, not of your code.",
+                "within noise": "Its effect cannot be told from noise: a property of this repair, not of your code.",
+            }.get(verdict, "Too few windows to tell.")
+        )
+        return True

@@ -298,14 +298,14 @@ def test_the_solutions_set_up_exactly_what_the_lab_sets_up():
 def test_the_learners_notebook_stores_no_answer():
     cells = nbformat.read(NOTEBOOKS / LAB_NOTEBOOK, as_version=4).cells
     code = "\n".join(cell.source for cell in cells if cell.cell_type == "code")
-    assert code.count('raise NotImplementedError("Exercise') == 5
+    assert code.count('raise NotImplementedError("Exercise') == 6
     outputs = "\n".join(
         output.get("text", "") + str(output.get("data", {}).get("text/plain", ""))
         for cell in cells
         if cell.cell_type == "code"
         for output in cell.outputs
     )
-    assert outputs.count("not attempted yet") == 8 and "✓" not in outputs and "✗" not in outputs
+    assert outputs.count("not attempted yet") == 9 and "✓" not in outputs and "✗" not in outputs
 
 
 def test_check_criterion_tells_the_right_scores_from_near_misses(capsys):
@@ -335,3 +335,59 @@ def test_check_speedup_compares_every_column_with_the_shortest_selection(capsys)
     assert lab.check_speedup(grow, 1.2) is True
     assert lab.check_speedup(lambda scores, target: grow(scores, target)[:-1], 1.2) is False
     assert "✗ a: yours" in capsys.readouterr().out
+
+
+def lstsq_map(model, batches, start, length, *, ridge=1e-4, mask=True, subtract=True):
+    """The span's map by another route: states from ``output_hidden_states`` and an MLP hook, then ridge least
+    squares as one stacked lstsq, [M; sqrt(lam) I] T = [L - Y; 0], instead of normal equations."""
+    mlp_outputs = []
+    handle = get_blocks(model)[start - 1].mlp.register_forward_hook(lambda m, a, out: mlp_outputs.append(out))
+    rows_m, rows_target = [], []
+    try:
+        for batch in batches:
+            with torch.no_grad():
+                states = model(**batch, output_hidden_states=True).hidden_states  # states[i + 1]: block i's output
+            real = batch["attention_mask"].bool() if mask else torch.ones_like(batch["input_ids"], dtype=torch.bool)
+            m = mlp_outputs[-1][real].double()
+            y = states[start][real].double() - m
+            rows_m.append(m)
+            rows_target.append(states[start + length][real].double() - (y if subtract else 0))
+    finally:
+        handle.remove()
+    m, target = torch.cat(rows_m), torch.cat(rows_target)
+    d = m.shape[1]
+    lam = ridge * (m**2).sum() / d  # trace(M^T M) / d
+    stacked = torch.cat([m, lam.sqrt() * torch.eye(d, dtype=torch.float64)])
+    return torch.linalg.lstsq(stacked, torch.cat([target, torch.zeros(d, d, dtype=torch.float64)])).solution.float()
+
+
+def test_check_linear_map_tells_a_right_solve_from_an_unmasked_and_a_wrong_target(capsys):
+    lab = tiny_lab()
+    batches = [tiny_inputs(seed=0, batch=4, length=12), tiny_inputs(seed=1, batch=3, length=9)]
+    repair = [tiny_inputs(seed=5, batch=8, length=16)]
+    weight = get_blocks(lab.model)[1].mlp.down_proj.weight.detach().clone()
+    assert lab.check_linear_map(lstsq_map, batches, repair, [2, 3]) is True
+    out = capsys.readouterr().out
+    assert "✓ your code" in out and "repaired - pruned" in out and "windows)" in out
+    assert torch.equal(get_blocks(lab.model)[1].mlp.down_proj.weight, weight)  # the map is folded only to measure
+    unmasked = lab.check_linear_map(lambda *a: lstsq_map(*a, mask=False), batches, repair, [2, 3])
+    assert unmasked is False and "differs from the reference" in capsys.readouterr().out
+    assert lab.check_linear_map(lambda *a: lstsq_map(*a, subtract=False), batches, repair, [2, 3]) is False
+    assert lab.check_linear_map(lambda *a: lstsq_map(*a, ridge=1e-2), batches, repair, [2, 3]) is False
+    assert lab.check_linear_map(lambda *a: lstsq_map(*a)[:-1], batches, repair, [2, 3]) is False
+    assert "has shape" in capsys.readouterr().out
+    assert lab.check_linear_map(lambda *a: lstsq_map(*a).numpy(), batches, repair, [2, 3]) is False
+    assert "expected a torch.Tensor" in capsys.readouterr().out
+
+
+def test_check_linear_map_before_the_exercise_and_on_a_family_without_a_map(capsys):
+    def not_yet(model, batches, start, length):
+        raise NotImplementedError("Exercise 9: fit the map")
+
+    batches = [tiny_inputs()]
+    assert tiny_lab().check_linear_map(not_yet, batches, batches, [2, 3]) is None
+    assert "not attempted yet: Exercise 9" in capsys.readouterr().out
+    assert tiny_lab("gemma3_text").check_linear_map(not_yet, batches, batches, [2, 3]) is None
+    assert "cannot carry a linear map" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="one run of consecutive blocks"):
+        tiny_lab().check_linear_map(not_yet, batches, batches, [1, 3])

@@ -59,8 +59,8 @@ SMALL: dict[str, dict[str, object]] = {
         HEAL_BATCH=1,
         BENCHMARK_LIVE=2,
     ),
-    "07_hands_on_lab.ipynb": EXPLORER,
-    "solutions/07_hands_on_lab_solutions.ipynb": EXPLORER,  # the lab's parameters cell, so the lab's sizes
+    "07_hands_on_lab.ipynb": dict(**EXPLORER, REPAIR_SAMPLES=2, REPAIR_KS=(1, 2)),
+    "solutions/07_hands_on_lab_solutions.ipynb": dict(**EXPLORER, REPAIR_SAMPLES=2, REPAIR_KS=(1, 2)),  # the lab's
 }
 """Per notebook, the parameters that set how much it computes, made small: the tiny model is quick, but the stored
 sample counts would still take minutes per notebook on two CPU cores."""
