@@ -58,6 +58,8 @@ SMALL: dict[str, dict[str, object]] = {
         HEAL_STEPS=2,
         HEAL_BATCH=1,
         BENCHMARK_LIVE=2,
+        REPAIR_SAMPLES=4,
+        REPAIR_SMS=8,
     ),
     "07_hands_on_lab.ipynb": dict(**EXPLORER, REPAIR_SAMPLES=2, REPAIR_KS=(1, 2)),
     "solutions/07_hands_on_lab_solutions.ipynb": dict(**EXPLORER, REPAIR_SAMPLES=2, REPAIR_KS=(1, 2)),  # the lab's
