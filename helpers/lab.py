@@ -10,6 +10,7 @@ is computed when its check runs, from the model and the data the check was given
 
 from __future__ import annotations
 
+import copy
 import math
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -244,18 +245,17 @@ def _map_mismatch(candidate: object, reference: torch.Tensor, *, rtol: float = M
 
 @contextmanager
 def _folded_map(model: PreTrainedModel, block: int, span_map: torch.Tensor) -> Iterator[PreTrainedModel]:
-    """Inside the ``with``, ``span_map`` is folded into block ``block``'s MLP (``fold_map``); its weights come back
-    exactly on exit, also after an exception, so the map is measured without copying the model."""
-    down = down_projection(get_blocks(model)[block])
-    saved = [None if p is None else p.detach().clone() for p in (down.weight, down.bias)]
+    """Inside the ``with``, block ``block``'s MLP down projection is a copy with ``span_map`` folded in
+    (``fold_map``); the original module comes back on exit, also after an exception. Its weights are never written,
+    so results measured before (the lab's reference, ``judge``'s) stay valid for the model."""
+    mlp = get_blocks(model)[block].mlp
+    original = down_projection(get_blocks(model)[block])
+    mlp.down_proj = copy.deepcopy(original)
     try:
         fold_map(get_blocks(model)[block], span_map)
         yield model
     finally:
-        with torch.no_grad():
-            for parameter, original in zip((down.weight, down.bias), saved):
-                if parameter is not None:
-                    parameter.copy_(original)
+        mlp.down_proj = original
 
 
 def criterion_costs(
