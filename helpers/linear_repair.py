@@ -256,7 +256,9 @@ def linear_repair(
         A ``LinearRepair``.
 
     Raises:
-        ValueError: as ``check_block_indices``, ``fit_span_map`` and ``perplexity``.
+        ValueError: as ``check_block_indices``, ``fit_span_map`` and ``perplexity``; as ``perplexity_difference`` for a
+            ``pruned`` result measured on other windows.
+        TypeError: if ``pruned`` is neither None nor a ``PerplexityResult``.
     """
     removed = check_block_indices(blocks, len(get_blocks(model)))
     if pruned is not None and not isinstance(pruned, PerplexityResult):
