@@ -30,7 +30,7 @@ from .display import fmt, fmt_ci
 from .evaluation import Measure, VariantResults, evaluate_variants
 from .generation import cache_argument_name
 from .hooks import block_hooks, eval_mode, input_device, record_block_io, run_model
-from .linear_repair import down_projection, fit_span_map, fold_map, spans
+from .linear_repair import down_projection, fit_span_map, fold_map, mlp_output, spans
 from .perplexity import perplexity_ci, perplexity_difference
 from .pruning import decoder_config, prune_blocks, skip_blocks
 from .selection import removable_blocks, select_blocks
@@ -761,7 +761,8 @@ class Lab:
         ``MAP_RTOL`` of its size. Your repair: ``T`` fitted on ``repair_batches``, folded into block ``start - 1`` of
         the model without ``span``, and its held-out perplexity against the pruned model's, paired window by window
         (the pruned model's is ``judge``'s, measured once). A right solve can still be "within noise" or "worse":
-        that is the repair's property, not the code's. A family whose blocks cannot carry a map gets one line.
+        that is the repair's property, not the code's. A family whose blocks cannot carry a map, or carry it only
+        approximately (a norm after the MLP: Gemma 2/3), gets one line.
 
         Raises:
             ValueError: if ``span`` is not one run of consecutive valid blocks.
@@ -775,6 +776,12 @@ class Lab:
             down_projection(get_blocks(self.model)[start - 1])
         except ValueError as error:
             return print(f"this model's family cannot carry a linear map, so this exercise measures nothing: {error}")
+        if mlp_output(get_blocks(self.model)[start - 1]) is not get_blocks(self.model)[start - 1].mlp:
+            return print(
+                "this model's family normalises its MLP output before adding it (post_feedforward_layernorm), so a map "
+                "folds only approximately and M is not the MLP's output: this exercise, written for families that add "
+                "it as it is, measures nothing"
+            )
         try:
             mine = fit(self.model, batches, start, length)
         except NotImplementedError as error:

@@ -16,6 +16,12 @@ the option stays to show it. The map has d² parameters and wants thousands of t
 perplexity 330, 7k gave 190 and 28k gave 176 (paired: better than 7k). ``benchmarks/linear_repair_evidence.py``
 measures both. Memory grows with d², not with the number of tokens: ``M^T M`` and ``M^T (L - Y)`` accumulate batch
 by batch (float64) and one solve gives ``T``.
+
+Families that normalise the MLP's output before adding it (``post_feedforward_layernorm``: Gemma 2/3, OLMo 2) add
+``M = g * z / rms(z)``, with ``z`` the down projection's output and ``g`` the norm's gain. No weight change turns that
+into ``M T`` exactly (the norm is not linear), but ``z (diag(g) T diag(g)^-1)`` gives the norm an input whose output
+points exactly along ``M T``; the norm then sets its length (``rms`` of the new input, not of the old). So the fold is
+approximate there (``SpanMap.exact`` is False), and held-out data decides whether it helps, as everywhere.
 """
 
 from __future__ import annotations
@@ -47,12 +53,15 @@ class SpanMap:
         length: how many consecutive blocks it replaces.
         map: ``T``, float32, shape (d, d): the MLP output ``M`` of block ``start - 1`` becomes ``M @ T``.
         tokens: the calibration positions the squares were summed over.
+        exact: whether the fold gives ``M @ T`` exactly; False where the block normalises its MLP output (the fold
+            then keeps the direction of ``M @ T`` and the norm sets its length: see the module docstring).
     """
 
     start: int
     length: int
     map: torch.Tensor
     tokens: int
+    exact: bool = True
 
 
 def spans(blocks: Iterable[int]) -> list[tuple[int, int]]:
@@ -71,8 +80,7 @@ def down_projection(block: torch.nn.Module) -> torch.nn.Linear:
 
     Raises:
         ValueError: naming what is missing: an MLP without one final linear map (a mixture of experts, another
-            layout), or a family that normalises the MLP's output before adding it to the residual stream
-            (``post_feedforward_layernorm``: Gemma 2/3, OLMo 2), where a map cannot fold into a weight.
+            layout).
     """
     down = getattr(getattr(block, "mlp", None), "down_proj", None)
     if not isinstance(down, torch.nn.Linear):
@@ -80,15 +88,49 @@ def down_projection(block: torch.nn.Module) -> torch.nn.Linear:
         raise ValueError(
             f"a linear map folds into the MLP's final linear layer `mlp.down_proj`, but this block's MLP "
             f"({type(mlp).__name__}) has none (a mixture of experts or another layout): supported are families whose "
-            "MLP ends in one `down_proj` Linear, e.g. LLaMA, Mistral, Qwen 2/3, Gemma (1), Phi-3"
-        )
-    if getattr(block, "post_feedforward_layernorm", None) is not None:
-        raise ValueError(
-            f"{type(block).__name__} normalises its MLP output (`post_feedforward_layernorm`) before adding it to the "
-            "residual stream, so `M @ T` cannot be folded into `down_proj` exactly (the norm is not linear); "
-            "supported are families whose MLP output is added as it is, e.g. LLaMA, Mistral, Qwen 2/3, Gemma (1)"
+            "MLP ends in one `down_proj` Linear, e.g. LLaMA, Mistral, Qwen 2/3, Gemma 1/2/3, Phi-3"
         )
     return down
+
+
+def mlp_output(block: torch.nn.Module) -> torch.nn.Module:
+    """The module whose output ``M`` the block adds to its residual stream: the norm after the MLP where the family
+    has one (``post_feedforward_layernorm``: Gemma 2/3, OLMo 2), else the MLP itself."""
+    return getattr(block, "post_feedforward_layernorm", None) or block.mlp
+
+
+@torch.no_grad()
+def _post_norm_gain(block: torch.nn.Module) -> torch.Tensor | None:
+    """The gain ``g`` of the RMS norm a block applies to its MLP output (None where it adds the output as it is).
+
+    Read off the norm itself: on a constant vector an RMS norm returns its gain, whatever the family's convention
+    (Gemma stores ``g - 1``). A random vector then confirms ``g * x / rms(x)``.
+
+    Raises:
+        ValueError: for a norm that is not an RMS norm (centring, a bias), or a gain with a zero entry (the fold
+            divides by it).
+    """
+    norm = mlp_output(block)
+    if norm is getattr(block, "mlp", None):
+        return None
+    d = down_projection(block).out_features
+    parameter = next(norm.parameters(), None)
+    device, dtype = (parameter.device, parameter.dtype) if parameter is not None else ("cpu", torch.float32)
+    gain = norm(torch.full((1, d), 1e3, device=device, dtype=dtype)).double().cpu()[0]
+    probe = torch.randn(1, d, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    expected = gain * probe / probe.pow(2).mean().sqrt()
+    got = norm(probe.to(device, dtype)).double().cpu()
+    if not torch.allclose(got, expected, rtol=1e-2, atol=1e-3 * float(gain.abs().max())):
+        raise ValueError(
+            f"{type(norm).__name__} after the MLP is not an RMS norm (g * x / rms(x)), so a map cannot fold through "
+            "it; supported are families that add the MLP output as it is or through an RMS norm"
+        )
+    if bool((gain.abs() < 1e-6 * gain.abs().max()).any()):
+        raise ValueError(
+            f"the gain of {type(norm).__name__} after the MLP has a zero entry: the fold divides by the gain, so a "
+            "map cannot fold into this block"
+        )
+    return gain
 
 
 def _fit_mask(attention_mask: torch.Tensor, skip_first: bool) -> torch.Tensor:
@@ -144,6 +186,7 @@ def fit_span_map(
         raise ValueError(f"ridge must be >= 0 (0: plain least squares); got {ridge}")
     before, last = blocks[start - 1], start + length - 1
     down = down_projection(before)
+    exact = _post_norm_gain(before) is None  # also refuses a norm a map cannot fold through
     seen: dict[str, torch.Tensor] = {}
 
     def keep_mlp(module, args, output):
@@ -158,7 +201,7 @@ def fit_span_map(
     mtm = torch.zeros(d, d, dtype=torch.float64)
     mtr = torch.zeros(d, d, dtype=torch.float64)
     tokens = 0
-    handle = before.mlp.register_forward_hook(keep_mlp)
+    handle = mlp_output(before).register_forward_hook(keep_mlp)
     try:
         for batch in progress_bar(batches, f"fitting the map for blocks {start}-{last}", progress):
             # The last hook raises _SpanDone: the pass stops after the span's last block.
@@ -177,16 +220,21 @@ def fit_span_map(
         raise ValueError("no token to fit on: the batches hold no real token (skip_first: none after a row's first)")
     damping = ridge * torch.trace(mtm) / d
     solved = torch.linalg.solve(mtm + damping * torch.eye(d, dtype=torch.float64), mtr)
-    return SpanMap(start=start, length=length, map=solved.float(), tokens=tokens)
+    return SpanMap(start=start, length=length, map=solved.float(), tokens=tokens, exact=exact)
 
 
 @torch.no_grad()
 def fold_map(block: torch.nn.Module, span_map: torch.Tensor) -> None:
-    """Fold ``T`` into ``block``'s MLP down projection, in place: the block's MLP output ``M`` becomes ``M @ T``."""
+    """Fold ``T`` into ``block``'s MLP down projection, in place: the block's MLP output ``M`` becomes ``M @ T``
+    (behind an RMS norm with gain ``g``: ``diag(g) T diag(g)^-1`` is folded, so the output points along ``M @ T``)."""
     down = down_projection(block)
     if span_map.shape != (down.out_features, down.out_features):
         raise ValueError(f"the map must be {down.out_features} x {down.out_features}; got {tuple(span_map.shape)}")
     t = span_map.to(down.weight.device, torch.float64)
+    gain = _post_norm_gain(block)
+    if gain is not None:  # z -> z diag(g) T diag(g)^-1, whose normalised output is g * (z diag(g) T) / rms
+        gain = gain.to(t.device)
+        t = gain[:, None] * t / gain[None, :]
     down.weight.copy_((t.T @ down.weight.double()).to(down.weight.dtype))
     if down.bias is not None:
         down.bias.copy_((down.bias.double() @ t).to(down.bias.dtype))
@@ -270,6 +318,7 @@ def linear_repair(
         if start == 0:
             raise ValueError("a span starting at block 0 has no block before it to carry its map; keep block 0")
         down_projection(get_blocks(model)[start - 1])
+        _post_norm_gain(get_blocks(model)[start - 1])
     began = time.perf_counter()
     repaired = copy.deepcopy(model)
     originals = get_blocks(repaired)
@@ -281,7 +330,7 @@ def linear_repair(
                 current, calibration, start - shift, length, ridge=ridge, skip_first=skip_first, progress=progress
             )
         fold_map(originals[start - 1], span_map.map)
-        maps.append(SpanMap(start, length, span_map.map, span_map.tokens))
+        maps.append(SpanMap(start, length, span_map.map, span_map.tokens, span_map.exact))
         done += range(start, start + length)
     repaired = prune_blocks(repaired, removed, inplace=True)
     seconds = time.perf_counter() - began

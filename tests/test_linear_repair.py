@@ -19,6 +19,7 @@ from helpers.perplexity import perplexity
 from helpers.pruning import prune_blocks
 
 FOLDABLE = ["llama", "mistral", "qwen2", "qwen3", "gemma", "phi3"]
+POST_NORM = ["gemma2", "gemma3_text"]  # an RMS norm between the MLP and the residual stream: the fold is approximate
 START, LENGTH = 2, 2
 
 
@@ -26,13 +27,29 @@ def batches(seed: int = 0, n: int = 3) -> list[dict[str, torch.Tensor]]:
     return [tiny_inputs(seed=seed + i, batch=4, length=12) for i in range(n)]
 
 
+def spread_post_norm_gains(model, seed: int = 0):
+    """Gains between 0.5 and 2 on every norm after an MLP (Gemma stores gain - 1), so that folding through the norm
+    is not trivially the plain fold (a random init leaves them near 1)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for block in get_blocks(model):
+            weight = block.post_feedforward_layernorm.weight
+            weight.copy_(torch.rand(weight.shape, generator=g) * 1.5 - 0.5)
+    return model
+
+
 def hand_recorded(model, batch, start, length):
-    """Y (the residual after block start-1's attention: the input of its pre-MLP norm), M (its MLP output) and L
-    (block start+length-1's output, from output_hidden_states), by raw hooks: no helpers code involved."""
+    """Y (the residual after block start-1's attention: the input of its pre-MLP norm), M (what the block adds after
+    it: the MLP output, or where the family has one, the output of the norm after the MLP) and L (block
+    start+length-1's output, from output_hidden_states), by raw hooks: no helpers code involved."""
     block = get_blocks(model)[start - 1]
+    post_norm = getattr(block, "post_feedforward_layernorm", None)
+    pre_mlp = block.pre_feedforward_layernorm if post_norm is not None else block.post_attention_layernorm
     seen = {}
-    h1 = block.post_attention_layernorm.register_forward_pre_hook(lambda m, args: seen.__setitem__("Y", args[0]))
-    h2 = block.mlp.register_forward_hook(lambda m, args, out: seen.__setitem__("M", out))
+    h1 = pre_mlp.register_forward_pre_hook(lambda m, args: seen.__setitem__("Y", args[0]))
+    h2 = (post_norm if post_norm is not None else block.mlp).register_forward_hook(
+        lambda m, args, out: seen.__setitem__("M", out)
+    )
     try:
         with torch.no_grad():
             hidden = model(**batch, output_hidden_states=True).hidden_states
@@ -48,7 +65,7 @@ def fit_rows(batch):
     return batch["attention_mask"].bool()
 
 
-@pytest.mark.parametrize("family", FOLDABLE)
+@pytest.mark.parametrize("family", FOLDABLE + POST_NORM)
 def test_the_fit_is_the_least_squares_solution_of_hand_recorded_states(family):
     model, data = tiny_model(family), batches()
     m, target = [], []
@@ -62,6 +79,7 @@ def test_the_fit_is_the_least_squares_solution_of_hand_recorded_states(family):
     fitted = fit_span_map(model, data, START, LENGTH, ridge=0.0, progress=False)
 
     assert fitted.tokens == sum(int(fit_rows(b).sum()) for b in data)
+    assert fitted.exact == (family not in POST_NORM)
     np.testing.assert_allclose(fitted.map.double().numpy(), expected, rtol=1e-3, atol=1e-4)
 
 
@@ -113,9 +131,36 @@ def test_the_folded_map_turns_the_mlp_output_into_m_times_t():
     torch.testing.assert_close(after, y + mlp @ t, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("family", FOLDABLE)
+@pytest.mark.parametrize("family", POST_NORM)
+def test_behind_a_post_norm_the_folded_output_points_along_m_times_t_at_the_norms_length(family):
+    """The norm after the MLP cannot give M T exactly; the fold gives its direction (cosine 1 per token) and the
+    norm's own length: g * z' / sqrt(mean(z'^2) + eps) with z' = z diag(g) T diag(g)^-1, z the MLP's raw output."""
+    model, batch = spread_post_norm_gains(tiny_model(family)), tiny_inputs(batch=3)
+    y, m, _ = hand_recorded(model, batch, START, LENGTH)
+    block, seen = get_blocks(model)[START - 1], {}
+    handle = block.mlp.register_forward_hook(lambda module, args, out: seen.__setitem__("z", out))
+    with torch.no_grad():
+        model(**batch)
+    handle.remove()
+    t = torch.eye(32) + torch.randn(32, 32, generator=torch.Generator().manual_seed(1)) / 6
+    folded = copy.deepcopy(model)
+    fold_map(get_blocks(folded)[START - 1], t)
+    with torch.no_grad():
+        new_m = folded(**batch, output_hidden_states=True).hidden_states[START] - y
+    gain = 1 + block.post_feedforward_layernorm.weight.detach()  # Gemma's convention: the weight stores g - 1
+    cosine = torch.nn.functional.cosine_similarity(new_m, m @ t, dim=-1)
+    torch.testing.assert_close(cosine, torch.ones_like(cosine), rtol=0, atol=1e-4)
+    z = seen["z"] @ (gain[:, None] * t / gain[None, :])
+    expected = gain * z / (z.pow(2).mean(dim=-1, keepdim=True) + block.post_feedforward_layernorm.eps).sqrt()
+    torch.testing.assert_close(new_m, expected, rtol=1e-3, atol=1e-5)
+    assert not torch.allclose(new_m, m @ t, atol=1e-2)  # not M T itself: the length is the norm's
+
+
+@pytest.mark.parametrize("family", FOLDABLE + POST_NORM)
 def test_the_identity_map_gives_exactly_the_pruned_model(family):
     model, batch = tiny_model(family), tiny_inputs()
+    if family in POST_NORM:
+        spread_post_norm_gains(model)
     folded = copy.deepcopy(model)
     fold_map(get_blocks(folded)[START - 1], torch.eye(32))
     removed = list(range(START, START + LENGTH))
@@ -187,14 +232,47 @@ def test_spans_are_the_runs_of_consecutive_blocks():
     [
         ("mixtral", "down_proj"),
         ("qwen3_moe", "down_proj"),
-        ("gemma2", "post_feedforward_layernorm"),
-        ("gemma3_text", "post_feedforward_layernorm"),
     ],
 )
 def test_blocks_a_map_cannot_fold_into_are_named(family, message):
     model = tiny_model(family)
     with pytest.raises(ValueError, match=message):
         fit_span_map(model, batches(n=1), START, LENGTH, progress=False)
+
+
+def test_a_norm_after_the_mlp_that_a_map_cannot_fold_through_is_named_and_nothing_changes():
+    """A zero gain (the fold divides by it) and a centring LayerNorm (not g * x / rms(x)) are refused up front."""
+    tok = tiny_tokenizer()
+    zero_gain = tiny_model("gemma3_text")
+    with torch.no_grad():
+        get_blocks(zero_gain)[START - 1].post_feedforward_layernorm.weight[5] = -1.0  # Gemma's gain: 1 + weight
+    layer_norm = tiny_model("gemma3_text")
+    get_blocks(layer_norm)[START - 1].post_feedforward_layernorm = torch.nn.LayerNorm(32)
+    for model, message in ((zero_gain, "zero entry"), (layer_norm, "not an RMS norm")):
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        with pytest.raises(ValueError, match=message):
+            fit_span_map(model, batches(n=1), START, LENGTH, progress=False)
+        with pytest.raises(ValueError, match=message):
+            linear_repair(model, tok, [START, START + 1], batches(n=1), texts(4, 0), progress=False)
+        with pytest.raises(ValueError, match=message):
+            fold_map(get_blocks(model)[START - 1], torch.eye(32))
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_post_norm_family_is_repaired_into_a_plain_model_with_approximate_maps(tmp_path):
+    model, tok = spread_post_norm_gains(tiny_model("gemma3_text")), tiny_tokenizer()
+    repair = linear_repair(
+        model, tok, [2, 3], batches(n=4), texts(12, seed=1), seq_len=16, max_windows=8, progress=False
+    )
+    assert [(s.start, s.length, s.exact) for s in repair.maps] == [(2, 2, False)]
+    by_hand = copy.deepcopy(model)
+    fold_map(get_blocks(by_hand)[1], repair.maps[0].map)
+    by_hand = prune_blocks(by_hand, [2, 3])
+    repair.model.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    batch = tiny_inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**batch).logits, by_hand(**batch).logits)
 
 
 def test_bad_spans_and_settings_are_refused_and_nothing_changes():
