@@ -705,16 +705,20 @@ class LivePanel(widgets.VBox):
             if first_look
             else ""
         )
+        units = {metric: self.evaluation.interval(self.CHOSEN, metric).units for metric in self.evaluation.metrics}
         body = "".join(
-            f"<tr><th style='text-align:left'>{html.escape(label)}</th><td>{html.escape(full)}</td>"
+            f"<tr><th style='text-align:left'>{html.escape(label)}"
+            + (f" <small>(n={units[label]})</small>" if units.get(label) else "")
+            + f"</th><td>{html.escape(full)}</td>"
             f"<td data-name='{html.escape(label)}'>{html.escape(value)}</td><td>{html.escape(change)}</td>"
             "</tr>"
             for label, full, value, change in self._rows()
         )
         self.table.value = (
             f"<table class='live-panel-results' data-stage='{stage}'><tr>{header}</tr>{body}</table>"
-            f"<small>{note}Intervals: 95% bootstrap over the same windows and messages; the change is "
-            f"paired, and a verdict is only given beyond noise, on at least {MIN_UNITS} windows or messages.</small>"
+            f"<small>{note}n: the windows or messages each number rests on. Intervals: 95% bootstrap over them; the "
+            f"change is paired, and a verdict is only given beyond noise, on at least {MIN_UNITS} windows or "
+            "messages.</small>"
         )
         if "generation" in self.results:
             self.generation.value = (

@@ -335,6 +335,10 @@ def test_for_course_numbers_equal_direct_calls_on_pruned_copy(model):
     for metric in ("perplexity", "SMS accuracy"):  # each with its interval, and the paired change with a verdict
         assert panel.evaluation.formatted("chosen", metric) in panel.table.value
         assert panel.evaluation.formatted_difference("full", "chosen", metric) in panel.table.value
+    # Each number says how many units it rests on: the windows measured, and every SMS message.
+    windows = len(perplexity(pruned, tokenizer, texts, seq_len=16, max_windows=4, progress=False).window_nll)
+    assert f"perplexity <small>(n={windows})</small>" in panel.table.value
+    assert f"SMS accuracy <small>(n={len(sms)})</small>" in panel.table.value
     assert_restored(model, reference)
 
 
