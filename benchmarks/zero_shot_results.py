@@ -11,7 +11,12 @@ code fingerprint, versions, wall time). ``tests/test_stored_zero_shot.py`` recom
 from scratch.
 
     python benchmarks/zero_shot_results.py                # the stored results: 3686 s on 2 CPU cores (61 min)
+    python benchmarks/zero_shot_results.py --healed       # then chapter 6's healed rows, appended (see below)
     python benchmarks/zero_shot_results.py --limit 20     # a quick trial into /tmp, same code path
+
+``--healed`` appends chapter 6's healed models, scored on the same items: its PPL and Taylor+ selections after its
+LoRA run (section 4) and with the linear maps of section 4b fitted on WikiText and on SMS, each stored with the recipe
+chapter 6 passes to ``benchmark_variants`` (``healing_recipes``), so that the stored rows serve only those settings.
 
 Offline, point DEPTH_PRUNING_DATA at the data folder and set HF_DATASETS_OFFLINE=1 (and HF_HUB_OFFLINE=1).
 """
@@ -30,7 +35,13 @@ import transformers
 
 import helpers
 from helpers.fast.lm_eval_engine import LM_EVAL_YAMLS
-from helpers.fast.stored_results import STORED_ITEMS, STORED_META, code_fingerprint, save_stored_zero_shot
+from helpers.fast.stored_results import (
+    STORED_ITEMS,
+    STORED_META,
+    code_fingerprint,
+    load_stored_zero_shot,
+    save_stored_zero_shot,
+)
 from helpers.zero_shot import TASKS, evaluate_zero_shot, item_ids, load_task
 
 MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -69,7 +80,7 @@ def chapter6_selections(model, tokenizer, k: int, protect: dict) -> dict[str, li
     selections = {
         "Magnitude+": helpers.select_blocks(helpers.magnitude_scores(model), k, **protect),
         "Taylor+": helpers.select_blocks(helpers.taylor_scores(model, calibration, progress=False), k, **protect),
-        "PPL": helpers.select_blocks(helpers.ppl_scores(model, calibration, progress=False), k, **protect),
+        "PPL": helpers.select_blocks(helpers.data_criteria.ppl_scores(model, calibration, progress=False), k, **protect),
         "Block Influence": helpers.select_blocks(
             helpers.block_similarity(model, calibration, progress=False).blocks["block_influence"], k
         ),
@@ -83,6 +94,76 @@ def chapter6_selections(model, tokenizer, k: int, protect: dict) -> dict[str, li
     return selections
 
 
+HEALED = ("PPL", "Taylor+")
+"""Chapter 6's selections healed after pruning (its sections 4 and 4b), with its settings below."""
+HEAL = {"steps": 8, "seq_len": SEQ_LEN, "batch_size": 2, "lr": 1e-3, "rank": 8, "seed": SEED}
+REPAIR_SAMPLES, REPAIR_SMS = 32, 160  # chapter 6's WikiText samples and SMS messages per linear map
+
+
+def healing_recipes() -> dict[str, dict]:
+    """The recipes chapter 6 passes to ``benchmark_variants`` for its healed rows: suffix -> recipe."""
+    maps = {"method": "linear map", "seq_len": SEQ_LEN, "seed": SEED}
+    return {
+        " + LoRA": {"method": "LoRA", "texts": "WikiText calibration split", **HEAL},
+        " + map (WikiText)": {**maps, "data": "WikiText calibration samples", "samples": REPAIR_SAMPLES},
+        " + map (SMS)": {**maps, "data": "SMS calibration messages, first of 2 disjoint draws", "samples": REPAIR_SMS},
+    }
+
+
+def chapter6_healed(model, tokenizer, selections: dict[str, list[int]]) -> dict[str, tuple]:
+    """Chapter 6's healed models, made as its sections 4 (LoRA) and 4b (linear maps) make them:
+    ``{row: (model, removed blocks, recipe)}``."""
+    sms_draws = helpers.data.disjoint_draws(
+        helpers.data.calibration_texts("sms"), n_draws=2, n_samples=REPAIR_SMS, seed=SEED
+    )
+    repair_data = {
+        " + map (WikiText)": helpers.calibration_batches(
+            tokenizer, "wikitext", n_samples=REPAIR_SAMPLES, seq_len=SEQ_LEN, seed=SEED
+        ),
+        " + map (SMS)": helpers.data.tokenize_batches(tokenizer, sms_draws[0], seq_len=SEQ_LEN, by_length=True),
+    }
+    held_out = helpers.load_wikitext("evaluation")  # linear_repair measures the maps; the model does not depend on it
+    recipes, healed = healing_recipes(), {}
+    for name in HEALED:
+        blocks = selections[name]
+        lora, _ = helpers.heal_with_lora(model, tokenizer, helpers.load_wikitext("calibration"), remove=blocks, **HEAL)
+        healed[name + " + LoRA"] = (lora, blocks, recipes[" + LoRA"])
+        for suffix, batches in repair_data.items():
+            repair = helpers.linear_repair.linear_repair(
+                model, tokenizer, blocks, batches, held_out, seq_len=SEQ_LEN, max_windows=2, progress=False
+            )
+            healed[name + suffix] = (repair.model, blocks, recipes[suffix])
+    return healed
+
+
+def add_healed(model, tokenizer, out: Path) -> None:
+    """Append chapter 6's healed rows to the stored results in ``out``, scored on the stored items."""
+    stored = load_stored_zero_shot(out / STORED_ITEMS.name, out / STORED_META.name)
+    meta = stored.meta
+    began = time.perf_counter()
+    k = helpers.resolve_k(PRUNE_FRACTION, helpers.num_blocks(model))
+    selections = chapter6_selections(model, tokenizer, k, dict(helpers.PLUS_HEURISTIC))
+    healed = chapter6_healed(model, tokenizer, selections)
+    print(f"{len(healed)} healed models made in {time.perf_counter() - began:.0f} s", flush=True)
+    frames = {name: stored.frame(name) for name in meta["variants"] if name not in healed}
+    items = stored.item_ids()
+    for name, (healed_model, blocks, recipe) in healed.items():
+        started = time.perf_counter()
+        frames[name] = evaluate_zero_shot(healed_model, tokenizer, list(items), items=items, progress=True)
+        meta["variants"][name] = {"removed": list(blocks), "names": [name], "healing": recipe}
+        meta["seconds_per_variant"][name] = round(time.perf_counter() - started, 1)
+        accuracy = frames[name].groupby("task", sort=False)["acc"].mean()
+        print(
+            f"{name}: {meta['seconds_per_variant'][name]} s; acc "
+            + ", ".join(f"{t} {a:.3f}" for t, a in accuracy.items()),
+            flush=True,
+        )
+    meta["healed_wall_seconds"] = round(time.perf_counter() - began)
+    meta["healed_git_commit"] = _git_commit()
+    save_stored_zero_shot(frames, meta, out / STORED_ITEMS.name, out / STORED_META.name)
+    print(f"added {len(healed)} healed variants to {out} in {meta['healed_wall_seconds']} s")
+
+
 def _git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
@@ -94,12 +175,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=None, help="items per task instead of TASK_ITEMS (a trial)")
     parser.add_argument("--out", type=Path, default=None, help="folder for the two files (default: helpers/results)")
+    parser.add_argument("--healed", action="store_true", help="append chapter 6's healed rows to the stored results")
     args = parser.parse_args()
     out = args.out or (STORED_ITEMS.parent if args.limit is None else Path("/tmp/zero_shot_trial"))
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     helpers.set_determinism(SEED, threads=2)
     model, tokenizer = helpers.load_model(MODEL_ID)
+    if args.healed:
+        return add_healed(model, tokenizer, out)
     n_blocks = helpers.num_blocks(model)
     k = helpers.resolve_k(PRUNE_FRACTION, n_blocks)
     protect = dict(helpers.PLUS_HEURISTIC)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -42,6 +42,22 @@ from .fast.stored_results import (
 )
 from .statistics import ConfidenceInterval
 from .zero_shot import item_ids, load_task
+
+
+@dataclass(frozen=True)
+class HealedVariant:
+    """A pruned model healed afterwards (LoRA, linear maps), for ``benchmark_variants`` to score beside the others.
+
+    Attributes:
+        model: the healed model (its blocks already removed).
+        removed: the blocks it lacks, numbered as in the full model: its size, and its pruned twin.
+        recipe: how it was healed, JSON-able (method, data, settings): the stored results serve it only when a stored
+            variant has these blocks and this recipe, so a changed setting falls back to live scoring.
+    """
+
+    model: PreTrainedModel
+    removed: Sequence[int]
+    recipe: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -121,6 +137,7 @@ def benchmark_variants(
     tasks: Sequence[str] = BENCHMARK_TASKS,
     seed: int = 0,
     progress: bool = False,
+    healed: Mapping[str, HealedVariant] | None = None,
 ) -> BenchmarkRun:
     """Zero-shot accuracy of the full model and every variant: stored and checked, or scored live.
 
@@ -139,16 +156,28 @@ def benchmark_variants(
         tasks: the tasks scored live (stored results bring their own).
         seed: the seed of the live item draws.
         progress: show progress bars.
+        healed: ``{name: HealedVariant}``: models healed after pruning, scored on the same items as the others (from
+            the stored results when a stored variant has their blocks and recipe, else live).
 
     Returns:
         A ``BenchmarkRun``.
 
     Raises:
         ValueError: for ``live_items`` that is neither None, a positive integer nor "all"; a ``check_variants`` name
-            that is not a variant; as ``evaluate_variants``.
-        TypeError: if ``variants`` is not a mapping; as ``evaluate_variants``, ``check_int``.
+            that is not a variant; a healed name that is also a variant's; as ``evaluate_variants``.
+        TypeError: if ``variants`` or ``healed`` is not a mapping, or a healed value is not a ``HealedVariant``; as
+            ``evaluate_variants``, ``check_int``.
     """
     check_mapping("variants", variants, "{name: blocks to remove}")
+    if healed is not None:
+        check_mapping("healed", healed, "{name: HealedVariant}")
+    healed = dict(healed or {})
+    wrong = [name for name, value in healed.items() if not isinstance(value, HealedVariant)]
+    if wrong:
+        raise TypeError(f"healed values must be HealedVariant(model, removed, recipe); {wrong} are not")
+    clash = [name for name in healed if name in variants or name == FULL]
+    if clash:
+        raise ValueError(f"healed names {clash} are also variants' names; give each row its own name")
     if live_items != "all":
         check_int("live_items", live_items, none_means="the stored results")
     check_int("fallback_items", fallback_items)
@@ -157,7 +186,12 @@ def benchmark_variants(
     plan = {
         FULL: [],
         **{name: check_block_indices(blocks, n_blocks, allow_empty=True) for name, blocks in variants.items()},
+        **{name: check_block_indices(h.removed, n_blocks, allow_empty=True) for name, h in healed.items()},
     }
+    sizes = evaluate_variants(model, {name: plan[name] for name in plan if name != FULL}, {}, progress=False)
+    if healed:  # a healed row has its pruned twin's blocks: no later `reuse` may take its numbers for the twin's
+        sizes = dataclasses.replace(sizes, model_state=None)
+    models = {name: h.model for name, h in healed.items()}
     unknown = [name for name in check_variants if name not in plan]
     if unknown:
         raise ValueError(f"check_variants {unknown} are not variants; choose among {list(plan)}")
@@ -166,12 +200,16 @@ def benchmark_variants(
             stored = load_stored_zero_shot()
         except FileNotFoundError:
             stored = None
-    names = stored_variant_names(stored, model, model_id, plan) if live_items is None else "live scoring was asked for"
+    recipes = {name: h.recipe for name, h in healed.items()}
+    names = (
+        stored_variant_names(stored, model, model_id, plan, recipes)
+        if live_items is None
+        else "live scoring was asked for"
+    )
     if isinstance(names, dict):
-        sizes = evaluate_variants(model, variants, {}, progress=False)
         results = {name: zero_shot_results(stored.frame(names[name])) for name in plan}
         agreement = check_stored_live(
-            model, tokenizer, stored, names, plan, check_variants, check_items, seed, progress
+            model, tokenizer, stored, names, plan, check_variants, check_items, seed, progress, models
         )
         made_by = (
             "this code" if stored.meta["code_fingerprint"] == code_fingerprint() else "an earlier version of the code"
@@ -184,8 +222,11 @@ def benchmark_variants(
     limit = None if live_items == "all" else (live_items or fallback_items)
     items = {task: item_ids(len(load_task(task)), limit, seed) for task in tasks}
     measure = zero_shot_measure(tokenizer, items, progress=progress)
-    results = evaluate_variants(model, variants, {"zero-shot": measure}, progress=progress)
+    results = evaluate_variants(model, variants, {"zero-shot": measure}, progress=progress).results
+    for name, healed_model in models.items():  # each healed model as it is: its own "full" model
+        results[name] = evaluate_variants(healed_model, {}, {"zero-shot": measure}, progress=progress).results[FULL]
     counts = ", ".join(f"{task} {len(ids)}" for task, ids in items.items())
+    results = dataclasses.replace(sizes, results={name: results[name] for name in plan})
     return BenchmarkRun(results, "live", f"scored live ({names}): {counts} items", items, None)
 
 

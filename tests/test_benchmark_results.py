@@ -11,6 +11,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from test_zero_shot import real_data, smollm_tokenizer, tiny_model  # noqa: F401 - fixtures used by name
 
 import helpers
@@ -210,6 +211,55 @@ def test_benchmark_variants_stored_then_live(real_data, smollm_tokenizer, tmp_pa
         helpers.benchmark_variants(model, smollm_tokenizer, variants, model_id="tiny", check_variants=["x"])
     with pytest.raises(ValueError):
         helpers.benchmark_variants(model, smollm_tokenizer, variants, model_id="tiny", live_items=0)
+
+
+def test_healed_variants_are_served_by_their_recipe_and_scored_as_they_are(real_data, smollm_tokenizer, tmp_path):  # noqa: F811
+    model = tiny_model("llama", len(smollm_tokenizer))
+    healed_model = helpers.prune_blocks(model, [0])
+    with torch.no_grad():  # a stand-in for healing: any change of the pruned model's weights
+        for weight in healed_model.parameters():
+            weight.add_(torch.randn_like(weight, generator=torch.Generator().manual_seed(3)) * 0.05)
+    recipe = {"method": "a test", "steps": 2}
+    healed = {"cut + heal": helpers.variant_benchmarks.HealedVariant(healed_model, [0], recipe)}
+    items = {"arc_easy": [0, 5, 9], "lambada_openai": [2, 3]}
+    frames = {}
+    for name, blocks in {"full": [], "cut": [0]}.items():
+        with helpers.skip_blocks(model, blocks) as variant:
+            frames[name] = evaluate_zero_shot(variant, smollm_tokenizer, list(items), items=items, progress=False)
+    frames["cut + heal"] = evaluate_zero_shot(healed_model, smollm_tokenizer, list(items), items=items, progress=False)
+    meta = {"model": "tiny", "n_blocks": helpers.num_blocks(model), "code_fingerprint": "x"}
+    meta["variants"] = {"full": {"removed": []}, "cut": {"removed": [0]}, "cut + heal": {"removed": [0]}}
+    meta["variants"]["cut + heal"]["healing"] = recipe
+    save_stored_zero_shot(frames, meta, tmp_path / "i.csv.gz", tmp_path / "i.json")
+    stored = load_stored_zero_shot(tmp_path / "i.csv.gz", tmp_path / "i.json")
+    assert stored.variant_of([0]) == "cut" and stored.variant_of([0], recipe) == "cut + heal"
+    assert stored.variant_of([0], {**recipe, "steps": 3}) is None
+
+    run = helpers.benchmark_variants(
+        model, smollm_tokenizer, {"cut": [0]}, model_id="tiny", stored=stored, check_items=2, healed=healed,
+        check_variants=["cut + heal"],
+    )  # fmt: skip
+    assert run.source == "stored" and run.agrees
+    assert run.results.results["cut + heal"]["arc_easy acc"].correct.tolist() == (
+        zero_shot_results(frames["cut + heal"])["arc_easy acc"].correct.tolist()
+    )
+    assert run.results.info.loc["cut + heal", "n_removed"] == 1
+
+    changed = {"cut + heal": helpers.variant_benchmarks.HealedVariant(healed_model, [0], {**recipe, "steps": 3})}
+    live = helpers.benchmark_variants(
+        model, smollm_tokenizer, {"cut": [0]}, model_id="tiny", stored=stored, healed=changed, fallback_items=3,
+        tasks=["arc_easy"],
+    )  # fmt: skip
+    assert live.source == "live" and "same healing" in live.reason
+    expected = evaluate_zero_shot(healed_model, smollm_tokenizer, ["arc_easy"], items=live.items, progress=False)
+    assert live.results.results["cut + heal"]["arc_easy acc"].correct.tolist() == (
+        zero_shot_results(expected)["arc_easy acc"].correct.tolist()
+    )
+    assert live.results.model_state is None  # no later reuse may read the healed row as its pruned twin
+    with pytest.raises(ValueError, match="also variants' names"):
+        helpers.benchmark_variants(model, smollm_tokenizer, {"cut + heal": [0]}, model_id="tiny", healed=healed)
+    with pytest.raises(TypeError, match="HealedVariant"):
+        helpers.benchmark_variants(model, smollm_tokenizer, {}, model_id="tiny", healed={"h": healed_model})
 
 
 def test_pooling_and_the_headline_view():

@@ -3,9 +3,9 @@
 Scoring the course's variants on about a thousand items per task takes about an hour of a 2-core CPU, too long for a
 notebook; ``benchmarks/zero_shot_results.py`` does it once and stores one row per (variant, task, item) in
 ``helpers/results/`` beside a JSON file that says what was run (model, removed blocks, task definitions, item draw,
-code fingerprint). ``helpers.variant_benchmarks`` reads them (``load_stored_zero_shot``), finds the stored variant of
-each selection (``stored_variant_names``) and re-scores a small seeded subset live, which must agree item by item
-(``check_stored_live``, ``stored_agreement``).
+code fingerprint; a variant healed after pruning also has its ``healing`` recipe). ``helpers.variant_benchmarks``
+reads them (``load_stored_zero_shot``), finds the stored variant of each selection (``stored_variant_names``) and
+re-scores a small seeded subset live, which must agree item by item (``check_stored_live``, ``stored_agreement``).
 
 The code fingerprint (``code_fingerprint``) covers the code that defines the stored numbers (``FINGERPRINTED``:
 documents, prompts, tokenisation and scoring), without its docstrings and comments, so a test can tell when the
@@ -118,17 +118,27 @@ class StoredZeroShot:
     items: pd.DataFrame
     meta: dict[str, Any]
 
-    def variant_of(self, removed: Sequence[int]) -> str | None:
-        """The stored variant that removes exactly these blocks, or None.
+    def variant_of(self, removed: Sequence[int], healing: Mapping[str, Any] | None = None) -> str | None:
+        """The stored variant that removes exactly these blocks and was healed by ``healing`` (None: not healed).
 
         Args:
             removed: block indices (any order).
+            healing: the recipe of a healed variant (``HealedVariant.recipe``), compared as JSON; None for a plain
+                pruned variant.
 
         Returns:
-            The variant's name, or None when no stored variant removes these blocks.
+            The variant's name, or None when no stored variant matches.
         """
         wanted = sorted(int(b) for b in removed)
-        return next((name for name, v in self.meta["variants"].items() if sorted(v["removed"]) == wanted), None)
+        recipe = None if healing is None else json.loads(json.dumps(healing))
+        return next(
+            (
+                name
+                for name, v in self.meta["variants"].items()
+                if sorted(v["removed"]) == wanted and v.get("healing") == recipe
+            ),
+            None,
+        )
 
     def frame(self, variant: str) -> pd.DataFrame:
         """One variant's per-item frame, as ``evaluate_zero_shot`` returned it.
@@ -233,7 +243,11 @@ def stored_agreement(live: pd.DataFrame, stored: pd.DataFrame, *, tolerance: flo
 
 
 def stored_variant_names(
-    stored: StoredZeroShot | None, model: PreTrainedModel, model_id: str, plan: Mapping[str, Sequence[int]]
+    stored: StoredZeroShot | None,
+    model: PreTrainedModel,
+    model_id: str,
+    plan: Mapping[str, Sequence[int]],
+    recipes: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> str | dict[str, str]:
     """The stored variant of each planned one, or why the stored results cannot serve.
 
@@ -242,6 +256,7 @@ def stored_variant_names(
         model: the full model (its block count must match the stored one's).
         model_id: the model's id (it must be the stored one's).
         plan: ``{name: blocks to remove}``.
+        recipes: ``{name: healing recipe}`` for the planned variants that were healed after pruning.
 
     Returns:
         ``{name: stored variant}`` when every planned variant is stored for this model, else the reason, a sentence.
@@ -250,10 +265,14 @@ def stored_variant_names(
         return "no stored results were found"
     if stored.meta["model"] != model_id or stored.meta["n_blocks"] != num_blocks(model):
         return f"the stored results are for {stored.meta['model']} ({stored.meta['n_blocks']} blocks), not {model_id}"
-    names = {name: stored.variant_of(blocks) for name, blocks in plan.items()}
+    recipes = recipes or {}
+    names = {name: stored.variant_of(blocks, recipes.get(name)) for name, blocks in plan.items()}
     missing = [name for name, found in names.items() if found is None]
     if missing:
-        return f"no stored variant removes the blocks of {', '.join(missing)} (other parameters or another model)"
+        return (
+            f"no stored variant removes the blocks of {', '.join(missing)} with the same healing (other parameters or "
+            "another model)"
+        )
     return names
 
 
@@ -267,6 +286,7 @@ def check_stored_live(
     check_items: int,
     seed: int,
     progress: bool,
+    healed_models: Mapping[str, PreTrainedModel] | None = None,
 ) -> pd.DataFrame:
     """Re-score ``check_items`` seeded stored items per task for the ``check`` variants; compare with the store.
 
@@ -280,6 +300,7 @@ def check_stored_live(
         check_items: items per task, drawn with ``seed + 1`` from the stored items.
         seed: the seed of the live draws.
         progress: show progress bars.
+        healed_models: ``{name: model}`` for the variants healed after pruning: scored as they are.
 
     Returns:
         ``stored_agreement``'s rows indexed by (variant, task).
@@ -290,7 +311,10 @@ def check_stored_live(
     }  # seed + 1: a draw of its own, not the first items of the stored draw
     rows = []
     for name in check:
-        with skip_blocks(model, plan[name]) as variant:
-            live = evaluate_zero_shot(variant, tokenizer, list(subset), items=subset, progress=progress)
+        if name in (healed_models or {}):
+            live = evaluate_zero_shot(healed_models[name], tokenizer, list(subset), items=subset, progress=progress)
+        else:
+            with skip_blocks(model, plan[name]) as variant:
+                live = evaluate_zero_shot(variant, tokenizer, list(subset), items=subset, progress=progress)
         rows.append(stored_agreement(live, stored.frame(names[name])).assign(variant=name).reset_index())
     return pd.concat(rows, ignore_index=True).set_index(["variant", "task"])
