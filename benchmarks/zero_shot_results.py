@@ -80,7 +80,9 @@ def chapter6_selections(model, tokenizer, k: int, protect: dict) -> dict[str, li
     selections = {
         "Magnitude+": helpers.select_blocks(helpers.magnitude_scores(model), k, **protect),
         "Taylor+": helpers.select_blocks(helpers.taylor_scores(model, calibration, progress=False), k, **protect),
-        "PPL": helpers.select_blocks(helpers.data_criteria.ppl_scores(model, calibration, progress=False), k, **protect),
+        "PPL": helpers.select_blocks(
+            helpers.data_criteria.ppl_scores(model, calibration, progress=False), k, **protect
+        ),
         "Block Influence": helpers.select_blocks(
             helpers.block_similarity(model, calibration, progress=False).blocks["block_influence"], k
         ),

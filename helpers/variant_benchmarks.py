@@ -1,9 +1,10 @@
 """The course's variants on the zero-shot benchmarks: from the stored per-item results, checked live, or all live.
 
 ``benchmark_variants`` is the evaluation core's benchmark preset. For the course model and the course's selections
-it reads the stored results (about an hour of CPU work, ``benchmarks/zero_shot_results.py``) and re-scores a small
-seeded subset of them live, which must agree item by item (``helpers.fast.stored_results``). For another model,
-other blocks, or when asked (``live_items``; "all" runs every item, for a GPU), it scores live. Either way it returns
+(and chapter 6's healed models, ``HealedVariant``, matched by their recipe) it reads the stored results (about an
+hour of CPU work, ``benchmarks/zero_shot_results.py``) and re-scores a small seeded subset of them live, which must
+agree item by item (``helpers.fast.stored_results``). For another model, other blocks or recipes, or when asked
+(``live_items``; "all" runs every item, for a GPU), it scores live. Either way it returns
 a ``VariantResults`` whose metrics are ``"<task> <metric>"`` accuracies with bootstrap intervals, paired differences
 and verdicts against the majority answer. ``signal_table`` reads each task against chance and the majority answer;
 ``retained_share`` puts tasks with different chance levels on one scale.

@@ -392,6 +392,7 @@ def test_check_linear_map_before_the_exercise_and_on_a_family_without_a_map(caps
     assert tiny_lab().check_linear_map(not_yet, batches, batches, [2, 3]) is None
     assert "not attempted yet: Exercise 9" in capsys.readouterr().out
     assert tiny_lab("gemma3_text").check_linear_map(not_yet, batches, batches, [2, 3]) is None
-    assert "cannot carry a linear map" in capsys.readouterr().out
+    out = capsys.readouterr().out  # the exercise is the exact fold: behind Gemma's post-MLP norm it is approximate
+    assert "normalises its MLP output" in out and "measures nothing" in out
     with pytest.raises(ValueError, match="one run of consecutive blocks"):
         tiny_lab().check_linear_map(not_yet, batches, batches, [1, 3])
