@@ -102,6 +102,16 @@ HEAL = {"steps": 8, "seq_len": SEQ_LEN, "batch_size": 2, "lr": 1e-3, "rank": 8, 
 REPAIR_SAMPLES, REPAIR_SMS = 32, 160  # chapter 6's WikiText samples and SMS messages per linear map
 
 
+def score(name: str, model, tokenizer, items: dict[str, list[int]]) -> tuple[pd.DataFrame, float]:
+    """One variant on the items, timed, with a line of per-task accuracy: (per-item frame, seconds)."""
+    began = time.perf_counter()
+    frame = evaluate_zero_shot(model, tokenizer, list(items), items=items, progress=True)
+    seconds = round(time.perf_counter() - began, 1)
+    accuracy = frame.groupby("task", sort=False)["acc"].mean()
+    print(f"{name}: {seconds} s; acc " + ", ".join(f"{t} {a:.3f}" for t, a in accuracy.items()), flush=True)
+    return frame, seconds
+
+
 def healing_recipes() -> dict[str, dict]:
     """The recipes chapter 6 passes to ``benchmark_variants`` for its healed rows: suffix -> recipe."""
     maps = {"method": "linear map", "seq_len": SEQ_LEN, "seed": SEED}
@@ -125,10 +135,11 @@ def chapter6_healed(model, tokenizer, selections: dict[str, list[int]]) -> dict[
         " + map (SMS)": helpers.data.tokenize_batches(tokenizer, sms_draws[0], seq_len=SEQ_LEN, by_length=True),
     }
     held_out = helpers.load_wikitext("evaluation")  # linear_repair measures the maps; the model does not depend on it
+    heal_texts = helpers.load_wikitext("calibration")
     recipes, healed = healing_recipes(), {}
     for name in HEALED:
         blocks = selections[name]
-        lora, _ = helpers.heal_with_lora(model, tokenizer, helpers.load_wikitext("calibration"), remove=blocks, **HEAL)
+        lora, _ = helpers.heal_with_lora(model, tokenizer, heal_texts, remove=blocks, **HEAL)
         healed[name + " + LoRA"] = (lora, blocks, recipes[" + LoRA"])
         for suffix, batches in repair_data.items():
             repair = helpers.linear_repair.linear_repair(
@@ -150,16 +161,8 @@ def add_healed(model, tokenizer, out: Path) -> None:
     frames = {name: stored.frame(name) for name in meta["variants"] if name not in healed}
     items = stored.item_ids()
     for name, (healed_model, blocks, recipe) in healed.items():
-        started = time.perf_counter()
-        frames[name] = evaluate_zero_shot(healed_model, tokenizer, list(items), items=items, progress=True)
+        frames[name], meta["seconds_per_variant"][name] = score(name, healed_model, tokenizer, items)
         meta["variants"][name] = {"removed": list(blocks), "names": [name], "healing": recipe}
-        meta["seconds_per_variant"][name] = round(time.perf_counter() - started, 1)
-        accuracy = frames[name].groupby("task", sort=False)["acc"].mean()
-        print(
-            f"{name}: {meta['seconds_per_variant'][name]} s; acc "
-            + ", ".join(f"{t} {a:.3f}" for t, a in accuracy.items()),
-            flush=True,
-        )
     meta["healed_wall_seconds"] = round(time.perf_counter() - began)
     meta["healed_git_commit"] = _git_commit()
     save_stored_zero_shot(frames, meta, out / STORED_ITEMS.name, out / STORED_META.name)
@@ -205,12 +208,8 @@ def main() -> None:
     items = {task: item_ids(len(load_task(task)), limit, SEED) for task, limit in limits.items()}
     frames, seconds = {}, {}
     for name, variant in variants.items():
-        began = time.perf_counter()
         with helpers.skip_blocks(model, variant["removed"]) as pruned:
-            frames[name] = evaluate_zero_shot(pruned, tokenizer, list(items), items=items, progress=True)
-        seconds[name] = round(time.perf_counter() - began, 1)
-        accuracy = frames[name].groupby("task", sort=False)["acc"].mean()
-        print(f"{name}: {seconds[name]} s; acc " + ", ".join(f"{t} {a:.3f}" for t, a in accuracy.items()), flush=True)
+            frames[name], seconds[name] = score(name, pruned, tokenizer, items)
 
     meta = {
         "model": MODEL_ID,
