@@ -327,6 +327,7 @@ def sleb_removal(
     *,
     protect_first: int = 0,
     protect_last: int = 0,
+    first_step: pd.Series | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """SLEB: remove the block whose removal raises perplexity least, re-score the rest on the pruned model, k times.
@@ -340,6 +341,9 @@ def sleb_removal(
         k: a block count (int) or a fraction of the blocks (float in (0, 1), see ``resolve_k``).
         protect_first: original blocks at the start that are never candidates (the "+" heuristic).
         protect_last: original blocks at the end that are never candidates.
+        first_step: the first step's scores when computed already: the perplexity without each block on these same
+            batches, indexed by block. SLEB's first step is the one-shot PPL criterion, so
+            ``ppl_by_sample(model, all_batches).scores(rows)`` gives it without another pass; None computes it.
         progress: show a progress bar.
 
     Returns:
@@ -351,28 +355,54 @@ def sleb_removal(
         TypeError: if ``k`` is not a number (``resolve_k``), or ``protect_first`` or ``protect_last`` is not an
             integer.
         ValueError: if ``k`` is invalid (``resolve_k``), the protected blocks leave fewer than k candidates,
-            ``batches`` is invalid (as ``taylor_scores``), or a perplexity is not finite while the model's is.
+            ``batches`` is invalid (as ``taylor_scores``), a perplexity is not finite while the model's is, or
+            ``first_step`` lacks a candidate block or holds a value that is not a finite positive perplexity.
+        TypeError: if ``first_step`` is neither None nor a pandas Series.
         FloatingPointError: if the model's logits (with the blocks removed so far) are NaN or inf.
     """
     n_blocks = len(get_blocks(model))
     count = resolve_k(k, n_blocks)
     candidates = removable_blocks(n_blocks, count, protect_first=protect_first, protect_last=protect_last)
+    given = None if first_step is None else _first_step_scores(first_step, candidates)
     prepared, n_tokens = _prepare(model, batches)
     removed, rows = [], []
     with eval_mode(model), torch.inference_mode():
         for step in progress_bar(range(1, count + 1), "SLEB", progress):
-            kept = [b for b in range(n_blocks) if b not in removed]
-            with skip_blocks(model, removed):
-                scored = [b for b in candidates if b not in removed]
-                nll = nll_without_blocks(model, prepared, [kept.index(b) for b in scored], progress=False)
-                nll = nll.sum(dim=1).tolist()
-                if not all(map(math.isfinite, nll)):
-                    _refuse_non_finite_model(model, prepared, "SLEB's perplexity")
-            ppl = block_scores([math.exp(total / n_tokens) for total in nll], "ppl", blocks=scored)
+            if step == 1 and given is not None:
+                ppl = given
+            else:
+                ppl = _sleb_step(model, prepared, n_tokens, removed, [b for b in candidates if b not in removed])
             block = int(first_minimum(ppl))  # near-ties (TIE_RTOL) go to the lower block index
             removed.append(block)
             rows.append({"step": step, "block": block, "ppl": ppl[block]})
     return pd.DataFrame(rows).set_index("step")
+
+
+def _sleb_step(
+    model: PreTrainedModel, prepared: list, n_tokens: int, removed: list[int], scored: list[int]
+) -> pd.Series:
+    """Calibration perplexity of the model without ``removed`` and each block of ``scored`` in turn."""
+    kept = [b for b in range(len(get_blocks(model))) if b not in removed]
+    with skip_blocks(model, removed):
+        nll = nll_without_blocks(model, prepared, [kept.index(b) for b in scored], progress=False)
+        nll = nll.sum(dim=1).tolist()
+        if not all(map(math.isfinite, nll)):
+            _refuse_non_finite_model(model, prepared, "SLEB's perplexity")
+    return block_scores([math.exp(total / n_tokens) for total in nll], "ppl", blocks=scored)
+
+
+def _first_step_scores(first_step: object, candidates: list[int]) -> pd.Series:
+    """``first_step`` restricted to the candidates, refused when it cannot be SLEB's first step."""
+    if not isinstance(first_step, pd.Series):
+        kind = type(first_step).__name__
+        raise TypeError(f"first_step must be a pandas Series indexed by block (or None); got {kind}")
+    missing = [b for b in candidates if b not in first_step.index]
+    if missing:
+        raise ValueError(f"first_step has no score for candidate blocks {missing}; it must cover blocks {candidates}")
+    values = first_step.loc[candidates]
+    if not np.isfinite(values.to_numpy(float)).all() or (values <= 0).any():
+        raise ValueError("first_step must hold finite positive perplexities; got " + values.to_string())
+    return block_scores(values.to_numpy(float), "ppl", blocks=candidates)
 
 
 def block_influence_by_sample(

@@ -304,3 +304,45 @@ def test_sleb_first_step_is_the_one_shot_ppl_argmin_and_protection_holds():
     assert set(frame["block"]) <= {2, 3, 4}
     with pytest.raises(ValueError, match="leaves 3 removable"):
         sleb_removal(model, data, 4, protect_first=2, protect_last=1, progress=False)
+
+
+def test_sleb_takes_its_first_step_from_the_ppl_criterion_and_goes_on_from_there():
+    model = tiny_model("llama")
+    data = batches()
+    one_shot = ppl_by_sample(model, data, progress=False).scores()
+    plain = sleb_removal(model, data, 3, progress=False)
+    reused = sleb_removal(model, data, 3, first_step=one_shot, progress=False)
+    assert reused["block"].tolist() == plain["block"].tolist()
+    assert reused["ppl"].to_numpy() == pytest.approx(plain["ppl"].to_numpy(), rel=1e-5)
+    # The given scores are what step 1 decides on (no pass of its own), and step 2 is measured without that block.
+    forced = one_shot.copy()
+    worst = int(one_shot.idxmax())
+    forced[worst] = one_shot.min() / 2
+    frame = sleb_removal(model, data, 2, first_step=forced, progress=False)
+    assert frame.loc[1, "block"] == worst
+    options = {b: hand_ppl(prune_blocks(model, [worst, b]), data) for b in range(N_LAYERS) if b != worst}
+    best = min(options, key=lambda b: (options[b], b))
+    assert frame.loc[2, "block"] == best
+    assert frame.loc[2, "ppl"] == pytest.approx(options[best], rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    "first_step, error, message",
+    [
+        ([1.0, 2.0, 3.0, 4.0], TypeError, "pandas Series"),
+        ("missing", ValueError, r"no score for candidate blocks \[3\]"),
+        ("nan", ValueError, "finite positive perplexities"),
+    ],
+)
+def test_sleb_refuses_a_first_step_that_cannot_be_one(first_step, error, message):
+    model = tiny_model("llama")
+    data = batches()
+    scores = ppl_by_sample(model, data, progress=False).scores()
+    if first_step == "missing":
+        first_step = scores.drop(index=3)
+    elif first_step == "nan":
+        first_step = scores.where(scores.index != 1)
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    with pytest.raises(error, match=message):
+        sleb_removal(model, data, 2, first_step=first_step, progress=False)
+    assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())
