@@ -12,10 +12,10 @@ sequence's first position is an attention sink whose residual stream has a norm 
 course model, but the fit regresses the span's change ``L - Y`` on the MLP output ``M``, which is small there, so
 those rows do not dominate it: on the course model (blocks 20-25 removed, 64 WikiText samples) leaving them out moved
 held-out perplexity by -0.2 [-0.6, +0.1], within noise. So by default every real token counts (``skip_first=False``);
-the option stays to show it. The map has d² parameters and wants thousands of tokens: there, 2k tokens gave held-out
-perplexity 330, 7k gave 190 and 28k gave 176 (paired: better than 7k). ``benchmarks/linear_repair_evidence.py``
-measures both. Memory grows with d², not with the number of tokens: ``M^T M`` and ``M^T (L - Y)`` accumulate batch
-by batch (float64) and one solve gives ``T``.
+chapter 6 shows the learner both on its own selection. The map has d² parameters and wants thousands of tokens:
+there, 2k tokens gave held-out perplexity 330, 7k gave 190 and 28k gave 176 (paired: better than 7k).
+``benchmarks/linear_repair_evidence.py`` measures both. Memory grows with d², not with the number of tokens:
+``M^T M`` and ``M^T (L - Y)`` accumulate batch by batch (float64) and one solve gives ``T``.
 
 Families that normalise the MLP's output before adding it (``post_feedforward_layernorm``: Gemma 2/3, OLMo 2) add
 ``M = g * z / rms(z)``, with ``z`` the down projection's output and ``g`` the norm's gain. No weight change turns that
