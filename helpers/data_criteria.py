@@ -39,7 +39,7 @@ from .selection import removable_blocks, resolve_k, select_blocks
 from .settings import progress_bar
 from .similarity import block_similarity
 from .static_criteria import WeightSet, block_scores, block_weights
-from .statistics import rank_correlation
+from .statistics import MIN_UNITS, TOO_FEW, rank_correlation
 from .ties import first_minimum
 
 Batch = Mapping[str, torch.Tensor]
@@ -473,7 +473,7 @@ def split_half_agreement(
 
     Returns:
         One row per split and pair: ``split``, ``first``, ``second`` (set names; equal for a same-set pair),
-        ``spearman`` and ``overlap`` (blocks in common, 0..k).
+        ``spearman``, ``overlap`` (blocks in common, 0..k) and ``units`` (the scored tokens of the smaller half).
 
     Raises:
         ValueError: if a set has fewer than 2 samples; as ``rank_correlation`` and ``select_blocks``.
@@ -489,11 +489,11 @@ def split_half_agreement(
             draws = disjoint_draws(
                 range(profile.n_samples), n_draws=2, n_samples=profile.n_samples // 2, seed=seed + split
             )
-            halves[name] = [profile.scores(draw) for draw in draws]
+            halves[name] = [(profile.scores(draw), int(profile.tokens.loc[list(draw)].sum())) for draw in draws]
         pairs = [(name, name, 0, 1) for name in names]
         pairs += [(a, b, h, h) for i, a in enumerate(names) for b in names[i + 1 :] for h in (0, 1)]
         for first, second, h1, h2 in pairs:
-            x, y = halves[first][h1], halves[second][h2]
+            (x, x_units), (y, y_units) = halves[first][h1], halves[second][h2]
             chosen = [set(select_blocks(s, k, protect_first=protect_first, protect_last=protect_last)) for s in (x, y)]
             rho = rank_correlation(x.loc[list(blocks)], y.loc[list(blocks)])["spearman"]
             rows.append(
@@ -503,6 +503,7 @@ def split_half_agreement(
                     "second": second,
                     "spearman": rho,
                     "overlap": len(chosen[0] & chosen[1]),
+                    "units": min(x_units, y_units),
                 }
             )
     return pd.DataFrame(rows)
@@ -514,7 +515,8 @@ def resampling_verdict(agreement: pd.DataFrame, first: str, second: str) -> pd.D
     For each measure (``spearman``, ``overlap``), the noise range is that of the same-set pairs of ``first`` and of
     ``second``, the data range that of the ``first`` vs ``second`` pairs. The verdict is "beyond resampling noise"
     only when every cross-set value lies below every same-set value (the two ranges do not touch), else "within
-    resampling noise": resampling alone can produce that much disagreement.
+    resampling noise": resampling alone can produce that much disagreement. Where some half holds fewer than
+    ``MIN_UNITS`` scored tokens, its scores are too noisy to measure the noise with: the verdict is ``TOO_FEW``.
 
     Args:
         agreement: the frame ``split_half_agreement`` returns.
@@ -522,8 +524,8 @@ def resampling_verdict(agreement: pd.DataFrame, first: str, second: str) -> pd.D
         second: the other's.
 
     Returns:
-        One row per measure (index ``measure``) with ``noise_min``, ``noise_max``, ``data_min``, ``data_max`` and
-        ``verdict``.
+        One row per measure (index ``measure``) with ``noise_min``, ``noise_max``, ``data_min``, ``data_max``,
+        ``units`` (the fewest scored tokens in a half) and ``verdict``.
 
     Raises:
         ValueError: if ``agreement`` has no same-set or no cross-set pair for these names.
@@ -533,14 +535,17 @@ def resampling_verdict(agreement: pd.DataFrame, first: str, second: str) -> pd.D
     cross = agreement[[pair in crossed for pair in zip(agreement["first"], agreement["second"])]]
     if same.empty or cross.empty:
         raise ValueError(f"agreement has no same-set or no cross-set pairs for {first!r} and {second!r}")
+    units = int(min(same["units"].min(), cross["units"].min()))
     rows = {}
     for measure in ("spearman", "overlap"):
         noise, data = same[measure], cross[measure]
+        beyond = data.max() < noise.min()
         rows[measure] = {
             "noise_min": noise.min(),
             "noise_max": noise.max(),
             "data_min": data.min(),
             "data_max": data.max(),
-            "verdict": BEYOND_NOISE if data.max() < noise.min() else WITHIN_NOISE,
+            "units": units,
+            "verdict": TOO_FEW if units < MIN_UNITS else BEYOND_NOISE if beyond else WITHIN_NOISE,
         }
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("measure")

@@ -29,6 +29,7 @@ from helpers.data_criteria import (
 )
 from helpers.pruning import prune_blocks
 from helpers.similarity import block_similarity
+from helpers.statistics import MIN_UNITS, TOO_FEW
 
 WORDS = ["hi", "see", "you", "at", "home", "later", "free", "cash", "prize", "call", "now", "win", "txt", "claim"]
 
@@ -233,12 +234,20 @@ def test_split_half_agreement_by_hand():
             row = row.iloc[-1]
             assert row.spearman == pytest.approx(stats.spearmanr(x.loc[blocks], y.loc[blocks]).statistic)
             assert row.overlap == len(lowest(x) & lowest(y))
+        # units: the scored tokens of the smaller half, summed by hand from the draws
+        draws = {
+            name: disjoint_draws(range(p.n_samples), n_draws=2, n_samples=p.n_samples // 2, seed=3 + split)
+            for name, p in profiles.items()
+        }
+        tokens = {name: [sum(int(profiles[name].tokens[i]) for i in d) for d in ds] for name, ds in draws.items()}
+        row = agreement[(agreement.split == split) & (agreement["first"] == "a") & (agreement.second == "b")].iloc[-1]
+        assert row.units == min(tokens["a"][1], tokens["b"][1])
 
 
 def test_resampling_verdict_needs_every_cross_value_below_every_noise_value():
-    def frame(noise, cross):
-        rows = [{"first": "a", "second": "a", "spearman": v, "overlap": 5} for v in noise]
-        rows += [{"first": "a", "second": "b", "spearman": v, "overlap": 2} for v in cross]
+    def frame(noise, cross, units=MIN_UNITS):
+        rows = [{"first": "a", "second": "a", "spearman": v, "overlap": 5, "units": 50} for v in noise]
+        rows += [{"first": "a", "second": "b", "spearman": v, "overlap": 2, "units": units} for v in cross]
         return pd.DataFrame(rows)
 
     verdict = resampling_verdict(frame([0.9, 0.8], [0.5, 0.79]), "a", "b")
@@ -247,3 +256,6 @@ def test_resampling_verdict_needs_every_cross_value_below_every_noise_value():
     assert resampling_verdict(frame([0.9, 0.8], [0.5, 0.8]), "a", "b").loc["spearman", "verdict"] == WITHIN_NOISE
     with pytest.raises(ValueError, match="no same-set or no cross-set"):
         resampling_verdict(frame([0.9], [0.5]), "a", "c")
+    # Halves of fewer than MIN_UNITS scored tokens decide nothing, however far apart the ranges are.
+    few = resampling_verdict(frame([0.9, 0.8], [0.1, 0.2], units=MIN_UNITS - 1), "a", "b")
+    assert few["verdict"].tolist() == [TOO_FEW, TOO_FEW] and few["units"].tolist() == [MIN_UNITS - 1] * 2
