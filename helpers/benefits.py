@@ -575,7 +575,8 @@ def check_decode_physics(
     fixed_se = float(fit.intercept_stderr) if depths.nunique() > 2 else float("nan")
     margin = FIT_STANDARD_ERRORS * fixed_se if fixed_se == fixed_se else 0.0  # NaN: a line through two points
     error = f" (± {fmt(margin)} ms, {FIT_STANDARD_ERRORS:g} standard errors)" if margin else ""
-    line = f"Straight-line fit of the decode step: {fmt(per_block)} ms per block + {fmt(fixed)} ms per token "
+    plus = f"+ {fmt(fixed)}" if fmt(fixed)[0] != "-" else f"− {fmt(-fixed)}"  # never "+ -39.8"
+    line = f"Straight-line fit of the decode step: {fmt(per_block)} ms per block {plus} ms per token "
     line += f"whatever the depth{error}. "
     if fixed + margin < 0:
         problems.append(

@@ -259,6 +259,7 @@ def test_check_decode_physics_fails_a_negative_fixed_cost_and_a_slower_variant()
     assert physics.problems == (
         "the fitted fixed cost is -3.83 ms per token, more than 2 standard errors below 0, which no machine can do",
     )
+    assert "3.00 ms per block − 3.83 ms per token whatever the depth" in physics.reading  # not "+ -3.83"
     slower = check_decode_physics(physics_table([80.0, 90.0, 56.0], ideals=[1.1, 1.3]), head_share=0.2)
     assert slower.variants.loc["-6", "reading"] == "bad: slower than the full model"
     assert "-6 decodes 0.889x [0.871, 0.907]: slower than the full model" in slower.verdict
