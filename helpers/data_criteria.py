@@ -352,12 +352,11 @@ def sleb_removal(
         blocks to remove.
 
     Raises:
-        TypeError: if ``k`` is not a number (``resolve_k``), or ``protect_first`` or ``protect_last`` is not an
-            integer.
+        TypeError: if ``k`` is not a number (``resolve_k``), ``protect_first`` or ``protect_last`` is not an
+            integer, or ``first_step`` is neither None nor a pandas Series.
         ValueError: if ``k`` is invalid (``resolve_k``), the protected blocks leave fewer than k candidates,
             ``batches`` is invalid (as ``taylor_scores``), a perplexity is not finite while the model's is, or
             ``first_step`` lacks a candidate block or holds a value that is not a finite positive perplexity.
-        TypeError: if ``first_step`` is neither None nor a pandas Series.
         FloatingPointError: if the model's logits (with the blocks removed so far) are NaN or inf.
     """
     n_blocks = len(get_blocks(model))
